@@ -1,0 +1,48 @@
+"""The calculus every loss goes through: simplify, differentiate to the logits, second order.
+
+These are the *derived* final forms: the code generator prints what these functions return, and
+the derivation's checks confirm them (the concrete-K checks differentiate explicit expressions
+independently, so a wrong symbolic-K result cannot pass).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from derive import symbols as S
+from derive.model import LossModel
+from derive.steps import (
+    canonical_sums,
+    expand_logs,
+    refine_indices,
+    split_sums,
+    targets_sum_to_one,
+)
+
+
+def loss_in_logits(model: LossModel) -> sp.Expr:
+    """The per-sample loss with logs expanded, sums split and `sum y = 1` used where it holds."""
+    expr = split_sums(expand_logs(model.loss))
+    if model.simplex_targets:
+        expr = targets_sum_to_one(expr)
+    out: sp.Expr = canonical_sums(sp.expand(expr))
+    return out
+
+
+def logit_gradient(loss: sp.Expr) -> sp.Expr:
+    """`d loss / d o_j` for symbolic K: differentiate, evaluate the delta sums, drop the guards."""
+    out: sp.Expr = canonical_sums(refine_indices(S.j)(sp.diff(loss, S.o[S.j])))
+    return out
+
+
+def logit_hessian(gradient: sp.Expr) -> sp.Expr:
+    """`d^2 loss / d o_j d o_k`, from the gradient."""
+    out: sp.Expr = canonical_sums(refine_indices(S.j, S.k)(sp.diff(gradient, S.o[S.k])))
+    return out
+
+
+def hessian_vector_product(hessian: sp.Expr) -> sp.Expr:
+    """`sum_k H_jk v_k`: the Hessian applied to a direction without forming the K x K matrix."""
+    summed = sp.Sum(sp.expand(hessian) * S.v[S.k], (S.k, 1, S.K))
+    out: sp.Expr = canonical_sums(split_sums(refine_indices(S.j)(summed)))
+    return out

@@ -1,0 +1,162 @@
+"""The only place an expression becomes a string: a LaTeX printer and a vectorised NumPy printer.
+
+Both are SymPy printer subclasses (one dispatcher, `_print_<Class>` methods), as STYLE.md asks.
+
+`VectorPrinter` prints a class-indexed expression as whole-array NumPy code: `o[j]` is the (n, K)
+array `O`, a class sum is `np.sum(..., axis=-1, keepdims=True)`, and the stable functions print as
+calls to max-shifted kernels. Per-class unrolled code (what `lambdify` of a concrete-K expression
+gives) grows with K; this stays one line for any K. With `axes`, two free class indices map to two
+axes (for the K x K Hessian of one sample). With `gather`, the label index `c` prints as a gather
+of the true class's column (integer labels: no one-hot matrix).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.numpy import NumPyPrinter
+
+from derive import symbols as S
+from derive.functions import CLASS_DUMMY, LogSoftmax, LogSumExp, Softmax
+
+# --------------------------------------------------------------------------- LaTeX
+
+
+class NotesLatexPrinter(LatexPrinter):
+    """SymPy's LaTeX with the notes' notation: `o_j` not `{o}_{j}`, the class dummy shown as k."""
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        base = self._print(expr.base.label)
+        idx = ",".join(self._print(i) for i in expr.indices)
+        return f"{base}_{{{idx}}}"
+
+    dummy_name = "k"
+
+    def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
+        if expr == CLASS_DUMMY:
+            return self.dummy_name
+        out: str = super()._print_Symbol(expr, style=style)
+        return out
+
+
+def to_latex(expr: sp.Basic) -> str:
+    """LaTeX of an expression, with the class dummy renamed when it would clash with a free k."""
+    printer = NotesLatexPrinter({"mul_symbol": None})
+    if S.k in expr.free_symbols:
+        printer.dummy_name = "m"
+    return str(printer.doprint(expr))
+
+
+# --------------------------------------------------------------------------- NumPy
+
+#: The stable kernels a printed expression may call, by SymPy function.
+KERNELS: dict[type, str] = {
+    Softmax: "_softmax",
+    LogSoftmax: "_log_softmax",
+    LogSumExp: "_logsumexp",
+}
+
+
+class VectorPrinter(NumPyPrinter):
+    """Whole-array NumPy code for class-indexed expressions (see the module docstring)."""
+
+    printmethod = "_vectorcode"
+
+    def __init__(
+        self,
+        arrays: dict[str, str],
+        axes: dict[sp.Symbol, str] | None = None,
+        gather: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__({"fully_qualified_modules": False, **(settings or {})})
+        self.arrays = arrays
+        self.axes = axes or {}
+        self.gather = gather
+        self.kernels_used: set[str] = set()
+
+    def _module(self) -> str:
+        return "np"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        name = self.arrays[expr.base.label.name]
+        (idx,) = expr.indices
+        if idx == S.c:
+            if self.gather is None:
+                raise ValueError("the label index c needs a gather array")
+            return f"np.take_along_axis({name}, {self.gather}[:, None], axis=-1)"
+        return name + self.axes.get(idx, "")
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        (var, lo, hi), *rest = expr.limits
+        if rest or (lo, hi) != (1, S.K):
+            raise NotImplementedError(f"only single class sums print as code: {expr}")
+        return f"np.sum({self._target_product(expr.function)}, axis=-1, keepdims=True)"
+
+    def _target_product(self, expr: sp.Expr) -> str:
+        """`y * t` where t may be -inf (a masked logit): 0 * -inf must be 0, so multiply with `where`."""
+        factors = sp.Mul.make_args(expr)
+        targets = [f for f in factors if isinstance(f, sp.Indexed) and f.base.label == S.y.label]
+        rest = sp.Mul(*[f for f in factors if f not in targets])
+        if len(targets) == 1 and rest.has(S.o.label):
+            self.kernels_used.add("_target_mul")
+            return f"_target_mul({self._print(targets[0])}, {self._print(rest)})"
+        return str(self._print(expr))
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        targets = [f for f in expr.args if isinstance(f, sp.Indexed) and f.base.label == S.y.label]
+        if len(targets) == 1 and sp.Mul(*[f for f in expr.args if f != targets[0]]).has(S.o.label):
+            return self._target_product(expr)
+        out: str = super()._print_Mul(expr)
+        return out
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
+        return "np.eye(K, dtype=dtype)"
+
+    def _kernel(self, expr: sp.Function) -> str:
+        name = KERNELS[type(expr)]
+        self.kernels_used.add(name)
+        axis = self.axes.get(expr.args[1], "") if len(expr.args) > 1 else ""
+        return f"{name}({self._print(expr.args[0])}){axis}"
+
+    _print_Softmax = _kernel
+    _print_LogSoftmax = _kernel
+    _print_LogSumExp = _kernel
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        return S.checked_name(expr.name, "symbol")
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        if expr.exp == 2:
+            return f"np.square({self._print(expr.base)})"
+        out: str = super()._print_Pow(expr, rational=rational)
+        return out
+
+
+def vectorised(expr: sp.Expr) -> sp.Expr:
+    """Map every free class index to the class dummy: in whole-array code they are the same axis.
+
+    Only valid for expressions with at most one free class index (all but the Hessian).
+    """
+    free = [idx for idx in (S.j, S.k) if idx in expr.free_symbols]
+    if len(free) > 1:
+        raise ValueError(f"more than one free class index in {expr}")
+    return expr.xreplace({idx: CLASS_DUMMY for idx in free})
+
+
+def print_assignments(
+    printer: VectorPrinter, outputs: list[tuple[str, sp.Expr]], prefix: str = "_t"
+) -> list[str]:
+    """Print `name = expr` lines with common subexpressions computed once (SymPy's `cse`)."""
+    names = [name for name, _ in outputs]
+    exprs = [vectorised(e) for _, e in outputs]
+    temps, reduced = sp.cse(
+        exprs,
+        symbols=sp.numbered_symbols(prefix),
+        optimizations=None,
+    )
+    lines = [f"{printer._print(sym)} = {printer.doprint(val)}" for sym, val in temps]
+    lines += [f"{name} = {printer.doprint(e)}" for name, e in zip(names, reduced, strict=True)]
+    return lines

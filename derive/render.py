@@ -1,0 +1,112 @@
+"""Template contexts and rendering for the notes (Markdown and LaTeX, English and Chinese).
+
+Templates receive plain, already-printed data: step titles and reasons in the chosen language,
+the LaTeX of each side (from `derive.printing.to_latex`), the words for how each step was checked.
+They hold layout only; nothing here or there types a formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from derive.printing import to_latex
+from derive.steps import CheckedDerivation, CheckedStep, Prose
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+LANGS = ("en", "zh")
+
+RELATION_LATEX = {"=": "=", ">": ">", ">=": r"\ge"}
+
+#: Words the templates put around the steps, per language.
+CHROME: dict[str, Prose] = {
+    "checked": Prose("Checked", "验证"),
+    "definition": Prose("Definition: nothing to prove.", "定义：无需证明。"),
+    "numeric_only": Prose(
+        "Only numeric evidence: no symbolic proof was reached for this step.",
+        "仅有数值证据：此步骤未能得到符号证明。",
+    ),
+    "summary": Prose(
+        "Every step below was checked by SymPy when this file was generated; the pipeline stops "
+        "at the first step whose check fails.",
+        "以下每一步都在生成本文件时由 SymPy 检验过；任何一步检验失败，整个流程就会停止。",
+    ),
+    "step": Prose("Step", "步骤"),
+    "contents": Prose("Steps", "步骤一览"),
+}
+
+
+def environment() -> jinja2.Environment:
+    """The one Jinja environment: strict, no autoescape (the output is code and TeX, not HTML)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclass(frozen=True)
+class StepView:
+    number: int
+    name: str
+    title: str
+    reason: str
+    equation: str
+    checks: list[str]
+    definition: bool
+    numeric_only: bool
+
+
+def step_view(number: int, checked: CheckedStep, lang: str) -> StepView:
+    step = checked.step
+    equation = (
+        f"{to_latex(step.lhs)} {RELATION_LATEX[step.relation]} {to_latex(step.rhs)}"
+    )
+    return StepView(
+        number=number,
+        name=step.name,
+        title=step.title(lang),
+        reason=step.reason(lang),
+        equation=equation,
+        checks=[o.text(lang) for o in checked.outcomes],
+        definition=step.definition,
+        numeric_only=not checked.proved,
+    )
+
+
+def context(checked: CheckedDerivation, lang: str, template: str) -> dict[str, Any]:
+    if lang not in LANGS:
+        raise ValueError(f"lang {lang!r}: expected one of {', '.join(LANGS)}")
+    d = checked.derivation
+    return {
+        "template": template,
+        "lang": lang,
+        "title": d.title(lang),
+        "intro": d.intro(lang),
+        "steps": [step_view(i, s, lang) for i, s in enumerate(checked.steps, start=1)],
+        "words": {key: text(lang) for key, text in CHROME.items()},
+        "cjk": lang == "zh",
+    }
+
+
+def render(checked: CheckedDerivation, lang: str, fmt: str) -> str:
+    """The notes as Markdown (`fmt="md"`) or a standalone LaTeX article (`fmt="tex"`)."""
+    template = f"notes.{fmt}.j2"
+    return environment().get_template(template).render(context(checked, lang, template))
+
+
+def render_markdown(checked: CheckedDerivation, lang: str) -> str:
+    return render(checked, lang, "md")
+
+
+def latex_fragment(checked: CheckedDerivation) -> str:
+    """The equations alone, one `align*` block: what Jupyter's `_repr_latex_` shows."""
+    rows = [step_view(i, s, "en") for i, s in enumerate(checked.steps, start=1)]
+    body = r" \\ ".join(r"&\text{" + r.title.replace("$", "") + r"}:\quad " + r.equation for r in rows)
+    return r"$\begin{aligned}" + body + r"\end{aligned}$"

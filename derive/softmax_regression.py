@@ -1,0 +1,436 @@
+"""The derivation of the notes' story, step by step: from one-hot labels to a convex loss.
+
+It follows the student's notes (d2l's softmax-regression chapter) in order and answers their two
+open questions: where the loss comes from (maximum likelihood), and why the gradient is taken
+w.r.t. `o_j` first (the loss reaches `W` and `b` only through `o`). Every claim carries the checks
+that prove it; the gradient, Hessian and matrix forms are *derived* from `model.loss` by
+`derive.calculus`, not typed here, so the same steps hold for any loss model.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from derive import symbols as S
+from derive.calculus import hessian_vector_product, logit_gradient, logit_hessian, loss_in_logits
+from derive.explicit import any_loss_gradient, gradient_matrix, jacobian, make_batch, mean_loss, row_instance
+from derive.functions import stabilize
+from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel, class_sum, softmax_expr
+from derive.steps import (
+    ConcreteK,
+    Derivation,
+    Elementwise,
+    GeneralK,
+    Numeric,
+    Positive,
+    Prose,
+    Step,
+    canonical_sums,
+    expand_logs,
+    factor_exponentials,
+    factor_shift,
+    refine_indices,
+    split_sums,
+    targets_sum_to_one,
+)
+
+LOSS = sp.Symbol(r"\ell")
+YHAT = sp.IndexedBase("yhat", positive=True)
+
+
+def _display(name: str) -> sp.Symbol:
+    """A symbol that only stands for a name in the notes (never reaches code)."""
+    return sp.Symbol(name)
+
+
+def _chain_rule_W(model: LossModel, loss: sp.Expr, gradient: sp.Expr) -> Elementwise:
+    def build(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+        batch = make_batch(1, d, K, model.simplex_targets)
+        lhs = jacobian(row_instance(loss, batch, 0), batch.W)
+        rhs = batch.X.T * gradient_matrix(gradient, batch)
+        return lhs, rhs
+
+    return Elementwise(build, shapes=((1, 2, 2), (1, 3, 3)))
+
+
+def _chain_rule_b(model: LossModel, loss: sp.Expr, gradient: sp.Expr) -> Elementwise:
+    def build(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+        batch = make_batch(1, d, K, model.simplex_targets)
+        lhs = jacobian(row_instance(loss, batch, 0), batch.b)
+        return lhs, gradient_matrix(gradient, batch).T
+
+    return Elementwise(build, shapes=((1, 2, 2), (1, 2, 4)))
+
+
+def _batch_W(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+    batch = make_batch(n, d, K, simplex=False)
+    L, dL_dO = any_loss_gradient(batch)
+    return jacobian(L, batch.W), batch.X.T * dL_dO
+
+
+def _batch_b(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+    batch = make_batch(n, d, K, simplex=False)
+    L, dL_dO = any_loss_gradient(batch)
+    return jacobian(L, batch.b), dL_dO.T * sp.ones(n, 1)
+
+
+def _linear_layer(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+    batch = make_batch(n, d, K, simplex=False)
+    per_element = sp.Matrix(
+        n,
+        K,
+        lambda r, j: sum(batch.X[r, a] * batch.W[a, j] for a in range(d)) + batch.b[j],
+    )
+    return batch.O, per_element
+
+
+def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
+    """The notes' derivation for `model` (softmax cross-entropy by default)."""
+    j, k, c, K = S.j, S.k, S.c, S.K
+    o, y = S.o, S.y
+    yhat_j = softmax_expr(j)
+    lse = sp.log(sp.Sum(sp.exp(o[S.m]), (S.m, 1, K)))
+    simplified = loss_in_logits(model)
+    gradient = logit_gradient(simplified)
+    hessian = logit_hessian(gradient)
+    hvp = hessian_vector_product(hessian)
+    concrete = ConcreteK()
+    concrete_simplex = ConcreteK(targets_simplex=True, prepare=(expand_logs,))
+    deriv = sp.Derivative
+
+    steps = (
+        Step(
+            "one_hot",
+            Prose("One-hot labels", "独热编码"),
+            Prose(
+                "The label of a sample is a vector with a single 1, at the true class $c$: "
+                "$y_j = \\delta_{jc}$. Its entries sum to 1, so $y$ is a probability "
+                "distribution; every step below that uses $\\sum_j y_j = 1$ therefore also holds "
+                "for soft labels.",
+                "输出为向量，用独热编码表示标签：只有真实类别 $c$ 的位置为 1，其余为 0，即 "
+                "$y_j = \\delta_{jc}$。各分量之和为 1，所以 $y$ 是一个概率分布；下文凡是用到 "
+                "$\\sum_j y_j = 1$ 的步骤，对软标签同样成立。",
+            ),
+            sp.Sum(sp.KroneckerDelta(j, c), (j, 1, K)),
+            sp.Integer(1),
+            (GeneralK((refine_indices(c),)), concrete),
+        ),
+        Step(
+            "linear_model",
+            Prose("The linear model", "线性模型"),
+            Prose(
+                "Each sample $x$ ($d$ features) gets $K$ logits $o = W^T x + b$; for a batch "
+                "$X$ ($n \\times d$) the rows stack into $O = XW + \\mathbf{1} b^T$, "
+                "with $W$ of shape $d \\times K$. Entry by entry, "
+                "$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$.",
+                "每个样本 $x$（$d$ 个特征）得到 $K$ 个输出 $o = W^T x + b$；一个批量 $X$"
+                "（$n \\times d$）按行堆叠成 $O = XW + \\mathbf{1} b^T$，其中 $W$ 的形状为 "
+                "$d \\times K$。逐元素地，$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$。",
+            ),
+            S.Om,
+            sp.MatAdd(S.Xm * S.Wm, S.ones_n * S.bm.T),
+            (Elementwise(_linear_layer, shapes=((2, 2, 2), (3, 2, 4))),),
+        ),
+        Step(
+            "softmax_definition",
+            Prose("Softmax turns logits into probabilities", "softmax 把输出变成概率"),
+            Prose(
+                "Exponentiate each logit and divide by the sum, so the outputs are positive and "
+                "sum to 1.",
+                "softmax 就是用来把输出结果变成概率（和为 1）：对每个输出取指数，再除以它们的和。",
+            ),
+            YHAT[j],
+            yhat_j,
+            definition=True,
+        ),
+        Step(
+            "softmax_positive",
+            Prose("Every probability is positive", "每个概率都为正"),
+            Prose(
+                "An exponential is positive, and so is a sum of exponentials.",
+                "指数函数恒为正，指数之和也为正。",
+            ),
+            yhat_j,
+            sp.Integer(0),
+            (Positive(),),
+            relation=">",
+        ),
+        Step(
+            "softmax_sums_to_one",
+            Prose("The probabilities sum to 1", "概率之和为 1"),
+            Prose(
+                "The denominator does not depend on $j$, so it comes out of the sum and cancels "
+                "the numerator.",
+                "分母与 $j$ 无关，可以提到求和号外面，与分子相消。",
+            ),
+            sp.Sum(yhat_j, (j, 1, K)),
+            sp.Integer(1),
+            (GeneralK((split_sums, canonical_sums)), concrete),
+        ),
+        Step(
+            "softmax_shift_invariance",
+            Prose("Shifting every logit changes nothing", "所有输出同时平移不改变结果"),
+            Prose(
+                "$e^{-c}$ factors out of numerator and denominator. With $c = \\max_k o_k$ every "
+                "exponent is $\\le 0$, which is how the generated code computes softmax without "
+                "overflow.",
+                "$e^{-c}$ 可以从分子和分母中同时提出并约掉。取 $c = \\max_k o_k$ 时所有指数都 "
+                "$\\le 0$，生成的代码正是这样计算 softmax 而不溢出。",
+            ),
+            sp.exp(o[j] - S.shift) / sp.Sum(sp.exp(o[S.m] - S.shift), (S.m, 1, K)),
+            yhat_j,
+            (GeneralK((factor_shift, canonical_sums)), concrete),
+        ),
+        Step(
+            "softmax_argmax",
+            Prose("The most probable class is the largest logit", "最大概率对应最大输出"),
+            Prose(
+                "The ratio of two probabilities is $e^{o_j - o_k}$, which exceeds 1 exactly when "
+                "$o_j > o_k$; so $\\operatorname{argmax}_j \\hat{y}_j = \\operatorname{argmax}_j "
+                "o_j$ and prediction needs no softmax at all.",
+                "两个概率之比为 $e^{o_j - o_k}$，当且仅当 $o_j > o_k$ 时大于 1；所以 argmax "
+                "返回的最大概率下标就是最大输出的下标，预测时不必计算 softmax。",
+            ),
+            softmax_expr(j) / softmax_expr(k),
+            sp.exp(o[j] - o[k]),
+            (GeneralK((canonical_sums, sp.powsimp)), concrete),
+        ),
+        Step(
+            "maximum_likelihood",
+            Prose("Maximum likelihood: the product becomes a sum", "极大似然估计：累乘变累加"),
+            Prose(
+                "Training maximises the joint probability of the labels, "
+                "$\\prod_i P(y^{(i)} \\mid x^{(i)})$. Taking $-\\log$ turns the product into a "
+                "sum and the maximisation into a minimisation: this is where the loss comes from.",
+                "训练要最大化所有标签的联合概率 $\\prod_i P(y^{(i)} \\mid x^{(i)})$。外面套一个 "
+                "$-\\log$，累乘就变成累加，最大化也变成最小化：损失函数就是这样来的。",
+            ),
+            -sp.log(sp.Product(S.P[S.i], (S.i, 1, S.n))),
+            sp.Sum(-sp.log(S.P[S.i]), (S.i, 1, S.n)),
+            (GeneralK((expand_logs, sp.expand)),),
+        ),
+        Step(
+            "cross_entropy_definition",
+            Prose("Cross-entropy loss", "交叉熵损失函数"),
+            Prose(
+                "The per-sample term is the cross-entropy between the label and the prediction.",
+                "每个样本的损失就是标签与预测之间的交叉熵。",
+            ),
+            LOSS,
+            model.loss,
+            definition=True,
+        ),
+        Step(
+            "cross_entropy_one_hot",
+            Prose("With one-hot labels only the true class counts", "独热标签下只有真实类别起作用"),
+            Prose(
+                "Terms with $y_j = 0$ are unrelated classes and vanish; what is left is $-\\log$ "
+                "of the probability predicted for the true class. The larger that probability, "
+                "the smaller the loss: minimising the mean cross-entropy maximises the joint "
+                "probability of all labels.",
+                "$y_j = 0$ 的项是无关类别，不计入损失；剩下的就是真实类别（值为 1 的位置）的预测"
+                "概率取 $-\\log$。这个概率越大，损失越小：最小化交叉熵损失函数等价于最大化训练数据"
+                "集所有标签类别的联合预测概率。",
+            ),
+            -sp.Sum(sp.KroneckerDelta(j, c) * sp.log(yhat_j), (j, 1, K)),
+            -sp.log(softmax_expr(c)),
+            (GeneralK((refine_indices(c),)), concrete),
+        ),
+        Step(
+            "loss_in_logits",
+            Prose("Substitute softmax and use $\\sum_j y_j = 1$", "代入 softmax 并利用 $\\sum_j y_j = 1$"),
+            Prose(
+                "$\\log$ of a quotient is a difference; the $\\log \\sum_k e^{o_k}$ term does "
+                "not depend on $j$ and is multiplied by $\\sum_j y_j = 1$, so it cancels down "
+                "to a single term.",
+                "把 $\\hat{y}$ 代入：对商取 $\\log$ 变成差；$\\log \\sum_k e^{o_k}$ 与 $j$ 无关，"
+                "乘以 $\\sum_j y_j = 1$，所以直接约掉成单独一项。",
+            ),
+            model.loss,
+            simplified,
+            (GeneralK((expand_logs, split_sums, targets_sum_to_one)), concrete_simplex),
+        ),
+        Step(
+            "logsumexp_shift",
+            Prose("The stable log-sum-exp", "数值稳定的 log-sum-exp"),
+            Prose(
+                "The same factoring as for softmax: with $c = \\max_k o_k$ no exponential "
+                "overflows, and the largest term is $e^0 = 1$, so the log never sees 0.",
+                "与 softmax 相同的提取：取 $c = \\max_k o_k$ 时指数不会溢出，最大的一项是 "
+                "$e^0 = 1$，所以 $\\log$ 的参数不会为 0。",
+            ),
+            lse,
+            S.shift + sp.log(sp.Sum(sp.exp(o[S.m] - S.shift), (S.m, 1, K))),
+            (
+                GeneralK((factor_shift, expand_logs, canonical_sums)),
+                ConcreteK(prepare=(factor_exponentials,)),
+            ),
+        ),
+        Step(
+            "gradient_logits",
+            Prose("The gradient with respect to the logits", "对 $o_j$ 求梯度"),
+            Prose(
+                "The derivative of $\\log$ is $1/x$, so the denominator is the sum inside the "
+                "log; the derivative of $e^{o_j}$ is itself, and of the sum only the term "
+                "$e^{o_j}$ depends on $o_j$, so the numerator is $e^{o_j}$. In the second sum "
+                "only $y_j o_j$ contains $o_j$, leaving $y_j$.",
+                "$\\ln$ 求导为 $1/x$，所以分母为 $\\log$ 内的函数；$\\exp$ 求导为本身，求和中只有一"
+                "项含 $o_j$，其他项与之无关，导数为 0，所以分子为 $e^{o_j}$。后半部分只有 $y_j$ 与 "
+                "$o_j$ 相乘，其余都是无关的常数，所以只剩下 $y_j$。",
+            ),
+            deriv(simplified, o[j]),
+            gradient,
+            (GeneralK((refine_indices(j),)), concrete_simplex, Numeric(targets_simplex=True)),
+        ),
+        Step(
+            "gradient_softmax_form",
+            Prose("Prediction minus label", "预测减去标签"),
+            Prose(
+                "Written with softmax, the gradient is the prediction minus the label: "
+                "this is the per-element result the whole derivation was after.",
+                "用 softmax 写出来，梯度就是预测减去标签：至此，求梯度推算完成。",
+            ),
+            gradient,
+            stabilize(gradient),
+            (GeneralK((sp.Expr.doit, canonical_sums)),),
+        ),
+        Step(
+            "chain_rule_W",
+            Prose("Why $o_j$ first: the chain rule to $W$", "为什么对 $o_j$ 求梯度：链式法则到 $W$"),
+            Prose(
+                "The loss depends on $W$ and $b$ only through the logits $o = W^T x + b$. By the "
+                "chain rule, $\\partial \\ell / \\partial W_{aj} = \\sum_k (\\partial \\ell / "
+                "\\partial o_k)(\\partial o_k / \\partial W_{aj}) = x_a (\\hat{y}_j - y_j)$: "
+                "$\\partial \\ell / \\partial o$ is the factor both parameter gradients share, so "
+                "it is derived once, for any $K$, and the linear layer only adds $x$.",
+                "损失只通过 $o = W^T x + b$ 依赖于 $W$ 和 $b$。由链式法则，$\\partial \\ell / "
+                "\\partial W_{aj} = \\sum_k (\\partial \\ell / \\partial o_k)(\\partial o_k / "
+                "\\partial W_{aj}) = x_a (\\hat{y}_j - y_j)$：$\\partial \\ell / \\partial o$ 是 "
+                "$W$ 和 $b$ 两个梯度共有的因子，只需对任意 $K$ 推导一次，线性层只再乘上 $x$。"
+                "这就是先对 $o_j$ 求梯度、而不是直接对 $W$ 和 $b$ 求的原因。",
+            ),
+            _display(r"\frac{\partial \ell}{\partial W}"),
+            sp.MatrixSymbol("x", S.d, 1)
+            * (sp.MatrixSymbol(r"\hat{y}", S.K, 1) - sp.MatrixSymbol("y", S.K, 1)).T,
+            (_chain_rule_W(model, simplified, gradient),),
+        ),
+        Step(
+            "chain_rule_b",
+            Prose("The chain rule to $b$", "链式法则到 $b$"),
+            Prose(
+                "$\\partial o_k / \\partial b_j = \\delta_{kj}$, so the bias gradient is "
+                "$\\partial \\ell / \\partial o$ itself.",
+                "$\\partial o_k / \\partial b_j = \\delta_{kj}$，所以偏置的梯度就是 "
+                "$\\partial \\ell / \\partial o$ 本身。",
+            ),
+            _display(r"\frac{\partial \ell}{\partial b}"),
+            sp.MatrixSymbol(r"\hat{y}", S.K, 1) - sp.MatrixSymbol("y", S.K, 1),
+            (_chain_rule_b(model, simplified, gradient),),
+        ),
+        Step(
+            "batch_gradient_W",
+            Prose("The batch gradient for $W$", "批量上 $W$ 的梯度"),
+            Prose(
+                "The training loss is the mean over the batch, $L = \\frac{1}{n} \\sum_i "
+                "\\ell(y^{(i)}, \\hat{y}^{(i)})$. Summing $x^{(i)} (\\hat{y}^{(i)} - "
+                "y^{(i)})^T$ over the samples is one matrix product. The check proves "
+                "$\\partial L / \\partial W = X^T \\, \\partial L / \\partial O$ for an "
+                "arbitrary differentiable per-sample loss, so it holds for every loss on this "
+                "layer; $\\partial L / \\partial O = (\\hat{Y} - Y)/n$ is the gradient above, "
+                "row by row.",
+                "训练损失是批量上的平均 $L = \\frac{1}{n} \\sum_i \\ell(y^{(i)}, "
+                "\\hat{y}^{(i)})$。把各样本的 $x^{(i)} (\\hat{y}^{(i)} - y^{(i)})^T$ 相加，"
+                "就是一次矩阵乘法。检验对任意可微的单样本损失证明了 $\\partial L / \\partial W = "
+                "X^T \\, \\partial L / \\partial O$，所以它对这一层上的任何损失都成立；而 "
+                "$\\partial L / \\partial O = (\\hat{Y} - Y)/n$ 就是上面逐行得到的梯度。",
+            ),
+            _display(r"\frac{\partial L}{\partial W}"),
+            sp.MatMul(1 / S.n, S.Xm.T, (S.Yhat - S.Ym)),
+            (Elementwise(_batch_W, shapes=((2, 2, 2), (3, 2, 3), (2, 3, 4))),),
+        ),
+        Step(
+            "batch_gradient_b",
+            Prose("The batch gradient for $b$", "批量上 $b$ 的梯度"),
+            Prose(
+                "The column sums of $\\hat{Y} - Y$, divided by $n$.",
+                "$\\hat{Y} - Y$ 的列和除以 $n$。",
+            ),
+            _display(r"\frac{\partial L}{\partial b}"),
+            sp.MatMul(1 / S.n, (S.Yhat - S.Ym).T, S.ones_n),
+            (Elementwise(_batch_b, shapes=((2, 2, 2), (3, 2, 3), (2, 3, 4))),),
+        ),
+        Step(
+            "hessian_logits",
+            Prose("The second derivative", "二阶导数"),
+            Prose(
+                "Differentiating the gradient once more; the label drops out.",
+                "对梯度再求一次导；标签项消失。",
+            ),
+            deriv(gradient, o[k]),
+            hessian,
+            (GeneralK((refine_indices(j, k),)), concrete, Numeric()),
+        ),
+        Step(
+            "hessian_softmax_form",
+            Prose("The Hessian is the softmax's covariance", "Hessian 是 softmax 的协方差矩阵"),
+            Prose(
+                "In softmax notation, $H = \\operatorname{diag}(\\hat{y}) - \\hat{y} "
+                "\\hat{y}^T$: the covariance matrix of the one-hot label drawn from $\\hat{y}$.",
+                "用 softmax 表示，$H = \\operatorname{diag}(\\hat{y}) - \\hat{y}\\hat{y}^T$："
+                "即按 $\\hat{y}$ 抽取的独热标签的协方差矩阵。",
+            ),
+            hessian,
+            stabilize(hessian),
+            (GeneralK((sp.Expr.doit, canonical_sums)),),
+        ),
+        Step(
+            "hessian_vector_product",
+            Prose("Hessian-vector product", "Hessian 与向量之积"),
+            Prose(
+                "Applying $H$ to a direction $v$ needs no $K \\times K$ matrix.",
+                "把 $H$ 作用在方向 $v$ 上，不需要构造 $K \\times K$ 矩阵。",
+            ),
+            sp.Sum(hessian * S.v[k], (k, 1, K)),
+            hvp,
+            (GeneralK((refine_indices(j), split_sums)), concrete),
+        ),
+        Step(
+            "hessian_psd",
+            Prose("The loss is convex", "损失是凸函数"),
+            Prose(
+                "$v^T H v$ is a variance, $\\sum_j p_j (v_j - \\sum_k p_k v_k)^2 \\ge 0$ for a "
+                "probability vector $p = \\hat{y}$. So $H$ is positive semi-definite, the loss "
+                "is convex in $o$, and, $o$ being linear in $W$ and $b$, convex in them too: "
+                "gradient descent has no spurious local minima to get stuck in.",
+                "$v^T H v$ 是一个方差：对概率向量 $p = \\hat{y}$，"
+                "$\\sum_j p_j (v_j - \\sum_k p_k v_k)^2 \\ge 0$。所以 $H$ 半正定，损失对 $o$ 是凸"
+                "的；$o$ 又是 $W$、$b$ 的线性函数，所以对 $W$、$b$ 也是凸的：梯度下降不会陷入局部极小。",
+            ),
+            sp.Sum(
+                S.v[j] * (S.p[j] * S.v[j] - S.p[j] * sp.Sum(S.p[k] * S.v[k], (k, 1, K))),
+                (j, 1, K),
+            ),
+            sp.Sum(S.p[j] * (S.v[j] - sp.Sum(S.p[k] * S.v[k], (k, 1, K))) ** 2, (j, 1, K)),
+            (ConcreteK(prepare=(_probability_simplex,)),),
+        ),
+    )
+    return Derivation(
+        name=model.name,
+        title=model.title,
+        intro=Prose(
+            "A machine-checked derivation of the gradient of softmax regression.",
+            "softmax 回归梯度的机器验证推导。",
+        ),
+        steps=steps,
+        final_forms={"loss": simplified, "gradient": gradient, "hessian": hessian, "hvp": hvp},
+    )
+
+
+def _probability_simplex(expr: sp.Expr) -> sp.Expr:
+    """Substitute `p_K = 1 - sum_{j<K} p_j` for the largest index present (a probability vector)."""
+    idx = sorted(int(t.indices[0]) for t in expr.atoms(sp.Indexed) if t.base == S.p)
+    if not idx:
+        return expr
+    top = idx[-1]
+    out: sp.Expr = expr.subs(S.p[top], 1 - sum(S.p[t] for t in range(1, top)))
+    return out
