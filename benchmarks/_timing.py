@@ -49,6 +49,11 @@ class Timing:
         return statistics.median(self.samples)
 
     @property
+    def best(self) -> float:
+        """Fastest call: robust to interference from other processes, which only adds time."""
+        return min(self.samples)
+
+    @property
     def spread(self) -> float:
         """Interquartile range relative to the median (0.05 = 5 %)."""
         if len(self.samples) < 4:

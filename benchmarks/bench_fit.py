@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from derive.datasets import FloatArray, IntArray, load_digits_dataset  # noqa: E402
-from derive.train import (  # noqa: E402
+from derive.datasets import FloatArray, IntArray, load_digits_dataset
+from derive.train import (
     SoftmaxModel,
     TrainConfig,
+    blas_threads,
     fit_lbfgs,
     fit_sklearn,
     load_model,
@@ -57,7 +57,7 @@ def digits_problem() -> Problem:
 def synthetic_problem(n: int = 20000, d: int = 100, k: int = 10, seed: int = 0) -> Problem:
     """Overlapping Gaussian classes: not separable, so the optimum is well inside the penalty."""
     rng = np.random.default_rng(seed)
-    means = rng.normal(0.0, 0.5, size=(k, d))
+    means = rng.normal(0.0, 0.2, size=(k, d))
     y = rng.integers(0, k, size=n).astype(np.int64)
     X = means[y] + rng.normal(0.0, 1.0, size=(n, d))
     return Problem(f"synthetic {n}x{d}, K={k}", X, y, k, 1e-4)
@@ -109,14 +109,6 @@ def run_problem(model: SoftmaxModel, problem: Problem, tol: float, reps: int, bl
     )
 
 
-def thread_limit(threads: int) -> AbstractContextManager[object]:
-    if threads == 0:
-        return nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--module", help="emitted module (default generated/softmax_regression.py)")
@@ -133,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = [digits_problem()]
     if not args.skip_synthetic:
         problems.append(synthetic_problem())
-    with thread_limit(args.threads):
+    with blas_threads(args.threads or None):
         print("threads:", "library defaults" if args.threads == 0 else args.threads)
         for lib in threadpool_info():
             print(

@@ -227,7 +227,7 @@ def run_size(
     check(kernels, n, d, K)
     contenders = [Contender(k.__name__, lambda k=k: k(X, y, W, b)) for k in kernels]
     contenders += [Contender(name, fn) for name, fn in make_limits(X, W).items()]
-    t = time_interleaved(contenders, rounds=rounds, block_s=0.08, max_calls=100)
+    t = time_interleaved(contenders, rounds=rounds, block_s=0.05, max_calls=100)
     base = t["plain"].median
     lim = min(t["limit_xtg"].median, t["limit_gtx"].median)
     rows = sorted(t.values(), key=lambda s: s.median)
@@ -235,6 +235,7 @@ def run_size(
         [
             s.name,
             f"{s.median * 1e3:.3f}",
+            f"{s.best * 1e3:.3f}",
             f"{s.spread * 100:.0f}%",
             f"{s.median / base:.2f}",
             f"{s.median / lim:.2f}",
@@ -242,7 +243,7 @@ def run_size(
         for s in rows
     ]
     title = f"{label}: n={n} d={d} K={K} {np.dtype(dtype).name}"
-    head = ["layout", "median ms", "IQR", "vs plain", "vs limit"]
+    head = ["layout", "median ms", "min ms", "IQR", "vs plain", "vs limit"]
     return f"{title}\n{format_table(head, body)}\n"
 
 
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", nargs="+", type=int, default=None)
     a = p.parse_args(argv)
     blocks = a.blocks or ([1024, 4096] if a.quick else [256, 512, 1024, 2048, 4096, 8192, 16384])
-    rounds = 3 if a.quick else 5
+    rounds = 3 if a.quick else 7
     dtypes = [np.dtype(x).type for x in (a.dtypes or ["float32", "float64"])]
     print("BLAS:", *blas_info(), sep="\n  ")
     if note := blas_env_note():

@@ -196,9 +196,7 @@ def find_idx_file(data_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_pair(
-    images_path: Path, labels_path: Path, n_classes: int
-) -> tuple[FloatArray, IntArray]:
+def _idx_pair(images_path: Path, labels_path: Path, n_classes: int) -> tuple[FloatArray, IntArray]:
     """Read and cross-check one images/labels pair; scale pixels from 0..255 to [0, 1]."""
     images = read_idx(images_path)
     labels = read_idx(labels_path)
@@ -232,8 +230,9 @@ def load_idx_dataset(name: str, data_dir: str | Path) -> Dataset:
     numbers for these datasets.
     """
     if name not in IDX_SOURCES:
-        raise DatasetError(f"dataset {name!r}: not an IDX dataset (expected one of "
-                           f"{sorted(IDX_SOURCES)})")
+        raise DatasetError(
+            f"dataset {name!r}: not an IDX dataset (expected one of {sorted(IDX_SOURCES)})"
+        )
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetError(
@@ -268,9 +267,7 @@ def load_idx_dataset(name: str, data_dir: str | Path) -> Dataset:
 # ---------------------------------------------------------------------------------------------
 
 
-def stratified_split(
-    y: npt.ArrayLike, test_size: float, seed: int
-) -> tuple[IntArray, IntArray]:
+def stratified_split(y: npt.ArrayLike, test_size: float, seed: int) -> tuple[IntArray, IntArray]:
     """Indices `(train, test)` with each class represented in proportion, reproducibly.
 
     The number of test samples is `ceil(test_size * n)` (as scikit-learn counts it); it is
@@ -343,7 +340,9 @@ def _load_npy(path: Path, what: str) -> npt.NDArray[np.generic]:
     except FileNotFoundError as exc:
         raise DatasetError(f"--data {what} {str(path)!r}: no such file") from exc
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"--data {what} {str(path)!r}: not a readable .npy array ({exc})") from exc
+        raise DatasetError(
+            f"--data {what} {str(path)!r}: not a readable .npy array ({exc})"
+        ) from exc
     if not isinstance(array, np.ndarray):
         raise DatasetError(f"--data {what} {str(path)!r}: expected a single .npy array, not .npz")
     return array
@@ -359,34 +358,43 @@ def load_npy_dataset(
     loader cannot know what range is meaningful.
     """
     x_path, y_path = Path(x_path), Path(y_path)
-    X = _load_npy(x_path, "X")
+    X_raw = _load_npy(x_path, "X")
     y = _load_npy(y_path, "y")
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise DatasetError(f"--data X {str(x_path)!r}: expected a non-empty 2-D array, got shape "
-                           f"{X.shape}")
-    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_) or np.iscomplexobj(X):
-        raise DatasetError(f"--data X {str(x_path)!r}: expected real numbers, got dtype {X.dtype}")
-    X = X.astype(np.float64)
+    if X_raw.ndim != 2 or X_raw.shape[0] == 0 or X_raw.shape[1] == 0:
+        raise DatasetError(
+            f"--data X {str(x_path)!r}: expected a non-empty 2-D array, got shape {X_raw.shape}"
+        )
+    if not (np.issubdtype(X_raw.dtype, np.number) or X_raw.dtype == np.bool_) or np.iscomplexobj(
+        X_raw
+    ):
+        raise DatasetError(
+            f"--data X {str(x_path)!r}: expected real numbers, got dtype {X_raw.dtype}"
+        )
+    X: FloatArray = X_raw.astype(np.float64)
     if not np.all(np.isfinite(X)):
         bad = int(np.count_nonzero(~np.isfinite(X)))
         raise DatasetError(f"--data X {str(x_path)!r}: {bad} NaN or infinite value(s)")
     if y.ndim != 1:
-        raise DatasetError(f"--data y {str(y_path)!r}: expected a 1-D array of labels, got shape "
-                           f"{y.shape}")
+        raise DatasetError(
+            f"--data y {str(y_path)!r}: expected a 1-D array of labels, got shape {y.shape}"
+        )
     if y.shape[0] != X.shape[0]:
         raise DatasetError(
             f"--data y {str(y_path)!r}: {y.shape[0]} labels but X has {X.shape[0]} rows"
         )
     if np.issubdtype(y.dtype, np.floating):
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+        y_float = np.asarray(y, dtype=np.float64)
+        if not np.all(np.isfinite(y_float)) or not np.all(y_float == np.round(y_float)):
             raise DatasetError(f"--data y {str(y_path)!r}: float labels must be whole numbers")
-        y = y.astype(np.int64)
+        y = y_float.astype(np.int64)
     elif not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind in "USb"):
-        raise DatasetError(f"--data y {str(y_path)!r}: expected integer or string labels, got "
-                           f"dtype {y.dtype}")
+        raise DatasetError(
+            f"--data y {str(y_path)!r}: expected integer or string labels, got dtype {y.dtype}"
+        )
     values, y_idx = np.unique(y, return_inverse=True)
     if len(values) < 2:
-        raise DatasetError(f"--data y {str(y_path)!r}: need at least 2 classes, found "
-                           f"{len(values)}")
+        raise DatasetError(
+            f"--data y {str(y_path)!r}: need at least 2 classes, found {len(values)}"
+        )
     classes = [str(v) for v in values.tolist()]
     return _split(x_path.stem, X, y_idx.astype(np.int64), classes, test_size, seed)

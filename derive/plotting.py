@@ -29,11 +29,14 @@ def plot_training(
     classes: Sequence[str],
     title: str,
     xlabel: str = "epoch",
+    reference_acc: float | None = None,
 ) -> None:
     """Write a three-panel PNG (or any format matplotlib infers from `path`'s suffix).
 
     Left: train and test mean cross-entropy per step; middle: train and test accuracy; right:
-    the test confusion matrix, rows = true class, with counts in the cells.
+    the test confusion matrix, rows = true class, with counts in the cells. `reference_acc`
+    (scikit-learn's test accuracy under `--compare-sklearn`) is drawn as a dashed line, the
+    target the curves should reach.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -47,15 +50,19 @@ def plot_training(
     ax_loss.plot(steps, [r.train_loss for r in history], marker=marker, label="train")
     ax_loss.plot(steps, [r.test_loss for r in history], marker=marker, label="test")
     ax_loss.set(xlabel=xlabel, ylabel="mean cross-entropy", title="loss")
-    if steps and max(r.train_loss for r in history) / max(
-        min(r.train_loss for r in history), 1e-300
-    ) > 20:
+    if (
+        steps
+        and max(r.train_loss for r in history) / max(min(r.train_loss for r in history), 1e-300)
+        > 20
+    ):
         ax_loss.set_yscale("log")
     ax_loss.grid(True, alpha=0.3)
     ax_loss.legend()
 
     ax_acc.plot(steps, [r.train_acc for r in history], marker=marker, label="train")
     ax_acc.plot(steps, [r.test_acc for r in history], marker=marker, label="test")
+    if reference_acc is not None:
+        ax_acc.axhline(reference_acc, color="gray", linestyle="--", label="sklearn test")
     ax_acc.set(xlabel=xlabel, ylabel="accuracy", title="accuracy")
     ax_acc.grid(True, alpha=0.3)
     ax_acc.legend(loc="lower right")

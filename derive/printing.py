@@ -12,6 +12,7 @@ of the true class's column (integer labels: no one-hot matrix).
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import sympy as sp
@@ -128,6 +129,24 @@ class VectorPrinter(NumPyPrinter):
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return S.checked_name(expr.name, "symbol")
 
+    # Matrix forms of the chain rule. `A.T @ B` prints as `(B.T @ A).T`: the same product, but
+    # OpenBLAS runs the skinny GEMM faster in that layout (measured, benchmarks/README.md).
+    def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
+        return self.arrays.get(expr.name, S.checked_name(expr.name, "matrix"))
+
+    def _print_MatMul(self, expr: sp.MatMul) -> str:
+        args = list(expr.args)
+        if len(args) == 2 and args[1] == S.ones_n and isinstance(args[0], sp.Transpose):
+            return f"{self._print(args[0].arg)}.sum(axis=0)"
+        if len(args) == 2 and isinstance(args[0], sp.Transpose):
+            return f"({self._print(args[1])}.T @ {self._print(args[0].arg)}).T"
+        if len(args) == 2 and args[0] == S.ones_n and isinstance(args[1], sp.Transpose):
+            return self._print(args[1].arg)  # 1 b^T: NumPy broadcasting adds b to every row
+        return " @ ".join(self._print(a) for a in args)
+
+    def _print_MatAdd(self, expr: sp.MatAdd) -> str:
+        return " + ".join(self._print(a) for a in expr.args)
+
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         if expr.exp == 2:
             return f"np.square({self._print(expr.base)})"
@@ -159,4 +178,9 @@ def print_assignments(
     )
     lines = [f"{printer._print(sym)} = {printer.doprint(val)}" for sym, val in temps]
     lines += [f"{name} = {printer.doprint(e)}" for name, e in zip(names, reduced, strict=True)]
-    return lines
+    return [formatted(line) for line in lines]
+
+
+def formatted(code: str) -> str:
+    """One statement in the layout `ruff format` keeps (spaces around operators), via `ast`."""
+    return ast.unparse(ast.parse(code))

@@ -422,7 +422,18 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             "softmax 回归梯度的机器验证推导。",
         ),
         steps=steps,
-        final_forms={"loss": simplified, "gradient": gradient, "hessian": hessian, "hvp": hvp},
+        final_forms={
+            "loss": simplified,
+            "gradient": gradient,
+            "hessian": hessian,
+            "hvp": hvp,
+            "prediction": model.prediction,
+            # The chain rule through the linear layer, as proved by the batch steps with
+            # G = dL/dO (for any loss): what the fused code computes per block of rows.
+            "logits": S.Xm * S.Wm + S.ones_n * S.bm.T,
+            "dW": S.Xm.T * S.Gm,
+            "db": S.Gm.T * S.ones_n,
+        },
     )
 
 

@@ -59,6 +59,7 @@ Wm = sp.MatrixSymbol("W", d, K)
 bm = sp.MatrixSymbol("b", K, 1)
 Om = sp.MatrixSymbol("O", n, K)
 Ym = sp.MatrixSymbol("Y", n, K)
+Gm = sp.MatrixSymbol("G", n, K)  # dL/dO
 Yhat = sp.MatrixSymbol(r"\hat{Y}", n, K)
 ones_n = sp.MatrixSymbol(r"\mathbf{1}", n, 1)
 

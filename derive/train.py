@@ -135,8 +135,8 @@ def load_model(path: str | Path | None = None) -> SoftmaxModel:
     """The emitted module: `generated/softmax_regression.py` unless `path` names another file."""
     from derive.loader import load_generated, load_module_from_path
 
-    module = load_generated("softmax_regression") if path is None else load_module_from_path(
-        Path(path)
+    module = (
+        load_generated("softmax_regression") if path is None else load_module_from_path(Path(path))
     )
     for name in ("loss_and_grad", "predict"):
         if not callable(getattr(module, name, None)):
@@ -164,7 +164,9 @@ def objective_and_grad(
     return float(loss) + 0.5 * l2 * float(np.vdot(W, W)), dW + l2 * W, db
 
 
-def accuracy(model: SoftmaxModel, X: FloatArray, y: IntArray, W: FloatArray, b: FloatArray) -> float:
+def accuracy(
+    model: SoftmaxModel, X: FloatArray, y: IntArray, W: FloatArray, b: FloatArray
+) -> float:
     """Fraction of rows whose predicted label equals `y`."""
     return float(np.mean(np.asarray(model.predict(X, W, b)) == y))
 
@@ -281,7 +283,7 @@ def fit_lbfgs(
     """
     from scipy.optimize import OptimizeResult, minimize
 
-    n, d = X.shape
+    d = X.shape[1]
     k = n_classes
     x0 = np.zeros(d * k + k)
     model.loss_and_grad(X, y, x0[: d * k].reshape(d, k), x0[d * k :], check=True)
@@ -494,7 +496,9 @@ def _nonnegative_float(text: str) -> float:
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction strictly between 0 and 1, got {text}"
+        )
     return value
 
 
@@ -690,8 +694,10 @@ def _comparison_table(cmp: dict[str, Any]) -> str:
     lines = [f"{'':<30}{left:>22}{right:>32}"]
     for label, key, spec in rows:
         lines.append(f"{label:<30}{fmt(ours[key], spec):>22}{fmt(theirs[key], spec):>32}")
-    lines.append(f"relative objective gap (F_derive - F_sklearn) / F_sklearn: "
-                 f"{cmp['relative_objective_gap']:.3g}")
+    lines.append(
+        f"relative objective gap (F_derive - F_sklearn) / F_sklearn: "
+        f"{cmp['relative_objective_gap']:.3g}"
+    )
     if not theirs["converged"]:
         lines.append("note: scikit-learn stopped at --max-iter without converging")
     return "\n".join(lines)
@@ -706,7 +712,7 @@ def _prepare_output(path_text: str, what: str) -> Path:
     return path
 
 
-def _write(path_text: str, what: str, writer: Callable[[Path], None]) -> None:
+def _write(path_text: str, what: str, writer: Callable[[Path], object]) -> None:
     path = _prepare_output(path_text, what)
     try:
         writer(path)
@@ -822,10 +828,11 @@ def _run(args: argparse.Namespace) -> None:
 
         title = f"{data.name}, {config.optimizer}, l2={config.l2:g}: test acc {final.test_acc:.2%}"
         xlabel = "epoch" if config.optimizer == "sgd" else "L-BFGS iteration"
+        ref = None if comparison is None else float(comparison["sklearn"]["test_acc"])
         _write(
             args.plot,
             "--plot",
-            lambda p: plot_training(p, history, confusion, data.classes, title, xlabel),
+            lambda p: plot_training(p, history, confusion, data.classes, title, xlabel, ref),
         )
     if args.json:
         doc = summary(data, config, result, history, confusion, comparison)

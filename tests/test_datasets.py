@@ -68,7 +68,9 @@ def write_mnist(
 
 @pytest.mark.parametrize("dtype", list(TYPE_CODES), ids=str)
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
-def test_read_idx_round_trips_every_type(tmp_path: Path, dtype: np.dtype[np.generic], gz: bool) -> None:
+def test_read_idx_round_trips_every_type(
+    tmp_path: Path, dtype: np.dtype[np.generic], gz: bool
+) -> None:
     array = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
     if dtype == np.uint8:
         array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
@@ -117,7 +119,9 @@ GOOD = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
         "huge",
     ],
 )
-def test_corrupt_idx_is_refused_with_the_file_name(tmp_path: Path, data: bytes, fragment: str) -> None:
+def test_corrupt_idx_is_refused_with_the_file_name(
+    tmp_path: Path, data: bytes, fragment: str
+) -> None:
     path = tmp_path / "broken-idx2-ubyte"
     path.write_bytes(data)
     with pytest.raises(DatasetError, match=fragment) as info:
@@ -135,7 +139,7 @@ def test_truncated_gzip_is_refused(tmp_path: Path) -> None:
 
 
 def test_parse_idx_names_its_source() -> None:
-    with pytest.raises(DatasetError, match="^somewhere: "):
+    with pytest.raises(DatasetError, match=r"^somewhere: "):
         parse_idx(b"\x01\x02\x03\x04", source="somewhere")
 
 
@@ -148,7 +152,7 @@ def test_load_idx_dataset_reads_official_split(tmp_path: Path, gz: bool) -> None
     data = load_idx_dataset("fashion-mnist", tmp_path)
     assert data.X_train.shape == (30, 16) and data.X_test.shape == (10, 16)
     assert data.X_train.dtype == np.float64
-    assert 0.0 <= data.X_train.min() and data.X_train.max() <= 1.0
+    assert data.X_train.min() >= 0.0 and data.X_train.max() <= 1.0
     np.testing.assert_array_equal(data.y_train, np.arange(30) % 10)
     assert data.classes[9] == "ankle boot" and data.split == "official train/t10k"
 
@@ -166,14 +170,16 @@ def test_missing_files_are_named_with_their_source(tmp_path: Path) -> None:
 
 
 def test_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="no such directory.*yann.lecun.com"):
+    with pytest.raises(DatasetError, match=r"no such directory.*yann\.lecun\.com"):
         load_idx_dataset("mnist", tmp_path / "nowhere")
 
 
 def test_label_count_must_match_image_count(tmp_path: Path) -> None:
     paths = write_mnist(tmp_path)
     write_idx(tmp_path / IDX_FILES["train_labels"], np.zeros(29, dtype=np.uint8), gz=True)
-    with pytest.raises(DatasetError, match="29 labels but train-images-idx3-ubyte.gz has 30") as info:
+    with pytest.raises(
+        DatasetError, match=r"29 labels but train-images-idx3-ubyte\.gz has 30"
+    ) as info:
         load_idx_dataset("mnist", tmp_path)
     assert str(paths["train_labels"]) in str(info.value)
 
@@ -181,7 +187,9 @@ def test_label_count_must_match_image_count(tmp_path: Path) -> None:
 def test_images_and_labels_swapped_is_caught(tmp_path: Path) -> None:
     write_mnist(tmp_path)
     write_idx(tmp_path / IDX_FILES["train_images"], np.zeros(30, dtype=np.uint8), gz=True)
-    with pytest.raises(DatasetError, match=r"expected unsigned-byte images of shape \(n, rows, cols\)"):
+    with pytest.raises(
+        DatasetError, match=r"expected unsigned-byte images of shape \(n, rows, cols\)"
+    ):
         load_idx_dataset("mnist", tmp_path)
 
 
@@ -271,7 +279,7 @@ def test_npy_problems_are_named(
 def test_npy_objects_are_not_unpickled(tmp_path: Path) -> None:
     np.save(tmp_path / "X.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True)
     np.save(tmp_path / "y.npy", np.zeros(4))
-    with pytest.raises(DatasetError, match="not a readable .npy array"):
+    with pytest.raises(DatasetError, match=r"not a readable \.npy array"):
         load_npy_dataset(tmp_path / "X.npy", tmp_path / "y.npy")
 
 

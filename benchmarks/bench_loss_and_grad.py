@@ -1,0 +1,331 @@
+"""Side-by-side speed of the generated `loss_and_grad` (issue 3), printed as ratios.
+
+Contenders, timed in one process with `_timing.time_interleaved` (alternating blocks, one untimed
+call per block, medians):
+
+- `generated`          generated/softmax_regression.py `loss_and_grad(X, y, W, b)` (check=True)
+- `generated nocheck`  the same with check=False
+- `naive d2l`          softmax, then cross-entropy by fancy indexing, one-hot gradient (NumPy)
+- `torch eager`        PyTorch `cross_entropy` + `torch.autograd.grad` (skipped if not installed)
+- `jax jit`            `jax.jit(jax.value_and_grad(...))` (skipped if not installed)
+- `limit 2 GEMMs`      X @ W and the backward GEMM alone: the floor for a layout that reads X twice
+
+Before timing, every contender's (loss, dW, db) is checked against the generated one. After
+timing, the peak extra memory of one NumPy call (tracemalloc) is reported relative to the size of
+the n x K logits. Ratios are what to read; absolute times are for orientation only.
+
+    python benchmarks/bench_loss_and_grad.py            # all sizes, float32 and float64
+    python benchmarks/bench_loss_and_grad.py --quick    # fewer rounds (< 1 min)
+    python benchmarks/bench_loss_and_grad.py --sizes batch 2000x100x20
+
+Where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set, prefix `env -u OPENBLAS_CORETYPE -u
+OPENBLAS_L2_SIZE` (benchmarks only). Until `derive emit` has written the generated module, the
+best layout from `layouts.py` stands in for it (and the output says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(REPO))
+
+from _timing import (  # noqa: E402  (script-local imports after the path tweak)
+    Contender,
+    Timing,
+    blas_env_note,
+    blas_info,
+    format_table,
+    time_interleaved,
+)
+from layouts import SIZES, fused, make_inputs  # noqa: E402
+
+Array = NDArray[np.floating]
+Result = tuple[float, Array, Array]
+LossAndGrad = Callable[..., Any]
+
+GENERATED = "generated"
+NOCHECK = "generated nocheck"
+NAIVE = "naive d2l"
+TORCH = "torch eager"
+JAX = "jax jit"
+LIMIT = "limit 2 GEMMs"
+
+
+# --------------------------------------------------------------------------- contenders
+def load_subject() -> tuple[LossAndGrad, str]:
+    """The generated `loss_and_grad`, or the layouts.py stand-in while it does not exist."""
+    if (REPO / "generated" / "softmax_regression.py").is_file():
+        from derive.loader import load_generated
+
+        m: ModuleType = load_generated("softmax_regression")
+        return m.loss_and_grad, "generated/softmax_regression.py"
+
+    def stand_in(X: Array, y: NDArray[np.intp], W: Array, b: Array, check: bool = True) -> Result:
+        if check:
+            n, d = X.shape
+            if W.shape[0] != d or b.shape != (W.shape[1],) or y.shape != (n,):
+                raise ValueError("shapes")
+            if y.min() < 0 or y.max() >= W.shape[1]:
+                raise ValueError("labels")
+            if not (np.isfinite(W).all() and np.isfinite(b).all() and np.isfinite(X).all()):
+                raise ValueError("non-finite")
+        return fused(X, y, W, b)
+
+    return stand_in, "STAND-IN layouts.fused (generated/softmax_regression.py not found)"
+
+
+def naive_d2l(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
+    """Dive into Deep Learning's from-scratch version, with the textbook gradient added."""
+    n, K = X.shape[0], W.shape[1]
+    O = X @ W + b
+    O_exp = np.exp(O)
+    P = O_exp / O_exp.sum(axis=1, keepdims=True)
+    loss = float(np.mean(-np.log(P[range(n), y])))
+    Y = np.eye(K, dtype=P.dtype)[y]
+    G = (P - Y) / n
+    return loss, X.T @ G, G.sum(axis=0)
+
+
+def make_limit(X: Array, W: Array) -> Callable[[], object]:
+    """Both GEMMs alone; the backward in the orientation `layouts.fused` uses."""
+    G = np.full((X.shape[0], W.shape[1]), 1e-3, dtype=np.result_type(X, W))
+    return lambda: (X @ W, (G.T @ X).T)
+
+
+def make_torch(
+    torch: ModuleType, X: Array, y: NDArray[np.intp], W: Array, b: Array
+) -> Callable[[], Result]:
+    F = torch.nn.functional
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+    Wt = torch.from_numpy(W.copy()).requires_grad_(True)
+    bt = torch.from_numpy(b.copy()).requires_grad_(True)
+
+    def run() -> Result:
+        loss = F.cross_entropy(Xt @ Wt + bt, yt)
+        gW, gb = torch.autograd.grad(loss, (Wt, bt))
+        return float(loss.item()), gW.numpy(), gb.numpy()
+
+    return run
+
+
+def make_jax(
+    jax: ModuleType, X: Array, y: NDArray[np.intp], W: Array, b: Array
+) -> Callable[[], Result]:
+    jnp = jax.numpy
+
+    def loss_fn(W: Any, b: Any, X: Any, y: Any) -> Any:
+        logp = jax.nn.log_softmax(X @ W + b, axis=1)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    f = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+    args = tuple(jax.device_put(a) for a in (W, b, X, y.astype(np.int64)))
+
+    def run() -> Result:
+        v, (gW, gb) = f(*args)
+        jax.block_until_ready((v, gW, gb))
+        return float(v), np.asarray(gW), np.asarray(gb)
+
+    return run
+
+
+def import_frameworks(without: set[str]) -> tuple[ModuleType | None, ModuleType | None, list[str]]:
+    """torch and jax (x64 enabled, CPU), each None with a note when missing or excluded."""
+    notes: list[str] = []
+    torch = jax = None
+    if "torch" in without:
+        notes.append("torch: excluded by --without")
+    else:
+        try:
+            import torch
+        except ImportError as e:
+            notes.append(f"torch: not installed, skipped ({e})")
+    if "jax" in without:
+        notes.append("jax: excluded by --without")
+    else:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        try:
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+        except ImportError as e:
+            notes.append(f"jax: not installed, skipped ({e})")
+    return torch, jax, notes
+
+
+# --------------------------------------------------------------------------- measurements
+def as_result(out: Any) -> Result:
+    loss, dW, db = out
+    return float(loss), np.asarray(dW), np.asarray(db)
+
+
+def max_rel_err(ref: Result, got: Result) -> float:
+    """Largest error over (loss, dW, db), each relative to the max magnitude of the reference."""
+    errs = []
+    for r, g in zip(ref, got, strict=True):
+        r64, g64 = np.asarray(r, np.float64), np.asarray(g, np.float64)
+        if r64.shape != g64.shape:
+            return float("inf")
+        errs.append(float(np.max(np.abs(r64 - g64)) / max(float(np.max(np.abs(r64))), 1e-30)))
+    return max(errs)
+
+
+def peak_extra_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated (NumPy buffers included) during one call, beyond those live before."""
+    fn()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        out = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del out
+    return peak - before
+
+
+@dataclass
+class SizeResult:
+    label: str
+    timings: dict[str, Timing]
+    agree: dict[str, float]
+    mem: dict[str, float]
+
+
+def bench_size(
+    label: str,
+    shape: tuple[int, int, int],
+    dtype: type[np.floating],
+    subject: LossAndGrad,
+    torch: ModuleType | None,
+    jax: ModuleType | None,
+    rounds: int,
+    block_s: float,
+) -> SizeResult:
+    n, d, K = shape
+    X, y, W, b = make_inputs(n, d, K, dtype)
+    fns: dict[str, Callable[[], object]] = {
+        GENERATED: lambda: subject(X, y, W, b),
+        NOCHECK: lambda: subject(X, y, W, b, check=False),
+        NAIVE: lambda: naive_d2l(X, y, W, b),
+    }
+    if torch is not None:
+        fns[TORCH] = make_torch(torch, X, y, W, b)
+    if jax is not None:
+        fns[JAX] = make_jax(jax, X, y, W, b)
+    ref = as_result(fns[GENERATED]())
+    agree = {k: max_rel_err(ref, as_result(f())) for k, f in fns.items() if k != GENERATED}
+    fns[LIMIT] = make_limit(X, W)
+    timings = time_interleaved(
+        [Contender(k, f) for k, f in fns.items()], rounds=rounds, block_s=block_s, max_calls=100
+    )
+    logits = n * K * np.dtype(dtype).itemsize
+    mem = {k: peak_extra_bytes(fns[k]) / logits for k in (GENERATED, NOCHECK, NAIVE, LIMIT)}
+    return SizeResult(f"{label} {np.dtype(dtype).name}", timings, agree, mem)
+
+
+# --------------------------------------------------------------------------- report
+def size_table(r: SizeResult) -> str:
+    base = r.timings[GENERATED].median
+    rows = [
+        [
+            name,
+            f"{t.median * 1e3:.3f}",
+            f"{t.spread * 100:.0f}%",
+            f"{t.median / base:.2f}",
+            f"{r.agree[name]:.1e}" if name in r.agree else "-",
+            f"{r.mem[name]:.2f}" if name in r.mem else "-",
+        ]
+        for name, t in r.timings.items()
+    ]
+    head = ["contender", "median ms", "IQR", "x generated", "max rel err", "peak mem / logits"]
+    return f"{r.label}\n{format_table(head, rows)}"
+
+
+def summary_table(results: list[SizeResult]) -> str:
+    names = [k for k in (NOCHECK, NAIVE, TORCH, JAX, LIMIT) if k in results[0].timings]
+    rows = []
+    for r in results:
+        base = r.timings[GENERATED].median
+        row = [r.label, f"{base * 1e3:.2f}"]
+        row += [f"{r.timings[k].median / base:.2f}" if k in r.timings else "-" for k in names]
+        row += [f"{base / r.timings[NOCHECK].median:.2f}", f"{r.mem[GENERATED]:.2f}"]
+        rows.append(row)
+    head = ["size dtype", "generated ms", *names, "check overhead", "gen peak mem / logits"]
+    return format_table(head, rows)
+
+
+def parse_size(s: str) -> tuple[str, tuple[int, int, int]]:
+    if s in SIZES:
+        n, d, K = SIZES[s]
+        return f"{s} {n}x{d}x{K}", SIZES[s]
+    try:
+        n, d, K = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"size {s!r}: expected one of {sorted(SIZES)} or NxDxK, e.g. 2000x100x20"
+        ) from None
+    return f"{n}x{d}x{K}", (n, d, K)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 short rounds instead of 7")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        default=[parse_size(s) for s in SIZES],
+        help=f"named sizes {sorted(SIZES)} or NxDxK (default: all named)",
+    )
+    p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"])
+    p.add_argument("--without", nargs="+", choices=["torch", "jax"], default=[])
+    a = p.parse_args(argv)
+    rounds, block_s = (3, 0.02) if a.quick else (7, 0.1)
+    dtypes = [np.dtype(x).type for x in (a.dtypes or ["float32", "float64"])]
+
+    subject, source = load_subject()
+    torch, jax, notes = import_frameworks(set(a.without))
+    print(f"subject: {source}")
+    versions = [f"numpy {np.__version__}"]
+    versions += [f"{m.__name__} {m.__version__}" for m in (torch, jax) if m is not None]
+    print("versions:", ", ".join(versions))
+    for note in notes:
+        print("note:", note)
+    if note := blas_env_note():
+        print(note)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (other processes skew timings)")
+
+    results = []
+    for label, shape in a.sizes:
+        for dt in dtypes:
+            r = bench_size(label, shape, dt, subject, torch, jax, rounds, block_s)
+            print(f"\n{size_table(r)}", flush=True)
+            results.append(r)
+    # After the frameworks ran, so their own BLAS / OpenMP pools are listed too.
+    print("\nBLAS / thread pools:", *blas_info(), sep="\n  ")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print("\nSummary: median time of each contender / generated (>1 = generated is faster);")
+    print("check overhead = generated / generated nocheck; peak mem in units of n*K logits.\n")
+    print(summary_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The `derive` command: latex, emit, verify, check, all, list, train.
+
+`derive all` is the main job: check the derivation, write the notes and the module, verify the
+module. `derive check` regenerates everything in memory and fails with a diff when `generated/`
+differs. Every subcommand returns an exit code; errors users can cause print one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from derive import build, catalogue, verify
+from derive.errors import DeriveError
+from derive.loader import GENERATED_DIR, load_module_from_path
+from derive.render import LANGS
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    return [args.loss] if getattr(args, "loss", None) else catalogue.names()
+
+
+def _langs(args: argparse.Namespace) -> tuple[str, ...]:
+    return LANGS if args.lang == "all" else (args.lang,)
+
+
+def cmd_latex(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    for name in _names(args):
+        t0 = time.perf_counter()
+        checked = catalogue.checked(name)
+        proved = sum(1 for s in checked.steps if not s.step.definition)
+        print(f"{name}: {proved} steps checked in {time.perf_counter() - t0:.1f} s")
+        for path in build.write(build.notes_artifacts(checked, _langs(args)), out):
+            print(f"  wrote {path}")
+            if args.pdf and path.suffix == ".tex":
+                from derive.latex_pdf import compile_pdf
+
+                print(f"  wrote {compile_pdf(path, out)}")
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    for name in _names(args):
+        for path in build.write(build.code_artifacts(catalogue.checked(name)), out):
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    paths = [Path(args.module)] if args.module else [Path(args.out) / f"{n}.py" for n in _names(args)]
+    ok = True
+    for path in paths:
+        results = verify.run(load_module_from_path(path))
+        print(f"verify {path}")
+        print(verify.table(results))
+        ok &= all(r.passed for r in results)
+    print("all checks passed" if ok else "some checks FAILED")
+    return 0 if ok else 1
+
+
+def _all_artifacts(names: list[str]) -> dict[str, str]:
+    artifacts: dict[str, str] = {}
+    for name in names:
+        checked = catalogue.checked(name)
+        artifacts |= build.notes_artifacts(checked) | build.code_artifacts(checked)
+    return artifacts
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    diffs = build.stale(_all_artifacts(_names(args)), Path(args.out))
+    if not diffs:
+        print(f"{args.out}: up to date")
+        return 0
+    for rel, diff in diffs.items():
+        print(f"stale: {rel}")
+        print(diff[:4000])
+    print(f"{len(diffs)} file(s) in {args.out} are stale: run `derive all` and commit the result")
+    return 1
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    args.lang, args.pdf, args.module = "all", False, None
+    for step in (cmd_latex, cmd_emit, cmd_verify):
+        code = step(args)
+        if code:
+            return code
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in catalogue.names():
+        print(f"{name:24} {catalogue.CATALOGUE[name]().title('en')}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="derive", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, loss: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if loss:
+            sp.add_argument("--loss", choices=catalogue.names(), help="one loss (default: all)")
+            sp.add_argument("--out", default=str(GENERATED_DIR), help="output folder (default: generated/)")
+        return sp
+
+    latex = add("latex", "check the derivation and write the notes (.md, .tex; en and zh)")
+    latex.add_argument("--lang", choices=[*LANGS, "all"], default="all")
+    latex.add_argument("--pdf", action="store_true", help="also compile the .tex files to PDF")
+    latex.set_defaults(func=cmd_latex)
+    add("emit", "write the NumPy module(s) emitted from the derivation").set_defaults(func=cmd_emit)
+    ver = add("verify", "check an emitted module numerically and print the table")
+    ver.add_argument("--module", help="path of a module to verify (default: the emitted ones)")
+    ver.set_defaults(func=cmd_verify)
+    add("check", "fail with a diff when generated/ is stale").set_defaults(func=cmd_check)
+    add("all", "latex + emit + verify: the main job").set_defaults(func=cmd_all)
+    add("list", "list the losses in the catalogue", loss=False).set_defaults(func=cmd_list)
+
+    from derive.train import add_train_arguments, run_train
+
+    train = sub.add_parser("train", help="train with the generated module on real data")
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except DeriveError as exc:
+        print(f"derive: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

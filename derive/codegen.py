@@ -1,0 +1,123 @@
+"""Template context and rendering for the emitted NumPy module.
+
+Every formula in the module is printed here from the checked derivation's final forms (the loss,
+`d loss / d o`, the Hessian and its vector product, the prediction, and the chain rule through the
+linear layer) by `derive.printing.VectorPrinter`; the template `module.py.j2` only lays the
+printed statements out inside signatures, validation and docstrings. A different loss model gives
+different printed statements and therefore different, still correct, code.
+
+Integer labels are handled by substituting `y_k = delta_{kc}` into the derived forms and
+splitting the gradient into `A_j + delta_{jc} B`: the code computes `A` for all classes and adds
+`B` at the label's column, so no one-hot matrix is ever built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sympy as sp
+
+from derive import symbols as S
+from derive.functions import CLASS_DUMMY, stabilize
+from derive.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
+from derive.render import environment
+from derive.steps import CheckedDerivation, refine_indices
+
+TEMPLATE = "module.py.j2"
+
+#: Rows of X per block in the fused `loss_and_grad`: both GEMMs then read a block of X while it
+#: is still in cache. Chosen by measurement (benchmarks/layouts.py); see benchmarks/README.md.
+BLOCK_ROWS = 4096
+
+ARRAYS = {"o": "O", "y": "Y", "v": "V"}
+
+
+def _labels_form(expr: sp.Expr) -> sp.Expr:
+    """`expr` for a one-hot target at class c: substitute `y_k = delta_{kc}` and evaluate sums."""
+    onehot = expr.replace(
+        lambda e: isinstance(e, sp.Indexed) and e.base == S.y,
+        lambda e: sp.KroneckerDelta(e.indices[0], S.c),
+    )
+    out: sp.Expr = refine_indices(S.c)(onehot)
+    return out
+
+
+def _split_label_delta(gradient: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """`g_j = A_j + delta_{jc} B`: return (A, B with j = c)."""
+    delta = sp.KroneckerDelta(S.j, S.c)
+    expanded = sp.expand(gradient.xreplace({sp.KroneckerDelta(S.c, S.j): delta}))
+    coeff = expanded.coeff(delta)
+    rest = sp.expand(expanded - coeff * delta)
+    if rest.has(sp.KroneckerDelta):
+        raise NotImplementedError(f"gradient is not affine in the one-hot label: {gradient}")
+    return rest, coeff.xreplace({S.j: S.c})
+
+
+@dataclass(frozen=True)
+class Printed:
+    """A printed statement block and the LaTeX of the formula it implements (for docstrings)."""
+
+    lines: list[str]
+    latex: str
+
+
+def _block(printer: VectorPrinter, outputs: list[tuple[str, sp.Expr]], latex_of: sp.Basic) -> Printed:
+    return Printed(print_assignments(printer, outputs), to_latex(latex_of))
+
+
+def module_context(checked: CheckedDerivation) -> dict[str, Any]:
+    """Everything the module template needs, printed; the template adds layout only."""
+    d = checked.derivation
+    forms = d.final_forms
+    loss = stabilize(forms["loss"])
+    gradient = stabilize(forms["gradient"])
+    hessian = stabilize(forms["hessian"])
+    hvp = stabilize(forms["hvp"])
+    prediction = stabilize(forms["prediction"])
+
+    soft = VectorPrinter(ARRAYS)
+    labels = VectorPrinter(ARRAYS, gather="labels")
+    one = VectorPrinter({"o": "o"}, axes={S.j: "[:, None]", S.k: "[None, :]"})
+    chain = VectorPrinter({"X": "Xb", "W": "W", "b": "b", "G": "G"})
+
+    loss_c = stabilize(_labels_form(forms["loss"]))
+    grad_all, grad_at_label = _split_label_delta(_labels_form(forms["gradient"]))
+    grad_all, grad_at_label = stabilize(grad_all), stabilize(grad_at_label)
+
+    context: dict[str, Any] = {
+        "template": TEMPLATE,
+        "name": d.name,
+        "title": d.title("en"),
+        "block_rows": BLOCK_ROWS,
+        "loss_soft": _block(soft, [("loss_rows", loss)], loss),
+        "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
+        "grad_soft": _block(soft, [("G", gradient)], gradient),
+        "fused_soft": _block(soft, [("loss_rows", loss), ("G", gradient)], gradient),
+        "fused_labels": _block(labels, [("loss_rows", loss_c), ("G", grad_all)], grad_all),
+        "grad_label_term": labels.doprint(vectorised(grad_at_label)).replace(
+            "np.take_along_axis(O, labels[:, None], axis=-1)", "O[_rows, labels][:, None]"
+        ),
+        "grad_label_term_latex": to_latex(grad_at_label),
+        "grad_labels_latex": to_latex(stabilize(_labels_form(forms["gradient"]))),
+        "hessian": Printed([formatted(f"H = {one.doprint(hessian)}")], to_latex(hessian)),
+        "hvp": _block(soft, [("HV", hvp)], hvp),
+        "prediction": _block(soft, [("P", prediction)], prediction),
+        "logits": chain.doprint(forms["logits"]),
+        "chain_W": chain.doprint(forms["dW"]),
+        "chain_b": chain.doprint(forms["db"]),
+        "kernels": sorted(soft.kernels_used | labels.kernels_used | one.kernels_used),
+        "params": [],
+        # softmax / log_softmax / logsumexp are part of every module's public API.
+        "public_kernels": True,
+    }
+    context["grad_label_is_constant"] = not grad_at_label.free_symbols - {S.K}
+    return context
+
+
+def emit_module(checked: CheckedDerivation) -> str:
+    """The module's source text: deterministic for a given derivation."""
+    return environment().get_template(TEMPLATE).render(module_context(checked))
+
+
+__all__ = ["BLOCK_ROWS", "CLASS_DUMMY", "emit_module", "module_context"]

@@ -1,0 +1,48 @@
+"""Compile the LaTeX notes to PDF when a TeX engine is installed.
+
+English notes compile with pdflatex, Chinese ones with xelatex (ctex needs a Unicode engine).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from derive.errors import DeriveError, LatexEngineMissing
+
+INSTALL_HINT = (
+    "apt-get install --no-install-recommends texlive-latex-base texlive-latex-recommended "
+    "texlive-xetex texlive-lang-chinese fonts-noto-cjk"
+)
+
+
+def engine_for(tex_name: str) -> str:
+    return "xelatex" if ".zh." in tex_name else "pdflatex"
+
+
+def compile_pdf(tex: Path, out_dir: Path) -> Path:
+    """Compile `tex` in a scratch directory and copy the PDF to `out_dir`."""
+    engine = engine_for(tex.name)
+    if shutil.which(engine) is None:
+        raise LatexEngineMissing(f"{engine} is not installed (needed for {tex.name}); {INSTALL_HINT}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / tex.name
+        shutil.copyfile(tex, src)
+        proc = subprocess.run(
+            [engine, "-interaction=nonstopmode", "-halt-on-error", src.name],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        pdf = src.with_suffix(".pdf")
+        if proc.returncode != 0 or not pdf.is_file():
+            tail = "\n".join(proc.stdout.splitlines()[-15:])
+            raise DeriveError(f"{engine} failed on {tex.name}:\n{tail}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / pdf.name
+        shutil.copyfile(pdf, target)
+        return target
