@@ -127,7 +127,9 @@ def blas_info() -> list[str]:
 
 def blas_env_note() -> str | None:
     """A warning when OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE pin an older kernel, else None."""
-    pinned = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    pinned = {
+        k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ
+    }
     if not pinned:
         return None
     return (

@@ -1,3 +1,4 @@
+# ruff: noqa: E741  (O is the logits matrix, as in DESIGN.md)
 """Side-by-side speed of the generated `loss_and_grad` (issue 3), printed as ratios.
 
 Contenders, timed in one process with `_timing.time_interleaved` (alternating blocks, one untimed
@@ -39,12 +40,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from _timing import (  # noqa: E402  (script-local imports after the path tweak)
+from _timing import (
     Contender,
     Timing,
     blas_env_note,
@@ -52,8 +51,9 @@ from _timing import (  # noqa: E402  (script-local imports after the path tweak)
     format_table,
     time_interleaved,
 )
-from layouts import SIZES, fused, make_inputs  # noqa: E402
+from layouts import SIZES, fused, make_inputs
 
+REPO = Path(__file__).resolve().parent.parent
 Array = NDArray[np.floating]
 Result = tuple[float, Array, Array]
 LossAndGrad = Callable[..., Any]

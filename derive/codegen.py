@@ -21,7 +21,7 @@ import sympy as sp
 from derive import symbols as S
 from derive.functions import CLASS_DUMMY, stabilize
 from derive.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
-from derive.render import environment
+from derive.render import environment, one_trailing_newline
 from derive.steps import CheckedDerivation, refine_indices
 
 TEMPLATE = "module.py.j2"
@@ -117,7 +117,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
 
 def emit_module(checked: CheckedDerivation) -> str:
     """The module's source text: deterministic for a given derivation."""
-    return environment().get_template(TEMPLATE).render(module_context(checked))
+    return one_trailing_newline(environment().get_template(TEMPLATE).render(module_context(checked)))
 
 
 __all__ = ["BLOCK_ROWS", "CLASS_DUMMY", "emit_module", "module_context"]

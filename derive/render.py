@@ -98,7 +98,14 @@ def context(checked: CheckedDerivation, lang: str, template: str) -> dict[str, A
 def render(checked: CheckedDerivation, lang: str, fmt: str) -> str:
     """The notes as Markdown (`fmt="md"`) or a standalone LaTeX article (`fmt="tex"`)."""
     template = f"notes.{fmt}.j2"
-    return environment().get_template(template).render(context(checked, lang, template))
+    return one_trailing_newline(
+        environment().get_template(template).render(context(checked, lang, template))
+    )
+
+
+def one_trailing_newline(text: str) -> str:
+    """Generated files end in exactly one newline, whatever the template's last loop left."""
+    return text.rstrip("\n") + "\n"
 
 
 def render_markdown(checked: CheckedDerivation, lang: str) -> str:

@@ -1,0 +1,63 @@
+"""The `derive` command, called as `main(argv)` with temporary output folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from derive.cli import main
+from derive.loader import GENERATED_DIR
+
+
+def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["latex", "--out", str(tmp_path)]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "softmax_regression.md",
+        "softmax_regression.tex",
+        "softmax_regression.zh.md",
+        "softmax_regression.zh.tex",
+    ]
+    assert "steps checked" in capsys.readouterr().out
+    for p in tmp_path.iterdir():
+        assert p.read_bytes() == (GENERATED_DIR / p.name).read_bytes()
+
+
+def test_emit_then_verify_a_module_by_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["emit", "--out", str(tmp_path)]) == 0
+    module = tmp_path / "softmax_regression.py"
+    assert main(["verify", "--module", str(module)]) == 0
+    out = capsys.readouterr().out
+    assert "all checks passed" in out and "FAIL" not in out
+
+
+def test_check_fails_with_a_diff_when_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["latex", "--out", str(tmp_path)]) == 0
+    assert main(["emit", "--out", str(tmp_path)]) == 0
+    assert main(["check", "--out", str(tmp_path)]) == 0
+    md = tmp_path / "softmax_regression.md"
+    md.write_text(md.read_text().replace("Softmax regression", "Softmax regresion", 1))
+    assert main(["check", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "stale: softmax_regression.md" in out and "+# Softmax regression" in out
+
+
+def test_verify_of_a_missing_module_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", "--module", str(tmp_path / "nope.py")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_unknown_loss_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["emit", "--loss", "nope"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_pdf_without_an_engine_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["latex", "--pdf", "--lang", "en", "--out", str(tmp_path)]) == 2
+    assert "apt-get install" in capsys.readouterr().err

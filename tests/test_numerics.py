@@ -1,0 +1,110 @@
+"""Numerics of the emitted module: the verify checks, plus behaviour a user relies on."""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from derive import verify
+
+
+@pytest.mark.parametrize("check", verify.CHECKS.funcs, ids=lambda f: f.__name__)
+def test_verify_check_passes(module: ModuleType, check: verify.Callable[[ModuleType], verify.Result]) -> None:
+    result = check(module)
+    assert result.passed, f"{result.name}: worst {result.worst} > bound {result.bound} {result.note}"
+
+
+def test_inputs_are_never_modified(module: ModuleType) -> None:
+    rng = np.random.default_rng(0)
+    X, W, b = rng.normal(size=(50, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)
+    Y = np.full((50, 3), 1 / 3)
+    O = X @ W + b
+    copies = [a.copy() for a in (X, W, b, Y, O)]
+    module.loss_and_grad(X, Y, W, b)
+    module.softmax(O)
+    module.grad_logits(O, Y)
+    module.hvp_W(X, W, b, W)
+    for before, after in zip(copies, (X, W, b, Y, O), strict=True):
+        assert np.array_equal(before, after)
+
+
+def test_zero_target_on_a_masked_logit_contributes_zero(module: ModuleType) -> None:
+    O = np.array([[0.0, -np.inf, 1.0]])
+    Y = np.array([[0.5, 0.0, 0.5]])
+    loss = float(module.cross_entropy(O, Y))
+    expected = 0.5 * -math.log(1 / (1 + math.e)) + 0.5 * -math.log(math.e / (1 + math.e))
+    assert loss == pytest.approx(expected, rel=1e-15)
+    G = module.grad_logits(O, Y)
+    assert np.isfinite(G).all() and G[0, 1] == 0.0
+
+
+def test_labels_and_one_hot_targets_agree(module: ModuleType) -> None:
+    rng = np.random.default_rng(1)
+    X, W, b = rng.normal(size=(30, 5)), rng.normal(size=(5, 4)), rng.normal(size=4)
+    y = rng.integers(0, 4, size=30)
+    a = module.loss_and_grad(X, y, W, b)
+    c = module.loss_and_grad(X, np.eye(4)[y], W, b)
+    assert float(a[0]) == pytest.approx(float(c[0]), rel=1e-14)
+    np.testing.assert_allclose(a[1], c[1], rtol=0, atol=1e-15)
+
+
+def test_integer_features_are_converted_and_float16_refused(module: ModuleType) -> None:
+    X = np.arange(6).reshape(3, 2)
+    W, b = np.zeros((2, 2)), np.zeros(2)
+    loss, dW, _ = module.loss_and_grad(X, np.array([0, 1, 1]), W, b)
+    assert dW.dtype == np.float64 and float(loss) == pytest.approx(math.log(2))
+    with pytest.raises(TypeError, match="X: dtype float16"):
+        module.loss_and_grad(X.astype(np.float16), np.array([0, 1, 1]), W, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"y": np.array([0, 3, 1])}, r"y: label 3 at index 1 is out of range; expected 0 <= label < 3"),
+        ({"W": np.zeros((5, 3))}, r"W: expected shape \(2, K\) to match X of shape \(3, 2\)"),
+        ({"b": np.zeros(2)}, r"b: expected shape \(3,\)"),
+        ({"y": np.full((3, 3), 0.3)}, r"y: row 0 sums to 0\.89+; target rows must be probability vectors"),
+        ({"X": np.zeros((0, 2)), "y": np.zeros(0, dtype=int)}, r"X: empty batch"),
+        ({"X": np.array([[0.0, np.nan], [0, 0], [0, 0]])}, r"X: row 0 contains NaN or inf"),
+    ],
+)
+def test_error_messages_name_the_argument_and_the_expectation(
+    module: ModuleType, kwargs: dict[str, np.ndarray], message: str
+) -> None:
+    args = {"X": np.zeros((3, 2)), "y": np.array([0, 1, 2]), "W": np.zeros((2, 3)), "b": np.zeros(3)}
+    args |= kwargs
+    with pytest.raises((ValueError, TypeError), match=message):
+        module.loss_and_grad(args["X"], args["y"], args["W"], args["b"])
+
+
+def test_runs_at_a_thousand_classes(module: ModuleType) -> None:
+    rng = np.random.default_rng(2)
+    X, W, b = rng.normal(size=(64, 8)), rng.normal(size=(8, 1000)), np.zeros(1000)
+    y = rng.integers(0, 1000, size=64)
+    loss, dW, db = module.loss_and_grad(X, y, W, b)
+    assert np.isfinite(loss) and dW.shape == (8, 1000) and abs(db.sum()) < 1e-12
+
+
+def test_predict_is_argmax_of_the_logits(module: ModuleType) -> None:
+    rng = np.random.default_rng(3)
+    X, W, b = rng.normal(size=(40, 3)), rng.normal(size=(3, 6)), rng.normal(size=6)
+    np.testing.assert_array_equal(module.predict(X, W, b), np.argmax(X @ W + b, axis=1))
+    np.testing.assert_allclose(module.predict_proba(X, W, b).sum(axis=1), 1.0, rtol=0, atol=1e-15)
+
+
+def test_verify_fails_on_a_broken_module(module: ModuleType) -> None:
+    """The verifier can fail: a module whose gradient forgets the label term is caught."""
+
+    class Broken:
+        def __getattr__(self, name: str) -> object:
+            return getattr(module, name)
+
+        @staticmethod
+        def grad_logits(O: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return module.softmax(O) / len(O)
+
+    results = {r.name: r for r in verify.run(Broken())}  # type: ignore[arg-type]
+    assert not results["gradient w.r.t. logits vs central differences (float64)"].passed

@@ -1,0 +1,101 @@
+"""Symbolic layer: every step is proved, and a corrupted step stops the pipeline by name."""
+
+from __future__ import annotations
+
+import pytest
+import sympy as sp
+
+from derive import symbols as S
+from derive.errors import StepCheckError
+from derive.model import softmax_expr
+from derive.softmax_regression import softmax_regression
+from derive.steps import CheckedDerivation, ConcreteK, GeneralK, Numeric, Prose, Step, is_zero
+
+DERIVATION = softmax_regression()
+CLAIMS = [s.name for s in DERIVATION.steps if not s.definition]
+
+
+@pytest.mark.parametrize("name", CLAIMS)
+def test_every_claim_is_checked_and_proved(checked: CheckedDerivation, name: str) -> None:
+    (step,) = [s for s in checked.steps if s.step.name == name]
+    assert step.outcomes, "a claim without a check"
+    assert step.proved, f"{name}: only numeric evidence"
+
+
+def test_the_story_is_complete(checked: CheckedDerivation) -> None:
+    names = [s.step.name for s in checked.steps]
+    for required in (
+        "one_hot",
+        "softmax_shift_invariance",
+        "softmax_argmax",
+        "maximum_likelihood",
+        "loss_in_logits",
+        "gradient_logits",
+        "chain_rule_W",
+        "batch_gradient_W",
+        "hessian_psd",
+    ):
+        assert required in names
+
+
+def test_gradient_is_softmax_minus_label(checked: CheckedDerivation) -> None:
+    """The derived gradient equals the textbook result, typed independently here."""
+    derived = checked.derivation.final_forms["gradient"]
+    textbook = softmax_expr(S.j) - S.y[S.j]
+    for K in (2, 3, 5):
+        for j in range(1, K + 1):
+            diff = (derived - textbook).subs(S.j, j).subs(S.K, K).doit()
+            assert is_zero(diff)
+
+
+def test_dropping_the_label_term_stops_the_pipeline_at_that_step() -> None:
+    wrong = softmax_expr(S.j)  # the notes' gradient without "- y_j"
+    corrupted = DERIVATION.replace_step("gradient_logits", rhs=wrong)
+    with pytest.raises(StepCheckError) as err:
+        corrupted.check()
+    assert err.value.step == "gradient_logits"
+    assert "lhs" in str(err.value) and "rhs" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "rhs"),
+    [
+        ("softmax_sums_to_one", sp.Integer(2)),
+        ("loss_in_logits", sp.log(sp.Sum(sp.exp(S.o[S.m]), (S.m, 1, S.K)))),
+        ("hessian_logits", sp.Integer(0)),
+    ],
+)
+def test_each_kind_of_check_can_fail(name: str, rhs: sp.Expr) -> None:
+    with pytest.raises(StepCheckError, match=name):
+        DERIVATION.replace_step(name, rhs=rhs).check()
+
+
+def _step(lhs: sp.Expr, rhs: sp.Expr, *checks: object) -> Step:
+    return Step("t", Prose("t", "t"), Prose("t", "t"), lhs, rhs, checks)  # type: ignore[arg-type]
+
+
+def test_concrete_check_catches_an_identity_false_only_for_some_K() -> None:
+    # sum_j 1 = 3 holds for K = 3 only.
+    step = _step(sp.Sum(1, (S.j, 1, S.K)), sp.Integer(3), ConcreteK(Ks=(3, 4)))
+    with pytest.raises(StepCheckError, match="K=4"):
+        step.checks[0].run(step)
+
+
+def test_numeric_check_catches_a_small_error_and_says_it_is_not_a_proof() -> None:
+    good = _step(sp.exp(S.o[S.j]) * sp.exp(-S.o[S.j]), sp.Integer(1), Numeric(points=3))
+    assert "not a proof" in good.checks[0].run(good).text.en
+    bad = _step(sp.exp(S.o[S.j]), 1 + S.o[S.j] + S.o[S.j] ** 2 / 2, Numeric(points=3))
+    with pytest.raises(StepCheckError, match="numeric"):
+        bad.checks[0].run(bad)
+
+
+def test_a_claim_without_checks_is_refused() -> None:
+    corrupted = DERIVATION.replace_step("one_hot", checks=())
+    with pytest.raises(StepCheckError, match="no check"):
+        corrupted.check()
+
+
+def test_general_k_check_reports_the_residue() -> None:
+    step = _step(sp.Sum(S.y[S.j], (S.j, 1, S.K)), sp.Integer(1), GeneralK(()))
+    with pytest.raises(StepCheckError, match="symbolic K"):
+        step.checks[0].run(step)
