@@ -48,7 +48,9 @@ def write_atomic(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise OutputDirError(f"output directory {str(path.parent)!r}: cannot write ({exc})") from exc
+        raise OutputDirError(
+            f"output directory {str(path.parent)!r}: cannot write ({exc})"
+        ) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)

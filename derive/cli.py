@@ -52,7 +52,9 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    paths = [Path(args.module)] if args.module else [Path(args.out) / f"{n}.py" for n in _names(args)]
+    paths = (
+        [Path(args.module)] if args.module else [Path(args.out) / f"{n}.py" for n in _names(args)]
+    )
     ok = True
     for path in paths:
         results = verify.run(load_module_from_path(path))
@@ -106,7 +108,9 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if loss:
             sp.add_argument("--loss", choices=catalogue.names(), help="one loss (default: all)")
-            sp.add_argument("--out", default=str(GENERATED_DIR), help="output folder (default: generated/)")
+            sp.add_argument(
+                "--out", default=str(GENERATED_DIR), help="output folder (default: generated/)"
+            )
         return sp
 
     latex = add("latex", "check the derivation and write the notes (.md, .tex; en and zh)")

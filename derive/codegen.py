@@ -62,7 +62,9 @@ class Printed:
     latex: str
 
 
-def _block(printer: VectorPrinter, outputs: list[tuple[str, sp.Expr]], latex_of: sp.Basic) -> Printed:
+def _block(
+    printer: VectorPrinter, outputs: list[tuple[str, sp.Expr]], latex_of: sp.Basic
+) -> Printed:
     return Printed(print_assignments(printer, outputs), to_latex(latex_of))
 
 
@@ -117,7 +119,9 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
 
 def emit_module(checked: CheckedDerivation) -> str:
     """The module's source text: deterministic for a given derivation."""
-    return one_trailing_newline(environment().get_template(TEMPLATE).render(module_context(checked)))
+    return one_trailing_newline(
+        environment().get_template(TEMPLATE).render(module_context(checked))
+    )
 
 
 __all__ = ["BLOCK_ROWS", "CLASS_DUMMY", "emit_module", "module_context"]

@@ -16,7 +16,9 @@ class StepCheckError(DeriveError):
 
     def __init__(self, step: str, lhs: str, rhs: str, detail: str) -> None:
         self.step = step
-        super().__init__(f"step {step!r} failed its check ({detail}):\n  lhs = {lhs}\n  rhs = {rhs}")
+        super().__init__(
+            f"step {step!r} failed its check ({detail}):\n  lhs = {lhs}\n  rhs = {rhs}"
+        )
 
 
 class StaleOutputError(DeriveError):

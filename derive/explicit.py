@@ -42,13 +42,14 @@ def make_batch(n: int, d: int, K: int, simplex: bool) -> Batch:
 
 
 def row_instance(expr: sp.Expr, batch: Batch, r: int, index: int | None = None) -> sp.Expr:
-    """`expr` (in o[k], y[k], optionally a free j) for sample r of the batch, j = index (0-based)."""
+    """`expr` (in o[k], y[k], maybe a free j) at sample r of the batch, j = index (0-based)."""
     K = batch.O.cols
     e = instantiate(expr, K, targets_simplex=False)
     if index is not None:
         e = e.subs(S.j, index + 1).doit()
     return e.xreplace(
-        {S.o[t + 1]: batch.O[r, t] for t in range(K)} | {S.y[t + 1]: batch.Y[r, t] for t in range(K)}
+        {S.o[t + 1]: batch.O[r, t] for t in range(K)}
+        | {S.y[t + 1]: batch.Y[r, t] for t in range(K)}
     )
 
 
@@ -59,9 +60,7 @@ def mean_loss(loss: sp.Expr, batch: Batch) -> sp.Expr:
 
 def gradient_matrix(gradient: sp.Expr, batch: Batch) -> sp.Matrix:
     """The n x K matrix whose row r is the per-sample gradient `dl/do` at sample r."""
-    return sp.Matrix(
-        batch.n, batch.O.cols, lambda r, j: row_instance(gradient, batch, r, index=j)
-    )
+    return sp.Matrix(batch.n, batch.O.cols, lambda r, j: row_instance(gradient, batch, r, index=j))
 
 
 def jacobian(scalar: sp.Expr, params: sp.Matrix) -> sp.Matrix:

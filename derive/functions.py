@@ -52,7 +52,7 @@ class Softmax(sp.Function):
     nargs = 2
 
     @property
-    def is_positive(self) -> bool:  # type: ignore[override]
+    def is_positive(self) -> bool:
         return True
 
     def doit(self, **hints: Any) -> sp.Expr:
@@ -64,13 +64,8 @@ class Softmax(sp.Function):
 
     def _latex(self, printer: Any) -> str:
         f, idx = self.args
-        return (
-            r"\operatorname{softmax}\left("
-            + _row_latex(printer, f)
-            + r"\right)_{"
-            + printer._print(idx)
-            + "}"
-        )
+        index: str = printer._print(idx)
+        return r"\operatorname{softmax}\left(" + _row_latex(printer, f) + r"\right)_{" + index + "}"
 
 
 class LogSoftmax(sp.Function):
@@ -85,11 +80,12 @@ class LogSoftmax(sp.Function):
 
     def _latex(self, printer: Any) -> str:
         f, idx = self.args
+        index: str = printer._print(idx)
         return (
             r"\log \operatorname{softmax}\left("
             + _row_latex(printer, f)
             + r"\right)_{"
-            + printer._print(idx)
+            + index
             + "}"
         )
 

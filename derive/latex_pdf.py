@@ -26,7 +26,9 @@ def compile_pdf(tex: Path, out_dir: Path) -> Path:
     """Compile `tex` in a scratch directory and copy the PDF to `out_dir`."""
     engine = engine_for(tex.name)
     if shutil.which(engine) is None:
-        raise LatexEngineMissing(f"{engine} is not installed (needed for {tex.name}); {INSTALL_HINT}")
+        raise LatexEngineMissing(
+            f"{engine} is not installed (needed for {tex.name}); {INSTALL_HINT}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / tex.name
         shutil.copyfile(tex, src)

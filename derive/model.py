@@ -41,7 +41,9 @@ class Param:
             )
 
     def admits(self, value: float) -> bool:
-        if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+        if self.low is not None and (
+            value < self.low or (value == self.low and not self.low_inclusive)
+        ):
             return False
         return not (
             self.high is not None
@@ -50,7 +52,9 @@ class Param:
 
     def range_text(self) -> str:
         lo = "(-inf" if self.low is None else ("[" if self.low_inclusive else "(") + repr(self.low)
-        hi = "inf)" if self.high is None else repr(self.high) + ("]" if self.high_inclusive else ")")
+        hi = (
+            "inf)" if self.high is None else repr(self.high) + ("]" if self.high_inclusive else ")")
+        )
         return f"{lo}, {hi}"
 
 

@@ -91,13 +91,13 @@ class VectorPrinter(NumPyPrinter):
         return name + self.axes.get(idx, "")
 
     def _print_Sum(self, expr: sp.Sum) -> str:
-        (var, lo, hi), *rest = expr.limits
+        (_, lo, hi), *rest = expr.limits
         if rest or (lo, hi) != (1, S.K):
             raise NotImplementedError(f"only single class sums print as code: {expr}")
         return f"np.sum({self._target_product(expr.function)}, axis=-1, keepdims=True)"
 
     def _target_product(self, expr: sp.Expr) -> str:
-        """`y * t` where t may be -inf (a masked logit): 0 * -inf must be 0, so multiply with `where`."""
+        """`y * t` where t may be -inf (a masked logit): 0 * -inf must be 0, so use `where`."""
         factors = sp.Mul.make_args(expr)
         targets = [f for f in factors if isinstance(f, sp.Indexed) and f.base.label == S.y.label]
         rest = sp.Mul(*[f for f in factors if f not in targets])
@@ -141,7 +141,8 @@ class VectorPrinter(NumPyPrinter):
         if len(args) == 2 and isinstance(args[0], sp.Transpose):
             return f"({self._print(args[1])}.T @ {self._print(args[0].arg)}).T"
         if len(args) == 2 and args[0] == S.ones_n and isinstance(args[1], sp.Transpose):
-            return self._print(args[1].arg)  # 1 b^T: NumPy broadcasting adds b to every row
+            row: str = self._print(args[1].arg)  # 1 b^T: NumPy broadcasting adds b to every row
+            return row
         return " @ ".join(self._print(a) for a in args)
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:

@@ -65,9 +65,7 @@ class StepView:
 
 def step_view(number: int, checked: CheckedStep, lang: str) -> StepView:
     step = checked.step
-    equation = (
-        f"{to_latex(step.lhs)} {RELATION_LATEX[step.relation]} {to_latex(step.rhs)}"
-    )
+    equation = f"{to_latex(step.lhs)} {RELATION_LATEX[step.relation]} {to_latex(step.rhs)}"
     return StepView(
         number=number,
         name=step.name,
@@ -115,5 +113,7 @@ def render_markdown(checked: CheckedDerivation, lang: str) -> str:
 def latex_fragment(checked: CheckedDerivation) -> str:
     """The equations alone, one `align*` block: what Jupyter's `_repr_latex_` shows."""
     rows = [step_view(i, s, "en") for i, s in enumerate(checked.steps, start=1)]
-    body = r" \\ ".join(r"&\text{" + r.title.replace("$", "") + r"}:\quad " + r.equation for r in rows)
+    body = r" \\ ".join(
+        r"&\text{" + r.title.replace("$", "") + r"}:\quad " + r.equation for r in rows
+    )
     return r"$\begin{aligned}" + body + r"\end{aligned}$"

@@ -13,9 +13,15 @@ import sympy as sp
 
 from derive import symbols as S
 from derive.calculus import hessian_vector_product, logit_gradient, logit_hessian, loss_in_logits
-from derive.explicit import any_loss_gradient, gradient_matrix, jacobian, make_batch, mean_loss, row_instance
+from derive.explicit import (
+    any_loss_gradient,
+    gradient_matrix,
+    jacobian,
+    make_batch,
+    row_instance,
+)
 from derive.functions import stabilize
-from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel, class_sum, softmax_expr
+from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel, softmax_expr
 from derive.steps import (
     ConcreteK,
     Derivation,
@@ -87,7 +93,7 @@ def _linear_layer(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
 def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
     """The notes' derivation for `model` (softmax cross-entropy by default)."""
     j, k, c, K = S.j, S.k, S.c, S.K
-    o, y = S.o, S.y
+    o = S.o
     yhat_j = softmax_expr(j)
     lse = sp.log(sp.Sum(sp.exp(o[S.m]), (S.m, 1, K)))
     simplified = loss_in_logits(model)
@@ -238,7 +244,10 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         ),
         Step(
             "loss_in_logits",
-            Prose("Substitute softmax and use $\\sum_j y_j = 1$", "代入 softmax 并利用 $\\sum_j y_j = 1$"),
+            Prose(
+                "Substitute softmax and use $\\sum_j y_j = 1$",
+                "代入 softmax 并利用 $\\sum_j y_j = 1$",
+            ),
             Prose(
                 "$\\log$ of a quotient is a difference; the $\\log \\sum_k e^{o_k}$ term does "
                 "not depend on $j$ and is multiplied by $\\sum_j y_j = 1$, so it cancels down "
@@ -296,7 +305,9 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         ),
         Step(
             "chain_rule_W",
-            Prose("Why $o_j$ first: the chain rule to $W$", "为什么对 $o_j$ 求梯度：链式法则到 $W$"),
+            Prose(
+                "Why $o_j$ first: the chain rule to $W$", "为什么对 $o_j$ 求梯度：链式法则到 $W$"
+            ),
             Prose(
                 "The loss depends on $W$ and $b$ only through the logits $o = W^T x + b$. By the "
                 "chain rule, $\\partial \\ell / \\partial W_{aj} = \\sum_k (\\partial \\ell / "
@@ -404,7 +415,8 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "gradient descent has no spurious local minima to get stuck in.",
                 "$v^T H v$ 是一个方差：对概率向量 $p = \\hat{y}$，"
                 "$\\sum_j p_j (v_j - \\sum_k p_k v_k)^2 \\ge 0$。所以 $H$ 半正定，损失对 $o$ 是凸"
-                "的；$o$ 又是 $W$、$b$ 的线性函数，所以对 $W$、$b$ 也是凸的：梯度下降不会陷入局部极小。",
+                "的；$o$ 又是 $W$、$b$ 的线性函数，所以对 $W$、$b$ 也是凸的："
+                "梯度下降不会陷入局部极小。",
             ),
             sp.Sum(
                 S.v[j] * (S.p[j] * S.v[j] - S.p[j] * sp.Sum(S.p[k] * S.v[k], (k, 1, K))),

@@ -111,7 +111,7 @@ def refine_indices(*indices: sp.Symbol) -> Transform:
 
 
 def expand_logs(expr: sp.Expr) -> sp.Expr:
-    """`log(a b) = log a + log b`, `log(exp(t)) = t`: valid here as every log argument is positive."""
+    """`log(a b) = log a + log b`, `log(exp(t)) = t`: valid as every log argument is positive."""
     out: sp.Expr = sp.expand_log(expr, force=True)
     return out
 

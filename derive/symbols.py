@@ -63,6 +63,7 @@ Gm = sp.MatrixSymbol("G", n, K)  # dL/dO
 Yhat = sp.MatrixSymbol(r"\hat{Y}", n, K)
 ones_n = sp.MatrixSymbol(r"\mathbf{1}", n, 1)
 
+
 # What the class indices range over, as SymPy assumptions for `refine`.
 def class_index_range(*indices: sp.Symbol) -> sp.Basic:
     """`1 <= idx <= K` for each index: lets `refine` drop the Piecewise guards of delta sums."""

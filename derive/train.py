@@ -689,7 +689,7 @@ def _comparison_table(cmp: dict[str, Any]) -> str:
         ("objective F (emitted module)", "objective_F", ".12g"),
         ("objective C*sum CE + |W|^2/2", "objective_sklearn", ".12g"),
         ("fit seconds", "fit_seconds", ".3f"),
-        ("iterations", "n_iter", "d"),
+        ("iterations (sgd: epochs)", "n_iter", "d"),
     ]
     lines = [f"{'':<30}{left:>22}{right:>32}"]
     for label, key, spec in rows:

@@ -23,6 +23,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -61,9 +62,9 @@ def _rng(seed: int = 0) -> np.random.Generator:
 def _problem(
     rng: np.random.Generator, n: int, d: int, K: int, soft: bool, dtype: type = np.float64
 ) -> tuple[Array, Array, Array, Array]:
-    X = rng.normal(size=(n, d)).astype(dtype)
-    W = rng.normal(size=(d, K)).astype(dtype)
-    b = rng.normal(size=K).astype(dtype)
+    X: Array = rng.normal(size=(n, d)).astype(dtype)
+    W: Array = rng.normal(size=(d, K)).astype(dtype)
+    b: Array = rng.normal(size=K).astype(dtype)
     if soft:
         Y = rng.random(size=(n, K)) + 0.01
         y: Array = (Y / Y.sum(axis=1, keepdims=True)).astype(dtype)
@@ -95,6 +96,10 @@ def _rel(a: Array, ref: Array) -> float:
 FD_BOUND = 1e-7
 
 
+def _mean_loss(m: ModuleType, y: Array, O: Array) -> float:
+    return float(m.cross_entropy(O, y))
+
+
 @CHECKS
 def fd_logits(m: ModuleType) -> Result:
     worst = 0.0
@@ -102,7 +107,7 @@ def fd_logits(m: ModuleType) -> Result:
         X, y, W, b = _problem(_rng(1), 6, 3, 5, soft)
         O = X @ W + b
         g = m.grad_logits(O, y)
-        worst = max(worst, _rel(g, _fd_grad(lambda o: float(m.cross_entropy(o, y)), O.copy())))
+        worst = max(worst, _rel(g, _fd_grad(partial(_mean_loss, m, y), O.copy())))
     return Result(
         "gradient w.r.t. logits vs central differences (float64)",
         worst,
@@ -117,12 +122,17 @@ def fd_parameters(m: ModuleType) -> Result:
     for soft in (False, True):
         X, y, W, b = _problem(_rng(2), 7, 4, 3, soft)
         _, dW, db = m.loss_and_grad(X, y, W, b)
-        fW = _fd_grad(lambda w: float(m.loss_and_grad(X, y, w, b)[0]), W.copy())
-        fb = _fd_grad(lambda c: float(m.loss_and_grad(X, y, W, c)[0]), b.copy())
+        fW = _fd_grad(lambda w: float(m.loss_and_grad(X, y, w, b)[0]), W.copy())  # noqa: B023
+        fb = _fd_grad(lambda c: float(m.loss_and_grad(X, y, W, c)[0]), b.copy())  # noqa: B023
         worst = max(worst, _rel(dW, fW), _rel(db, fb))
     return Result(
         "dL/dW, dL/db vs central differences (float64)", worst, FD_BOUND, worst <= FD_BOUND
     )
+
+
+def _gradient_entry(m: ModuleType, y: Array, j: int) -> Callable[[Array], float]:
+    """`o -> dl/do_j` for one sample (grad_logits divides by n = 1)."""
+    return lambda t: float(m.grad_logits(t[None, :], y)[0, j])
 
 
 @CHECKS
@@ -133,20 +143,17 @@ def fd_hessian(m: ModuleType) -> Result:
         o = rng.normal(size=K)
         y = rng.integers(0, K, size=1)
         H = m.hessian_logits(o)
-        # d/do of the per-sample gradient (grad_logits divides by n = 1).
-        cols = [
-            _fd_grad(lambda t, j=j: float(m.grad_logits(t[None, :], y)[0, j]), o.copy())
-            for j in range(K)
-        ]
+        cols = [_fd_grad(_gradient_entry(m, y, j), o.copy()) for j in range(K)]
         worst = max(worst, _rel(H, np.array(cols)))
         V = rng.normal(size=(1, K))
         worst = max(worst, _rel(m.hvp_logits(o[None, :], V)[0], H @ V[0]))
-    X, y, W, b = _problem(rng, 6, 3, 4, soft=False)
-    V = rng.normal(size=W.shape)
-    hv = m.hvp_W(X, W, b, V)
+    X, labels, W, b = _problem(rng, 6, 3, 4, soft=False)
+    D: Array = rng.normal(size=W.shape)
+    hv = m.hvp_W(X, W, b, D)
     # Directional derivative of dL/dW along V, by central differences.
     h = 1e-6
-    fd = (m.loss_and_grad(X, y, W + h * V, b)[1] - m.loss_and_grad(X, y, W - h * V, b)[1]) / (2 * h)
+    up, down = m.loss_and_grad(X, labels, W + h * D, b), m.loss_and_grad(X, labels, W - h * D, b)
+    fd = (up[1] - down[1]) / (2 * h)
     worst = max(worst, _rel(hv, fd))
     return Result(
         "Hessian, HVPs vs differences of the gradient (float64)", worst, FD_BOUND, worst <= FD_BOUND
@@ -236,6 +243,7 @@ def extreme_float64(m: ModuleType) -> Result:
 @CHECKS
 def extreme_float32(m: ModuleType) -> Result:
     worst = 0.0
+    got: Array
     for row in _extreme_rows(_rng(6)):
         r32 = row.astype(np.float32)
         sm, lsm, lse = _mp_reference(r32.astype(np.float64))

@@ -24,7 +24,9 @@ def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert p.read_bytes() == (GENERATED_DIR / p.name).read_bytes()
 
 
-def test_emit_then_verify_a_module_by_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_emit_then_verify_a_module_by_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["emit", "--out", str(tmp_path)]) == 0
     module = tmp_path / "softmax_regression.py"
     assert main(["verify", "--module", str(module)]) == 0
@@ -32,7 +34,9 @@ def test_emit_then_verify_a_module_by_path(tmp_path: Path, capsys: pytest.Captur
     assert "all checks passed" in out and "FAIL" not in out
 
 
-def test_check_fails_with_a_diff_when_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_fails_with_a_diff_when_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["latex", "--out", str(tmp_path)]) == 0
     assert main(["emit", "--out", str(tmp_path)]) == 0
     assert main(["check", "--out", str(tmp_path)]) == 0
@@ -43,7 +47,9 @@ def test_check_fails_with_a_diff_when_stale(tmp_path: Path, capsys: pytest.Captu
     assert "stale: softmax_regression.md" in out and "+# Softmax regression" in out
 
 
-def test_verify_of_a_missing_module_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_of_a_missing_module_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["verify", "--module", str(tmp_path / "nope.py")]) == 2
     assert "no such file" in capsys.readouterr().err
 

@@ -72,7 +72,9 @@ def test_stale_reports_a_diff(tmp_path: Path) -> None:
     assert "-one" in diffs["a.md"] and "+two" in diffs["a.md"]
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed (pip install -e '.[test]')")
+@pytest.mark.skipif(
+    shutil.which("ruff") is None, reason="ruff not installed (pip install -e '.[test]')"
+)
 def test_generated_module_is_formatted_and_lint_clean() -> None:
     files = [str(p) for p in GENERATED_DIR.glob("*.py")]
     subprocess.run(["ruff", "format", "--check", *files], check=True, cwd=REPO_ROOT)

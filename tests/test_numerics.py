@@ -12,9 +12,13 @@ from derive import verify
 
 
 @pytest.mark.parametrize("check", verify.CHECKS.funcs, ids=lambda f: f.__name__)
-def test_verify_check_passes(module: ModuleType, check: verify.Callable[[ModuleType], verify.Result]) -> None:
+def test_verify_check_passes(
+    module: ModuleType, check: verify.Callable[[ModuleType], verify.Result]
+) -> None:
     result = check(module)
-    assert result.passed, f"{result.name}: worst {result.worst} > bound {result.bound} {result.note}"
+    assert result.passed, (
+        f"{result.name}: worst {result.worst} > bound {result.bound} {result.note}"
+    )
 
 
 def test_inputs_are_never_modified(module: ModuleType) -> None:
@@ -63,10 +67,16 @@ def test_integer_features_are_converted_and_float16_refused(module: ModuleType) 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"y": np.array([0, 3, 1])}, r"y: label 3 at index 1 is out of range; expected 0 <= label < 3"),
+        (
+            {"y": np.array([0, 3, 1])},
+            r"y: label 3 at index 1 is out of range; expected 0 <= label < 3",
+        ),
         ({"W": np.zeros((5, 3))}, r"W: expected shape \(2, K\) to match X of shape \(3, 2\)"),
         ({"b": np.zeros(2)}, r"b: expected shape \(3,\)"),
-        ({"y": np.full((3, 3), 0.3)}, r"y: row 0 sums to 0\.89+; target rows must be probability vectors"),
+        (
+            {"y": np.full((3, 3), 0.3)},
+            r"y: row 0 sums to 0\.89+; target rows must be probability vectors",
+        ),
         ({"X": np.zeros((0, 2)), "y": np.zeros(0, dtype=int)}, r"X: empty batch"),
         ({"X": np.array([[0.0, np.nan], [0, 0], [0, 0]])}, r"X: row 0 contains NaN or inf"),
     ],
@@ -74,7 +84,12 @@ def test_integer_features_are_converted_and_float16_refused(module: ModuleType) 
 def test_error_messages_name_the_argument_and_the_expectation(
     module: ModuleType, kwargs: dict[str, np.ndarray], message: str
 ) -> None:
-    args = {"X": np.zeros((3, 2)), "y": np.array([0, 1, 2]), "W": np.zeros((2, 3)), "b": np.zeros(3)}
+    args = {
+        "X": np.zeros((3, 2)),
+        "y": np.array([0, 1, 2]),
+        "W": np.zeros((2, 3)),
+        "b": np.zeros(3),
+    }
     args |= kwargs
     with pytest.raises((ValueError, TypeError), match=message):
         module.loss_and_grad(args["X"], args["y"], args["W"], args["b"])

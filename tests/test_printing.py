@@ -25,9 +25,7 @@ def test_log_sum_exp_and_target_sum_print_whole_array_code() -> None:
     loss = sp.log(SUM_EXP) - sp.Sum(S.y[S.k] * S.o[S.k], (S.k, 1, S.K))
     printer = VectorPrinter({"o": "O", "y": "Y"})
     (line,) = print_assignments(printer, [("loss_rows", stabilize(loss))])
-    assert line == (
-        "loss_rows = _logsumexp(O) - np.sum(_target_mul(Y, O), axis=-1, keepdims=True)"
-    )
+    assert line == ("loss_rows = _logsumexp(O) - np.sum(_target_mul(Y, O), axis=-1, keepdims=True)")
 
 
 def test_temperature_softmax_keeps_the_scaled_row() -> None:

@@ -41,7 +41,7 @@ from derive.train import (
     sklearn_C,
 )
 
-MODULE = Path("/tmp/scratch_sr.py")  # DEV-TEMP
+MODULE = GENERATED_DIR / "softmax_regression.py"
 
 
 def write_mnist(folder: Path, n_train: int, n_test: int, side: int) -> None:
