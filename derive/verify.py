@@ -148,7 +148,7 @@ def fd_hessian(m: ModuleType) -> Result:
         V = rng.normal(size=(1, K))
         worst = max(worst, _rel(m.hvp_logits(o[None, :], V)[0], H @ V[0]))
     X, labels, W, b = _problem(rng, 6, 3, 4, soft=False)
-    D: Array = rng.normal(size=W.shape)
+    D: Array = rng.normal(size=(W.shape[0], W.shape[1]))
     hv = m.hvp_W(X, W, b, D)
     # Directional derivative of dL/dW along V, by central differences.
     h = 1e-6
