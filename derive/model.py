@@ -75,10 +75,15 @@ class LossModel:
     targets: TargetKind
     params: tuple[Param, ...] = ()
     description: Prose = field(default_factory=lambda: Prose(en="", zh=""))
+    weight_decay: bool = False
 
     def __post_init__(self) -> None:
         S.checked_name(self.name, "loss name")
         allowed = {S.K, *(prm.symbol for prm in self.params)}
+        if self.targets not in ("distribution", "binary", "real"):
+            raise ModelDefinitionError(
+                f"targets of {self.name}: {self.targets!r}; expected distribution, binary or real"
+            )
         for expr, what in ((self.loss, "loss"), (self.prediction, "prediction")):
             for sym in expr.free_symbols:
                 if isinstance(sym, sp.Symbol):

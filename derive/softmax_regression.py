@@ -12,22 +12,14 @@ from __future__ import annotations
 import sympy as sp
 
 from derive import symbols as S
-from derive.calculus import hessian_vector_product, logit_gradient, logit_hessian, loss_in_logits
-from derive.explicit import (
-    any_loss_gradient,
-    gradient_matrix,
-    jacobian,
-    make_batch,
-    row_instance,
-)
-from derive.functions import stabilize
+from derive.derivation import Wording, core_steps, derive_forms, final_forms
+from derive.explicit import make_batch
 from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel, softmax_expr
 from derive.steps import (
     ConcreteK,
     Derivation,
     Elementwise,
     GeneralK,
-    Numeric,
     Positive,
     Prose,
     Step,
@@ -37,47 +29,10 @@ from derive.steps import (
     factor_shift,
     refine_indices,
     split_sums,
-    targets_sum_to_one,
 )
 
 LOSS = sp.Symbol(r"\ell")
 YHAT = sp.IndexedBase("yhat", positive=True)
-
-
-def _display(name: str) -> sp.Symbol:
-    """A symbol that only stands for a name in the notes (never reaches code)."""
-    return sp.Symbol(name)
-
-
-def _chain_rule_W(model: LossModel, loss: sp.Expr, gradient: sp.Expr) -> Elementwise:
-    def build(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-        batch = make_batch(1, d, K, model.simplex_targets)
-        lhs = jacobian(row_instance(loss, batch, 0), batch.W)
-        rhs = batch.X.T * gradient_matrix(gradient, batch)
-        return lhs, rhs
-
-    return Elementwise(build, shapes=((1, 2, 2), (1, 3, 3)))
-
-
-def _chain_rule_b(model: LossModel, loss: sp.Expr, gradient: sp.Expr) -> Elementwise:
-    def build(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-        batch = make_batch(1, d, K, model.simplex_targets)
-        lhs = jacobian(row_instance(loss, batch, 0), batch.b)
-        return lhs, gradient_matrix(gradient, batch).T
-
-    return Elementwise(build, shapes=((1, 2, 2), (1, 2, 4)))
-
-
-def _batch_W(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-    batch = make_batch(n, d, K, simplex=False)
-    L, dL_dO = any_loss_gradient(batch)
-    return jacobian(L, batch.W), batch.X.T * dL_dO
-
-
-def _batch_b(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-    batch = make_batch(n, d, K, simplex=False)
-    L, dL_dO = any_loss_gradient(batch)
-    return jacobian(L, batch.b), dL_dO.T * sp.ones(n, 1)
 
 
 def _linear_layer(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
@@ -96,15 +51,9 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
     o = S.o
     yhat_j = softmax_expr(j)
     lse = sp.log(sp.Sum(sp.exp(o[S.m]), (S.m, 1, K)))
-    simplified = loss_in_logits(model)
-    gradient = logit_gradient(simplified)
-    hessian = logit_hessian(gradient)
-    hvp = hessian_vector_product(hessian)
+    forms = derive_forms(model)
     concrete = ConcreteK()
-    concrete_simplex = ConcreteK(targets_simplex=True, prepare=(expand_logs,))
-    deriv = sp.Derivative
-
-    steps = (
+    story_before = (
         Step(
             "one_hot",
             Prose("One-hot labels", "独热编码"),
@@ -242,8 +191,45 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             -sp.log(softmax_expr(c)),
             (GeneralK((refine_indices(c),)), concrete),
         ),
-        Step(
-            "loss_in_logits",
+    )
+    logsumexp_shift = Step(
+        "logsumexp_shift",
+        Prose("The stable log-sum-exp", "数值稳定的 log-sum-exp"),
+        Prose(
+            "The same factoring as for softmax: with $c = \\max_k o_k$ no exponential "
+            "overflows, and the largest term is $e^0 = 1$, so the log never sees 0.",
+            "与 softmax 相同的提取：取 $c = \\max_k o_k$ 时指数不会溢出，最大的一项是 "
+            "$e^0 = 1$，所以 $\\log$ 的参数不会为 0。",
+        ),
+        lse,
+        S.shift + sp.log(sp.Sum(sp.exp(o[S.m] - S.shift), (S.m, 1, K))),
+        (
+            GeneralK((factor_shift, expand_logs, canonical_sums)),
+            ConcreteK(prepare=(factor_exponentials,)),
+        ),
+    )
+    convexity = Step(
+        "hessian_psd",
+        Prose("The loss is convex", "损失是凸函数"),
+        Prose(
+            "$v^T H v$ is a variance, $\\sum_j p_j (v_j - \\sum_k p_k v_k)^2 \\ge 0$ for a "
+            "probability vector $p = \\hat{y}$. So $H$ is positive semi-definite, the loss "
+            "is convex in $o$, and, $o$ being linear in $W$ and $b$, convex in them too: "
+            "gradient descent has no spurious local minima to get stuck in.",
+            "$v^T H v$ 是一个方差：对概率向量 $p = \\hat{y}$，"
+            "$\\sum_j p_j (v_j - \\sum_k p_k v_k)^2 \\ge 0$。所以 $H$ 半正定，损失对 $o$ 是凸"
+            "的；$o$ 又是 $W$、$b$ 的线性函数，所以对 $W$、$b$ 也是凸的："
+            "梯度下降不会陷入局部极小。",
+        ),
+        sp.Sum(
+            S.v[j] * (S.p[j] * S.v[j] - S.p[j] * sp.Sum(S.p[k] * S.v[k], (k, 1, K))),
+            (j, 1, K),
+        ),
+        sp.Sum(S.p[j] * (S.v[j] - sp.Sum(S.p[k] * S.v[k], (k, 1, K))) ** 2, (j, 1, K)),
+        (ConcreteK(prepare=(_probability_simplex,)),),
+    )
+    wording = {
+        "loss_in_logits": Wording(
             Prose(
                 "Substitute softmax and use $\\sum_j y_j = 1$",
                 "代入 softmax 并利用 $\\sum_j y_j = 1$",
@@ -255,28 +241,8 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "把 $\\hat{y}$ 代入：对商取 $\\log$ 变成差；$\\log \\sum_k e^{o_k}$ 与 $j$ 无关，"
                 "乘以 $\\sum_j y_j = 1$，所以直接约掉成单独一项。",
             ),
-            model.loss,
-            simplified,
-            (GeneralK((expand_logs, split_sums, targets_sum_to_one)), concrete_simplex),
         ),
-        Step(
-            "logsumexp_shift",
-            Prose("The stable log-sum-exp", "数值稳定的 log-sum-exp"),
-            Prose(
-                "The same factoring as for softmax: with $c = \\max_k o_k$ no exponential "
-                "overflows, and the largest term is $e^0 = 1$, so the log never sees 0.",
-                "与 softmax 相同的提取：取 $c = \\max_k o_k$ 时指数不会溢出，最大的一项是 "
-                "$e^0 = 1$，所以 $\\log$ 的参数不会为 0。",
-            ),
-            lse,
-            S.shift + sp.log(sp.Sum(sp.exp(o[S.m] - S.shift), (S.m, 1, K))),
-            (
-                GeneralK((factor_shift, expand_logs, canonical_sums)),
-                ConcreteK(prepare=(factor_exponentials,)),
-            ),
-        ),
-        Step(
-            "gradient_logits",
+        "gradient_logits": Wording(
             Prose("The gradient with respect to the logits", "对 $o_j$ 求梯度"),
             Prose(
                 "The derivative of $\\log$ is $1/x$, so the denominator is the sum inside the "
@@ -287,24 +253,16 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "项含 $o_j$，其他项与之无关，导数为 0，所以分子为 $e^{o_j}$。后半部分只有 $y_j$ 与 "
                 "$o_j$ 相乘，其余都是无关的常数，所以只剩下 $y_j$。",
             ),
-            deriv(simplified, o[j]),
-            gradient,
-            (GeneralK((refine_indices(j),)), concrete_simplex, Numeric(targets_simplex=True)),
         ),
-        Step(
-            "gradient_softmax_form",
+        "gradient_stable": Wording(
             Prose("Prediction minus label", "预测减去标签"),
             Prose(
                 "Written with softmax, the gradient is the prediction minus the label: "
                 "this is the per-element result the whole derivation was after.",
                 "用 softmax 写出来，梯度就是预测减去标签：至此，求梯度推算完成。",
             ),
-            gradient,
-            stabilize(gradient),
-            (GeneralK((sp.Expr.doit, canonical_sums)),),
         ),
-        Step(
-            "chain_rule_W",
+        "chain_rule_W": Wording(
             Prose(
                 "Why $o_j$ first: the chain rule to $W$", "为什么对 $o_j$ 求梯度：链式法则到 $W$"
             ),
@@ -320,13 +278,10 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "$W$ 和 $b$ 两个梯度共有的因子，只需对任意 $K$ 推导一次，线性层只再乘上 $x$。"
                 "这就是先对 $o_j$ 求梯度、而不是直接对 $W$ 和 $b$ 求的原因。",
             ),
-            _display(r"\frac{\partial \ell}{\partial W}"),
-            sp.MatrixSymbol("x", S.d, 1)
+            display_rhs=sp.MatrixSymbol("x", S.d, 1)
             * (sp.MatrixSymbol(r"\hat{y}", S.K, 1) - sp.MatrixSymbol("y", S.K, 1)).T,
-            (_chain_rule_W(model, simplified, gradient),),
         ),
-        Step(
-            "chain_rule_b",
+        "chain_rule_b": Wording(
             Prose("The chain rule to $b$", "链式法则到 $b$"),
             Prose(
                 "$\\partial o_k / \\partial b_j = \\delta_{kj}$, so the bias gradient is "
@@ -334,12 +289,9 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "$\\partial o_k / \\partial b_j = \\delta_{kj}$，所以偏置的梯度就是 "
                 "$\\partial \\ell / \\partial o$ 本身。",
             ),
-            _display(r"\frac{\partial \ell}{\partial b}"),
-            sp.MatrixSymbol(r"\hat{y}", S.K, 1) - sp.MatrixSymbol("y", S.K, 1),
-            (_chain_rule_b(model, simplified, gradient),),
+            display_rhs=sp.MatrixSymbol(r"\hat{y}", S.K, 1) - sp.MatrixSymbol("y", S.K, 1),
         ),
-        Step(
-            "batch_gradient_W",
+        "batch_gradient_W": Wording(
             Prose("The batch gradient for $W$", "批量上 $W$ 的梯度"),
             Prose(
                 "The training loss is the mean over the batch, $L = \\frac{1}{n} \\sum_i "
@@ -355,34 +307,24 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "X^T \\, \\partial L / \\partial O$，所以它对这一层上的任何损失都成立；而 "
                 "$\\partial L / \\partial O = (\\hat{Y} - Y)/n$ 就是上面逐行得到的梯度。",
             ),
-            _display(r"\frac{\partial L}{\partial W}"),
-            sp.MatMul(1 / S.n, S.Xm.T, (S.Yhat - S.Ym)),
-            (Elementwise(_batch_W, shapes=((2, 2, 2), (3, 2, 3), (2, 3, 4))),),
+            display_rhs=sp.MatMul(1 / S.n, S.Xm.T, (S.Yhat - S.Ym)),
         ),
-        Step(
-            "batch_gradient_b",
+        "batch_gradient_b": Wording(
             Prose("The batch gradient for $b$", "批量上 $b$ 的梯度"),
             Prose(
                 "The column sums of $\\hat{Y} - Y$, divided by $n$.",
                 "$\\hat{Y} - Y$ 的列和除以 $n$。",
             ),
-            _display(r"\frac{\partial L}{\partial b}"),
-            sp.MatMul(1 / S.n, (S.Yhat - S.Ym).T, S.ones_n),
-            (Elementwise(_batch_b, shapes=((2, 2, 2), (3, 2, 3), (2, 3, 4))),),
+            display_rhs=sp.MatMul(1 / S.n, (S.Yhat - S.Ym).T, S.ones_n),
         ),
-        Step(
-            "hessian_logits",
+        "hessian_logits": Wording(
             Prose("The second derivative", "二阶导数"),
             Prose(
                 "Differentiating the gradient once more; the label drops out.",
                 "对梯度再求一次导；标签项消失。",
             ),
-            deriv(gradient, o[k]),
-            hessian,
-            (GeneralK((refine_indices(j, k),)), concrete, Numeric()),
         ),
-        Step(
-            "hessian_softmax_form",
+        "hessian_stable": Wording(
             Prose("The Hessian is the softmax's covariance", "Hessian 是 softmax 的协方差矩阵"),
             Prose(
                 "In softmax notation, $H = \\operatorname{diag}(\\hat{y}) - \\hat{y} "
@@ -390,42 +332,22 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "用 softmax 表示，$H = \\operatorname{diag}(\\hat{y}) - \\hat{y}\\hat{y}^T$："
                 "即按 $\\hat{y}$ 抽取的独热标签的协方差矩阵。",
             ),
-            hessian,
-            stabilize(hessian),
-            (GeneralK((sp.Expr.doit, canonical_sums)),),
         ),
-        Step(
-            "hessian_vector_product",
+        "hessian_vector_product": Wording(
             Prose("Hessian-vector product", "Hessian 与向量之积"),
             Prose(
                 "Applying $H$ to a direction $v$ needs no $K \\times K$ matrix.",
                 "把 $H$ 作用在方向 $v$ 上，不需要构造 $K \\times K$ 矩阵。",
             ),
-            sp.Sum(hessian * S.v[k], (k, 1, K)),
-            hvp,
-            (GeneralK((refine_indices(j), split_sums)), concrete),
         ),
-        Step(
-            "hessian_psd",
-            Prose("The loss is convex", "损失是凸函数"),
-            Prose(
-                "$v^T H v$ is a variance, $\\sum_j p_j (v_j - \\sum_k p_k v_k)^2 \\ge 0$ for a "
-                "probability vector $p = \\hat{y}$. So $H$ is positive semi-definite, the loss "
-                "is convex in $o$, and, $o$ being linear in $W$ and $b$, convex in them too: "
-                "gradient descent has no spurious local minima to get stuck in.",
-                "$v^T H v$ 是一个方差：对概率向量 $p = \\hat{y}$，"
-                "$\\sum_j p_j (v_j - \\sum_k p_k v_k)^2 \\ge 0$。所以 $H$ 半正定，损失对 $o$ 是凸"
-                "的；$o$ 又是 $W$、$b$ 的线性函数，所以对 $W$、$b$ 也是凸的："
-                "梯度下降不会陷入局部极小。",
-            ),
-            sp.Sum(
-                S.v[j] * (S.p[j] * S.v[j] - S.p[j] * sp.Sum(S.p[k] * S.v[k], (k, 1, K))),
-                (j, 1, K),
-            ),
-            sp.Sum(S.p[j] * (S.v[j] - sp.Sum(S.p[k] * S.v[k], (k, 1, K))) ** 2, (j, 1, K)),
-            (ConcreteK(prepare=(_probability_simplex,)),),
-        ),
-    )
+    }
+    shared = core_steps(model, forms, wording)
+    steps = []
+    for name, step in shared.items():
+        steps.append(step)
+        if name == "loss_in_logits":
+            steps.append(logsumexp_shift)
+    steps = [*story_before, *steps, convexity]
     return Derivation(
         name=model.name,
         title=model.title,
@@ -433,19 +355,8 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             "A machine-checked derivation of the gradient of softmax regression.",
             "softmax 回归梯度的机器验证推导。",
         ),
-        steps=steps,
-        final_forms={
-            "loss": simplified,
-            "gradient": gradient,
-            "hessian": hessian,
-            "hvp": hvp,
-            "prediction": model.prediction,
-            # The chain rule through the linear layer, as proved by the batch steps with
-            # G = dL/dO (for any loss): what the fused code computes per block of rows.
-            "logits": S.Xm * S.Wm + S.ones_n * S.bm.T,
-            "dW": S.Xm.T * S.Gm,
-            "db": S.Gm.T * S.ones_n,
-        },
+        steps=tuple(steps),
+        final_forms=final_forms(model, forms),
     )
 
 

@@ -51,7 +51,10 @@ b = sp.IndexedBase("b", real=True)  # bias, K
 p = sp.IndexedBase("p", positive=True)  # a probability vector (used in the PSD argument)
 P = sp.IndexedBase("P", positive=True)  # per-sample likelihoods P(y_i | x_i)
 
-shift = sp.Symbol("c", real=True)  # the constant subtracted from every logit
+shift = sp.Symbol("c", real=True)
+lam = sp.Symbol(
+    "lam", nonnegative=True
+)  # weight decay strength  # the constant subtracted from every logit
 
 # Matrices, for the batch forms (display and the elementwise proofs).
 Xm = sp.MatrixSymbol("X", n, d)

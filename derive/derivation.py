@@ -1,0 +1,354 @@
+"""The steps every loss goes through, from its definition to its Hessian, each with its checks.
+
+`core_steps(model)` is the shared middle of every derivation: the loss in logits, its gradient
+w.r.t. the logits (derived for a symbolic K), the stable form the code prints, the chain rule to
+`W` and `b` (per sample, then for the batch), the Hessian and its vector product, and the weight
+decay term where the model has one. `loss_derivation(model)` wraps them for a catalogue or user
+loss; the softmax-regression story (`derive.softmax_regression`) adds the notes' own steps around
+them and tells the shared steps in the notes' words (`Wording`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive import symbols as S
+from derive.calculus import hessian_vector_product, logit_gradient, logit_hessian, loss_in_logits
+from derive.explicit import any_loss_gradient, gradient_matrix, jacobian, make_batch, row_instance
+from derive.functions import stabilize
+from derive.model import LossModel
+from derive.steps import (
+    ConcreteK,
+    Derivation,
+    Elementwise,
+    GeneralK,
+    Numeric,
+    Prose,
+    Step,
+    canonical_sums,
+    expand_logs,
+    refine_indices,
+    split_sums,
+    targets_sum_to_one,
+)
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a shared step is told: its title, its reason, and optionally its displayed rhs."""
+
+    title: Prose
+    reason: Prose
+    display_rhs: sp.Basic | None = None
+
+
+def display(name: str) -> sp.Symbol:
+    """A symbol that only names something in the notes (never reaches code)."""
+    return sp.Symbol(name)
+
+
+# --------------------------------------------------------------------------- matrix checks
+
+
+def _chain_rule(model: LossModel, loss: sp.Expr, gradient: sp.Expr, param: str) -> Elementwise:
+    """`dl/dW = x g^T` or `dl/db = g` for one sample, with the model's own loss and gradient."""
+
+    def build(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+        batch = make_batch(1, d, K, model.simplex_targets)
+        g = gradient_matrix(gradient, batch)
+        if param == "W":
+            return jacobian(row_instance(loss, batch, 0), batch.W), batch.X.T * g
+        return jacobian(row_instance(loss, batch, 0), batch.b), g.T
+
+    return Elementwise(build, shapes=((1, 2, 2), (1, 3, 3)))
+
+
+def _batch_W(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+    batch = make_batch(n, d, K, simplex=False)
+    L, dL_dO = any_loss_gradient(batch)
+    return jacobian(L, batch.W), batch.X.T * dL_dO
+
+
+def _batch_b(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+    batch = make_batch(n, d, K, simplex=False)
+    L, dL_dO = any_loss_gradient(batch)
+    return jacobian(L, batch.b), dL_dO.T * sp.ones(n, 1)
+
+
+def _weight_decay(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+    batch = make_batch(1, d, K, simplex=False)
+    penalty = S.lam / 2 * sum(w**2 for w in batch.W)
+    return jacobian(penalty, batch.W), S.lam * batch.W
+
+
+BATCH_SHAPES = ((2, 2, 2), (3, 2, 3), (2, 3, 4))
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def _generic_wording(model: LossModel) -> dict[str, Wording]:
+    return {
+        "loss_in_logits": Wording(
+            Prose("The loss in the logits", "用输出 $o$ 表示的损失"),
+            Prose(
+                "Logs of products and quotients are expanded and sums are split"
+                + (", and $\\sum_j y_j = 1$ is used." if model.simplex_targets else "."),
+                "展开乘积与商的对数并拆分求和"
+                + ("，并利用 $\\sum_j y_j = 1$。" if model.simplex_targets else "。"),
+            ),
+        ),
+        "loss_stable": Wording(
+            Prose("The stable form of the loss", "损失的数值稳定形式"),
+            Prose(
+                "Overflow-prone shapes are rewritten as stable kernels (log-sum-exp, softplus); "
+                "the check proves the rewrite changes nothing.",
+                "把容易溢出的形式改写为数值稳定的核函数（log-sum-exp、softplus）；检验证明改写前后相等。",
+            ),
+        ),
+        "gradient_logits": Wording(
+            Prose("The gradient with respect to the logits", "对 $o_j$ 求梯度"),
+            Prose(
+                "Differentiate for a symbolic number of classes: the sums over $k$ produce "
+                "$\\delta_{jk}$, which pick out the $j$-th term.",
+                "对任意类别数求导：对 $k$ 的求和产生 $\\delta_{jk}$，只留下第 $j$ 项。",
+            ),
+        ),
+        "gradient_stable": Wording(
+            Prose("The gradient in stable form", "梯度的数值稳定形式"),
+            Prose(
+                "The same gradient written with stable kernels: what the generated code computes.",
+                "用数值稳定的核函数写出同一个梯度：生成的代码就计算这个式子。",
+            ),
+        ),
+        "chain_rule_W": Wording(
+            Prose("The chain rule to $W$", "链式法则到 $W$"),
+            Prose(
+                "The loss reaches $W$ only through $o = W^T x + b$, so "
+                "$\\partial \\ell / \\partial W_{aj} = x_a \\, \\partial \\ell / \\partial o_j$.",
+                "损失只通过 $o = W^T x + b$ 依赖于 $W$，所以 "
+                "$\\partial \\ell / \\partial W_{aj} = x_a \\, \\partial \\ell / \\partial o_j$。",
+            ),
+        ),
+        "chain_rule_b": Wording(
+            Prose("The chain rule to $b$", "链式法则到 $b$"),
+            Prose(
+                "$\\partial o_k / \\partial b_j = \\delta_{kj}$: the bias gradient is "
+                "$\\partial \\ell / \\partial o$ itself.",
+                "$\\partial o_k / \\partial b_j = \\delta_{kj}$：偏置的梯度就是 "
+                "$\\partial \\ell / \\partial o$ 本身。",
+            ),
+        ),
+        "batch_gradient_W": Wording(
+            Prose("The batch gradient for $W$", "批量上 $W$ 的梯度"),
+            Prose(
+                "For the mean loss over a batch, with $G = \\partial L / \\partial O$ (row $r$ "
+                "is the gradient above at sample $r$, divided by $n$). Proved for an arbitrary "
+                "differentiable per-sample loss.",
+                "对批量平均损失，记 $G = \\partial L / \\partial O$（第 $r$ 行是样本 $r$ 的上述梯度"
+                "除以 $n$）。对任意可微的单样本损失证明。",
+            ),
+        ),
+        "batch_gradient_b": Wording(
+            Prose("The batch gradient for $b$", "批量上 $b$ 的梯度"),
+            Prose("The column sums of $G$.", "$G$ 的列和。"),
+        ),
+        "weight_decay": Wording(
+            Prose("Weight decay", "权重衰减"),
+            Prose(
+                "The penalty $\\frac{\\lambda}{2} \\lVert W \\rVert^2$ adds $\\lambda W$ to the "
+                "gradient for $W$ (the bias is not penalised).",
+                "惩罚项 $\\frac{\\lambda}{2} \\lVert W \\rVert^2$ 给 $W$ 的梯度加上 $\\lambda W$"
+                "（偏置不受惩罚）。",
+            ),
+        ),
+        "hessian_logits": Wording(
+            Prose("The second derivative", "二阶导数"),
+            Prose("Differentiate the gradient once more.", "对梯度再求一次导。"),
+        ),
+        "hessian_stable": Wording(
+            Prose("The Hessian in stable form", "Hessian 的数值稳定形式"),
+            Prose("What `hessian_logits` computes.", "`hessian_logits` 计算的就是这个式子。"),
+        ),
+        "hessian_vector_product": Wording(
+            Prose("Hessian-vector product", "Hessian 与向量之积"),
+            Prose(
+                "Applying $H$ to a direction $v$ needs no $K \\times K$ matrix.",
+                "把 $H$ 作用在方向 $v$ 上，不需要构造 $K \\times K$ 矩阵。",
+            ),
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- steps
+
+
+@dataclass(frozen=True)
+class Forms:
+    """The derived expressions of a model (what the checks confirm and the code prints)."""
+
+    loss: sp.Expr
+    gradient: sp.Expr
+    hessian: sp.Expr
+    hvp: sp.Expr
+
+
+def derive_forms(model: LossModel) -> Forms:
+    loss = loss_in_logits(model)
+    gradient = logit_gradient(loss)
+    hessian = logit_hessian(gradient)
+    return Forms(loss, gradient, hessian, hessian_vector_product(hessian))
+
+
+def final_forms(model: LossModel, forms: Forms) -> dict[str, sp.Basic]:
+    out: dict[str, sp.Basic] = {
+        "loss": forms.loss,
+        "gradient": forms.gradient,
+        "hessian": forms.hessian,
+        "hvp": forms.hvp,
+        "prediction": model.prediction,
+        # The chain rule through the linear layer, as proved by the batch steps with
+        # G = dL/dO (for any loss): what the fused code computes per block of rows.
+        "logits": S.Xm * S.Wm + S.ones_n * S.bm.T,
+        "dW": S.Xm.T * S.Gm,
+        "db": S.Gm.T * S.ones_n,
+    }
+    if model.weight_decay:
+        out["decay_loss"] = S.lam / 2 * sp.Trace(S.Wm.T * S.Wm)
+        out["decay_grad"] = S.lam * S.Wm
+    return out
+
+
+def core_steps(
+    model: LossModel, forms: Forms, wording: dict[str, Wording] | None = None
+) -> dict[str, Step]:
+    """The shared steps, by name, in order; `wording` tells some of them in other words."""
+    words = _generic_wording(model) | (wording or {})
+    j, k, o = S.j, S.k, S.o
+    concrete = ConcreteK(targets_simplex=model.simplex_targets, prepare=(expand_logs,))
+
+    def step(name: str, lhs: sp.Basic, rhs: sp.Basic, checks: tuple[object, ...]) -> Step:
+        w = words[name]
+        shown = rhs if w.display_rhs is None else w.display_rhs
+        return Step(name, w.title, w.reason, lhs, shown, checks)  # type: ignore[arg-type]
+
+    steps: dict[str, Step] = {}
+    if forms.loss != model.loss:
+        simplex = (targets_sum_to_one,) if model.simplex_targets else ()
+        rewrites = (expand_logs, split_sums, *simplex)
+        steps["loss_in_logits"] = step(
+            "loss_in_logits", model.loss, forms.loss, (GeneralK(rewrites), concrete)
+        )
+    stable_loss = stabilize(forms.loss)
+    if stable_loss != forms.loss:
+        steps["loss_stable"] = step(
+            "loss_stable", forms.loss, stable_loss, (GeneralK((sp.Expr.doit, canonical_sums)),)
+        )
+    steps["gradient_logits"] = step(
+        "gradient_logits",
+        sp.Derivative(forms.loss, o[j]),
+        forms.gradient,
+        (
+            GeneralK((refine_indices(j),)),
+            ConcreteK(prepare=(expand_logs,)),
+            Numeric(targets_simplex=model.simplex_targets),
+        ),
+    )
+    stable_gradient = stabilize(forms.gradient)
+    if stable_gradient != forms.gradient:
+        steps["gradient_stable"] = step(
+            "gradient_stable",
+            forms.gradient,
+            stable_gradient,
+            (GeneralK((sp.Expr.doit, canonical_sums)),),
+        )
+    grad_vector = sp.MatrixSymbol(r"\frac{\partial \ell}{\partial o}", S.K, 1)
+    steps["chain_rule_W"] = step(
+        "chain_rule_W",
+        display(r"\frac{\partial \ell}{\partial W}"),
+        sp.MatrixSymbol("x", S.d, 1) * grad_vector.T,
+        (_chain_rule(model, forms.loss, forms.gradient, "W"),),
+    )
+    steps["chain_rule_b"] = step(
+        "chain_rule_b",
+        display(r"\frac{\partial \ell}{\partial b}"),
+        grad_vector,
+        (_chain_rule(model, forms.loss, forms.gradient, "b"),),
+    )
+    steps["batch_gradient_W"] = step(
+        "batch_gradient_W",
+        display(r"\frac{\partial L}{\partial W}"),
+        S.Xm.T * S.Gm,
+        (Elementwise(_batch_W, shapes=BATCH_SHAPES),),
+    )
+    steps["batch_gradient_b"] = step(
+        "batch_gradient_b",
+        display(r"\frac{\partial L}{\partial b}"),
+        S.Gm.T * S.ones_n,
+        (Elementwise(_batch_b, shapes=BATCH_SHAPES),),
+    )
+    if model.weight_decay:
+        steps["weight_decay"] = step(
+            "weight_decay",
+            display(r"\frac{\partial}{\partial W} \frac{\lambda}{2} \lVert W \rVert^2"),
+            S.lam * S.Wm,
+            (Elementwise(_weight_decay, shapes=((1, 2, 2), (1, 3, 2))),),
+        )
+    steps["hessian_logits"] = step(
+        "hessian_logits",
+        sp.Derivative(forms.gradient, o[k]),
+        forms.hessian,
+        (GeneralK((refine_indices(j, k),)), ConcreteK(), Numeric()),
+    )
+    stable_hessian = stabilize(forms.hessian)
+    if stable_hessian != forms.hessian:
+        steps["hessian_stable"] = step(
+            "hessian_stable",
+            forms.hessian,
+            stable_hessian,
+            (GeneralK((sp.Expr.doit, canonical_sums)),),
+        )
+    steps["hessian_vector_product"] = step(
+        "hessian_vector_product",
+        sp.Sum(forms.hessian * S.v[k], (k, 1, S.K)),
+        forms.hvp,
+        (GeneralK((refine_indices(j),)), ConcreteK()),
+    )
+    return steps
+
+
+def loss_derivation(model: LossModel) -> Derivation:
+    """The derivation of any loss model: its definition, then the shared steps."""
+    forms = derive_forms(model)
+    definition = Step(
+        "loss_definition",
+        Prose("The loss", "损失函数"),
+        model.description,
+        display(r"\ell"),
+        model.loss,
+        definition=True,
+    )
+    prediction = Step(
+        "prediction_definition",
+        Prose("The model's output", "模型的输出"),
+        Prose(
+            "What `predict_proba` returns for each class.",
+            "`predict_proba` 对每个类别返回的值。",
+        ),
+        display(r"\hat{y}_{j}"),
+        model.prediction,
+        definition=True,
+    )
+    steps = (definition, prediction, *core_steps(model, forms).values())
+    return Derivation(
+        name=model.name,
+        title=model.title,
+        intro=Prose(
+            f"A machine-checked derivation of the gradient of the {model.title.en} loss.",
+            f"{model.title.zh}损失梯度的机器验证推导。",
+        ),
+        steps=steps,
+        final_forms=final_forms(model, forms),
+    )
