@@ -62,13 +62,19 @@ class Timing:
         return (q3 - q1) / self.median
 
 
-def _calls_for(fn: Callable[[], object], target_s: float, max_calls: int) -> int:
-    """Number of calls that makes one block last about `target_s` (at least 1)."""
+def _calls_for(fn: Callable[[], object], target_s: float, min_calls: int, max_calls: int) -> int:
+    """Number of calls that makes one block last about `target_s`, within [min_calls, max_calls]."""
     fn()  # first touch: imports, JIT compilation, page faults of cached buffers
-    t0 = time.perf_counter()
-    fn()
-    dt = time.perf_counter() - t0
-    return max(1, min(max_calls, round(target_s / max(dt, 1e-9))))
+    best = float("inf")
+    spent = 0.0
+    for _ in range(3):  # the fastest of up to 3 calls, so one disturbed call does not decide
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+        if spent > 4 * target_s:
+            break
+    return max(min_calls, min(max_calls, round(target_s / max(best, 1e-9))))
 
 
 def time_interleaved(
@@ -76,18 +82,22 @@ def time_interleaved(
     *,
     rounds: int = 7,
     block_s: float = 0.05,
+    min_calls: int = 1,
     max_calls: int = 200,
+    gap_s: float = 0.0,
 ) -> dict[str, Timing]:
     """Time `contenders` side by side; return per-call samples keyed by contender name.
 
     Each round runs one block per contender; a block is one untimed warm-up call followed by
     `calls` individually timed calls, `calls` chosen once per contender so a block lasts about
-    `block_s`. The contender order rotates by one each round.
+    `block_s` (within [min_calls, max_calls]). The contender order rotates by one each round.
+    `gap_s` > 0 sleeps that long before each block, so spinning BLAS / OpenMP worker threads of
+    the previous contender park first (OpenBLAS spins ~0.1 s after a GEMM; libgomp spins too).
     """
     names = [c.name for c in contenders]
     if len(set(names)) != len(names):
         raise ValueError(f"contender names must be unique, got {names}")
-    calls = {c.name: _calls_for(c.fn, block_s, max_calls) for c in contenders}
+    calls = {c.name: _calls_for(c.fn, block_s, min_calls, max_calls) for c in contenders}
     out = {c.name: Timing(c.name) for c in contenders}
     n = len(contenders)
     perf = time.perf_counter
@@ -95,7 +105,9 @@ def time_interleaved(
         for i in range(n):
             c = contenders[(r + i) % n]
             fn = c.fn
-            fn()  # untimed: absorbs the previous contender's spinning BLAS threads
+            if gap_s > 0:
+                time.sleep(gap_s)
+            fn()  # untimed: absorbs what the previous contender left behind
             samples = out[c.name].samples
             for _ in range(calls[c.name]):
                 t0 = perf()

@@ -1,4 +1,3 @@
-# ruff: noqa: E741  (O is the logits matrix, as in DESIGN.md)
 """Side-by-side speed of the generated `loss_and_grad` (issue 3), printed as ratios.
 
 Contenders, timed in one process with `_timing.time_interleaved` (alternating blocks, one untimed
@@ -72,8 +71,13 @@ def load_subject() -> tuple[LossAndGrad, str]:
     if (REPO / "generated" / "softmax_regression.py").is_file():
         from derive.loader import load_generated
 
-        m: ModuleType = load_generated("softmax_regression")
-        return m.loss_and_grad, "generated/softmax_regression.py"
+        try:
+            m: ModuleType = load_generated("softmax_regression")
+            return m.loss_and_grad, "generated/softmax_regression.py"
+        except Exception as e:  # a half-written module: say so loudly, measure the stand-in
+            why = f"generated/softmax_regression.py does not import: {e!r}"
+    else:
+        why = "generated/softmax_regression.py not found"
 
     def stand_in(X: Array, y: NDArray[np.intp], W: Array, b: Array, check: bool = True) -> Result:
         if check:
@@ -86,7 +90,7 @@ def load_subject() -> tuple[LossAndGrad, str]:
                 raise ValueError("non-finite")
         return fused(X, y, W, b)
 
-    return stand_in, "STAND-IN layouts.fused (generated/softmax_regression.py not found)"
+    return stand_in, f"STAND-IN layouts.fused ({why})"
 
 
 def naive_d2l(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
@@ -206,6 +210,7 @@ class SizeResult:
     timings: dict[str, Timing]
     agree: dict[str, float]
     mem: dict[str, float]
+    logits_bytes: int
 
 
 def bench_size(
@@ -217,6 +222,8 @@ def bench_size(
     jax: ModuleType | None,
     rounds: int,
     block_s: float,
+    min_calls: int,
+    gap_s: float,
 ) -> SizeResult:
     n, d, K = shape
     X, y, W, b = make_inputs(n, d, K, dtype)
@@ -233,11 +240,16 @@ def bench_size(
     agree = {k: max_rel_err(ref, as_result(f())) for k, f in fns.items() if k != GENERATED}
     fns[LIMIT] = make_limit(X, W)
     timings = time_interleaved(
-        [Contender(k, f) for k, f in fns.items()], rounds=rounds, block_s=block_s, max_calls=100
+        [Contender(k, f) for k, f in fns.items()],
+        rounds=rounds,
+        block_s=block_s,
+        min_calls=min_calls,
+        max_calls=100,
+        gap_s=gap_s,
     )
     logits = n * K * np.dtype(dtype).itemsize
     mem = {k: peak_extra_bytes(fns[k]) / logits for k in (GENERATED, NOCHECK, NAIVE, LIMIT)}
-    return SizeResult(f"{label} {np.dtype(dtype).name}", timings, agree, mem)
+    return SizeResult(f"{label} {np.dtype(dtype).name}", timings, agree, mem, logits)
 
 
 # --------------------------------------------------------------------------- report
@@ -250,12 +262,15 @@ def size_table(r: SizeResult) -> str:
             f"{t.spread * 100:.0f}%",
             f"{t.median / base:.2f}",
             f"{r.agree[name]:.1e}" if name in r.agree else "-",
-            f"{r.mem[name]:.2f}" if name in r.mem else "-",
+            f"{r.mem[name]:.2f} ({r.mem[name] * r.logits_bytes / 2**20:.2f} MiB)"
+            if name in r.mem
+            else "-",
         ]
         for name, t in r.timings.items()
     ]
     head = ["contender", "median ms", "IQR", "x generated", "max rel err", "peak mem / logits"]
-    return f"{r.label}\n{format_table(head, rows)}"
+    mib = r.logits_bytes / 2**20
+    return f"{r.label} (logits n x K: {mib:.2f} MiB)\n{format_table(head, rows)}"
 
 
 def summary_table(results: list[SizeResult]) -> str:
@@ -297,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"])
     p.add_argument("--without", nargs="+", choices=["torch", "jax"], default=[])
     a = p.parse_args(argv)
-    rounds, block_s = (3, 0.02) if a.quick else (7, 0.1)
+    # (rounds, seconds per block, min timed calls per block, pause before each block)
+    rounds, block_s, min_calls, gap_s = (3, 0.02, 1, 0.1) if a.quick else (7, 0.1, 3, 0.2)
     dtypes = [np.dtype(x).type for x in (a.dtypes or ["float32", "float64"])]
 
     subject, source = load_subject()
@@ -315,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for label, shape in a.sizes:
         for dt in dtypes:
-            r = bench_size(label, shape, dt, subject, torch, jax, rounds, block_s)
+            r = bench_size(label, shape, dt, subject, torch, jax, rounds, block_s, min_calls, gap_s)
             print(f"\n{size_table(r)}", flush=True)
             results.append(r)
     # After the frameworks ran, so their own BLAS / OpenMP pools are listed too.

@@ -1,4 +1,3 @@
-# ruff: noqa: E741  (O is the logits matrix, as in DESIGN.md)
 """Layout experiments for the fused softmax cross-entropy kernel `loss_and_grad`.
 
 Every candidate computes, for O = X W + b (n x K logits) and integer labels y, without a one-hot
@@ -178,6 +177,21 @@ def make_blocked_elementwise(block: int, gtx: bool) -> Kernel:
     return blocked_ew
 
 
+# --------------------------------------------------------------------------- the rule
+FUSED_BLOCK_ROWS = 1024
+
+
+def fused(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
+    """The recommended layout: rows in blocks of FUSED_BLOCK_ROWS, dW += X_b.T @ G_b.
+
+    One block when n <= FUSED_BLOCK_ROWS (then it is `inplace`).
+    """
+    return _fused(X, y, W, b)
+
+
+_fused = make_blocked(FUSED_BLOCK_ROWS, gtx=False)
+
+
 # --------------------------------------------------------------------------- the limit
 def make_limits(X: Array, W: Array) -> dict[str, Callable[[], object]]:
     """The two GEMMs alone, on a fixed G of the right shape and dtype."""
@@ -201,12 +215,36 @@ def make_inputs(
     return X, y, W, b
 
 
-def candidates(n: int, blocks: list[int]) -> list[Kernel]:
+def generated_kernel() -> Kernel | None:
+    """generated/softmax_regression.py's loss_and_grad (check=False), if it has been emitted."""
+    path = Path(__file__).resolve().parent.parent / "generated" / "softmax_regression.py"
+    if not path.is_file():
+        return None
+    sys.path.insert(1, str(path.parent.parent))
+    from derive.loader import load_generated
+
+    try:
+        m = load_generated("softmax_regression")
+    except Exception as e:  # a half-written module must not stop the layout study
+        print(f"note: generated module skipped, it does not import: {e!r}")
+        return None
+
+    def generated(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
+        loss, dW, db = m.loss_and_grad(X, y, W, b, check=False)
+        return float(loss), dW, db
+
+    return generated
+
+
+def candidates(n: int, blocks: list[int], ew: bool) -> list[Kernel]:
     ks: list[Kernel] = [plain, plain_gtx, inplace, inplace_gtx]
     for B in blocks:
         if n > B:
             ks += [make_blocked(B, False), make_blocked(B, True)]
-            ks.append(make_blocked_elementwise(B, True))
+            if ew:
+                ks.append(make_blocked_elementwise(B, True))
+    if (g := generated_kernel()) is not None:
+        ks.append(g)
     return ks
 
 
@@ -221,10 +259,17 @@ def check(kernels: list[Kernel], n: int, d: int, K: int) -> None:
 
 
 def run_size(
-    label: str, n: int, d: int, K: int, dtype: type[np.floating], blocks: list[int], rounds: int
+    label: str,
+    n: int,
+    d: int,
+    K: int,
+    dtype: type[np.floating],
+    blocks: list[int],
+    rounds: int,
+    ew: bool,
 ) -> str:
     X, y, W, b = make_inputs(n, d, K, dtype)
-    kernels = candidates(n, blocks)
+    kernels = candidates(n, blocks, ew)
     check(kernels, n, d, K)
     contenders = [Contender(k.__name__, lambda k=k: k(X, y, W, b)) for k in kernels]
     contenders += [Contender(name, fn) for name, fn in make_limits(X, W).items()]
@@ -254,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES))
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=None)
     p.add_argument("--blocks", nargs="+", type=int, default=None)
+    p.add_argument("--no-ew", action="store_true", help="skip the blocked-elementwise layouts")
     a = p.parse_args(argv)
     blocks = a.blocks or ([1024, 4096] if a.quick else [256, 512, 1024, 2048, 4096, 8192, 16384])
     rounds = 3 if a.quick else 7
@@ -265,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in a.sizes:
         n, d, K = SIZES[label]
         for dt in dtypes:
-            print(run_size(label, n, d, K, dt, blocks, rounds), flush=True)
+            print(run_size(label, n, d, K, dt, blocks, rounds, not a.no_ew), flush=True)
     return 0
 
 

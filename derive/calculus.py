@@ -10,6 +10,7 @@ from __future__ import annotations
 import sympy as sp
 
 from derive import symbols as S
+from derive.functions import recognise_binary
 from derive.model import LossModel
 from derive.steps import (
     canonical_sums,
@@ -22,23 +23,29 @@ from derive.steps import (
 
 def loss_in_logits(model: LossModel) -> sp.Expr:
     """The per-sample loss with logs expanded, sums split and `sum y = 1` used where it holds."""
-    expr = split_sums(expand_logs(model.loss))
+    expr = split_sums(expand_logs(recognise_binary(model.loss)))
     if model.simplex_targets:
         expr = targets_sum_to_one(expr)
     out: sp.Expr = canonical_sums(sp.expand(expr))
     return out
 
 
+def _tidy(expr: sp.Expr) -> sp.Expr:
+    """Canonical sums, expanded when that is shorter (`(s - 1) y - s y + s` becomes `s - y`)."""
+    expr = canonical_sums(expr)
+    expanded = canonical_sums(sp.expand(expr))
+    out: sp.Expr = expanded if sp.count_ops(expanded) < sp.count_ops(expr) else expr
+    return out
+
+
 def logit_gradient(loss: sp.Expr) -> sp.Expr:
     """`d loss / d o_j` for symbolic K: differentiate, evaluate the delta sums, drop the guards."""
-    out: sp.Expr = canonical_sums(refine_indices(S.j)(sp.diff(loss, S.o[S.j])))
-    return out
+    return _tidy(refine_indices(S.j)(sp.diff(loss, S.o[S.j])))
 
 
 def logit_hessian(gradient: sp.Expr) -> sp.Expr:
     """`d^2 loss / d o_j d o_k`, from the gradient."""
-    out: sp.Expr = canonical_sums(refine_indices(S.j, S.k)(sp.diff(gradient, S.o[S.k])))
-    return out
+    return _tidy(refine_indices(S.j, S.k)(sp.diff(gradient, S.o[S.k])))
 
 
 def hessian_vector_product(hessian: sp.Expr) -> sp.Expr:

@@ -5,13 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
+from derive.derivation import loss_derivation
 from derive.errors import UnknownLossError
+from derive.losses import CATALOGUE_MODELS
+from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel
 from derive.softmax_regression import softmax_regression
 from derive.steps import CheckedDerivation, Derivation
 
-CATALOGUE: dict[str, Callable[[], Derivation]] = {
-    "softmax_regression": softmax_regression,
-}
+
+def _factory(model: LossModel) -> Callable[[], Derivation]:
+    """Softmax cross-entropy tells the notes' whole story; other losses the shared steps."""
+    if model is SOFTMAX_CROSS_ENTROPY:
+        return softmax_regression
+    return lambda: loss_derivation(model)
+
+
+CATALOGUE: dict[str, Callable[[], Derivation]] = {m.name: _factory(m) for m in CATALOGUE_MODELS}
+MODELS: dict[str, LossModel] = {m.name: m for m in CATALOGUE_MODELS}
 
 
 def names() -> list[str]:

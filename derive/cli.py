@@ -95,8 +95,9 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for name in catalogue.names():
-        print(f"{name:24} {catalogue.CATALOGUE[name]().title('en')}")
+    for name, model in catalogue.MODELS.items():
+        params = ", ".join(f"{p.symbol.name} in {p.range_text()}" for p in model.params)
+        print(f"{name:24} {model.title.en:46} targets: {model.targets:12} {params}")
     return 0
 
 

@@ -13,15 +13,17 @@ splitting the gradient into `A_j + delta_{jc} B`: the code computes `A` for all 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
 
 from derive import symbols as S
-from derive.functions import CLASS_DUMMY, stabilize
+from derive.functions import stabilize
 from derive.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
 from derive.render import environment, one_trailing_newline
+from derive.model import LossModel
 from derive.steps import CheckedDerivation, refine_indices
 
 TEMPLATE = "module.py.j2"
@@ -68,9 +70,31 @@ def _block(
     return Printed(print_assignments(printer, outputs), to_latex(latex_of))
 
 
+def _param_views(model: LossModel) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": prm.symbol.name,
+            "default": repr(float(prm.default)),
+            "low": "None" if prm.low is None else repr(float(prm.low)),
+            "high": "None" if prm.high is None else repr(float(prm.high)),
+            "low_inclusive": prm.low_inclusive,
+            "high_inclusive": prm.high_inclusive,
+            "range": prm.range_text(),
+            "doc": prm.doc,
+        }
+        for prm in model.params
+    ]
+
+
+def _has_raw_exp(expr: sp.Basic) -> bool:
+    """An `exp` left after stabilising: a shape the emitter knows no stable kernel for."""
+    return bool(expr.atoms(sp.exp))
+
+
 def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     """Everything the module template needs, printed; the template adds layout only."""
     d = checked.derivation
+    model: LossModel = d.model
     forms = d.final_forms
     loss = stabilize(forms["loss"])
     gradient = stabilize(forms["gradient"])
@@ -83,45 +107,65 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     one = VectorPrinter({"o": "o"}, axes={S.j: "[:, None]", S.k: "[None, :]"})
     chain = VectorPrinter({"X": "Xb", "W": "W", "b": "b", "G": "G"})
 
-    loss_c = stabilize(_labels_form(forms["loss"]))
-    grad_all, grad_at_label = _split_label_delta(_labels_form(forms["gradient"]))
-    grad_all, grad_at_label = stabilize(grad_all), stabilize(grad_at_label)
-
+    distribution = model.targets == "distribution"
+    params = _param_views(model)
+    call_params = [p for p in params if p["name"] != S.lam.name]
     context: dict[str, Any] = {
         "template": TEMPLATE,
         "name": d.name,
         "title": d.title("en"),
+        "targets": model.targets,
         "block_rows": BLOCK_ROWS,
         "loss_soft": _block(soft, [("loss_rows", loss)], loss),
-        "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
         "grad_soft": _block(soft, [("G", gradient)], gradient),
         "fused_soft": _block(soft, [("loss_rows", loss), ("G", gradient)], gradient),
-        "fused_labels": _block(labels, [("loss_rows", loss_c), ("G", grad_all)], grad_all),
-        "grad_label_term": labels.doprint(vectorised(grad_at_label)).replace(
-            "np.take_along_axis(O, labels[:, None], axis=-1)", "O[_rows, labels][:, None]"
-        ),
-        "grad_label_term_latex": to_latex(grad_at_label),
-        "grad_labels_latex": to_latex(stabilize(_labels_form(forms["gradient"]))),
         "hessian": Printed([formatted(f"H = {one.doprint(hessian)}")], to_latex(hessian)),
         "hvp": _block(soft, [("HV", hvp)], hvp),
         "prediction": _block(soft, [("P", prediction)], prediction),
         "logits": chain.doprint(forms["logits"]),
         "chain_W": chain.doprint(forms["dW"]),
         "chain_b": chain.doprint(forms["db"]),
-        "kernels": sorted(soft.kernels_used | labels.kernels_used | one.kernels_used),
-        "params": [],
-        # softmax / log_softmax / logsumexp are part of every module's public API.
-        "public_kernels": True,
+        "decay": None,
+        # softmax / log_softmax / logsumexp belong to the API of every softmax-family module.
+        "public_kernels": distribution,
+        "params": params,
+        "call_params": call_params,
+        "stable": not any(_has_raw_exp(e) for e in (loss, gradient, hessian, hvp, prediction)),
     }
-    context["grad_label_is_constant"] = not grad_at_label.free_symbols - {S.K}
+    if distribution:
+        loss_c = stabilize(_labels_form(forms["loss"]))
+        grad_all, grad_at_label = _split_label_delta(_labels_form(forms["gradient"]))
+        grad_all, grad_at_label = stabilize(grad_all), stabilize(grad_at_label)
+        context |= {
+            "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
+            "grad_labels": _block(labels, [("G", grad_all)], grad_all),
+            "fused_labels": _block(labels, [("loss_rows", loss_c), ("G", grad_all)], grad_all),
+            "grad_label_term": formatted(labels.doprint(vectorised(grad_at_label))),
+            "grad_labels_latex": to_latex(stabilize(_labels_form(forms["gradient"]))),
+        }
+    if model.weight_decay:
+        decay = VectorPrinter({"W": "W", "V": "V"})
+        grad = forms["decay_grad"]
+        # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.
+        if sp.expand(grad.xreplace({S.Wm: 2 * S.Wm}) - 2 * grad) != sp.ZeroMatrix(*S.Wm.shape):
+            raise NotImplementedError(f"weight decay gradient is not linear in W: {grad}")
+        context["decay"] = {
+            "loss": formatted(decay.doprint(forms["decay_loss"])),
+            "grad": formatted(decay.doprint(grad)),
+            "hvp": formatted(decay.doprint(grad.xreplace({S.Wm: S.Vm}))),
+            "latex": to_latex(forms["decay_loss"]),
+        }
+    fused = context["fused_labels"].lines if distribution else context["fused_soft"].lines
+    fused_text = " ".join(fused + ([context["grad_label_term"]] if distribution else []))
+    context["uses_K"] = bool(
+        re.search(r"\bK\b", fused_text + " ".join(context["fused_soft"].lines))
+    )
+    used = soft.kernels_used | labels.kernels_used | one.kernels_used
+    context["kernels"] = sorted(used)
     return context
 
 
 def emit_module(checked: CheckedDerivation) -> str:
     """The module's source text: deterministic for a given derivation."""
-    return one_trailing_newline(
-        environment().get_template(TEMPLATE).render(module_context(checked))
-    )
-
-
-__all__ = ["BLOCK_ROWS", "CLASS_DUMMY", "emit_module", "module_context"]
+    text = environment().get_template(TEMPLATE).render(module_context(checked))
+    return one_trailing_newline(text)

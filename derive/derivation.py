@@ -17,7 +17,7 @@ import sympy as sp
 from derive import symbols as S
 from derive.calculus import hessian_vector_product, logit_gradient, logit_hessian, loss_in_logits
 from derive.explicit import any_loss_gradient, gradient_matrix, jacobian, make_batch, row_instance
-from derive.functions import stabilize
+from derive.functions import stabilize, to_raw
 from derive.model import LossModel
 from derive.steps import (
     ConcreteK,
@@ -244,7 +244,7 @@ def core_steps(
     stable_loss = stabilize(forms.loss)
     if stable_loss != forms.loss:
         steps["loss_stable"] = step(
-            "loss_stable", forms.loss, stable_loss, (GeneralK((sp.Expr.doit, canonical_sums)),)
+            "loss_stable", forms.loss, stable_loss, (GeneralK((to_raw, canonical_sums)),)
         )
     steps["gradient_logits"] = step(
         "gradient_logits",
@@ -262,7 +262,7 @@ def core_steps(
             "gradient_stable",
             forms.gradient,
             stable_gradient,
-            (GeneralK((sp.Expr.doit, canonical_sums)),),
+            (GeneralK((to_raw, canonical_sums)),),
         )
     grad_vector = sp.MatrixSymbol(r"\frac{\partial \ell}{\partial o}", S.K, 1)
     steps["chain_rule_W"] = step(
@@ -308,7 +308,7 @@ def core_steps(
             "hessian_stable",
             forms.hessian,
             stable_hessian,
-            (GeneralK((sp.Expr.doit, canonical_sums)),),
+            (GeneralK((to_raw, canonical_sums)),),
         )
     steps["hessian_vector_product"] = step(
         "hessian_vector_product",
@@ -351,4 +351,5 @@ def loss_derivation(model: LossModel) -> Derivation:
         ),
         steps=steps,
         final_forms=final_forms(model, forms),
+        model=model,
     )

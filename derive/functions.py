@@ -6,8 +6,8 @@ rewrites them to `Softmax`, `LogSoftmax` and `LogSumExp`, whose printers emit ma
 and whose `doit()` returns the raw form, so that the rewrite itself is a checkable identity
 (`stabilize(e).doit() - e == 0`). Each function also knows how it looks in LaTeX.
 
-`f` is a *row expression*: written in the canonical class dummy `_s` (e.g. `o[_s]` or `o[_s]/T`),
-so that `f` stands for the whole vector of classes.
+`f` is a *row expression*: written in the row variable `_r` (e.g. `o[_r]` or `o[_r]/T`), so
+that `f` stands for the whole vector of classes.
 """
 
 from __future__ import annotations
@@ -20,12 +20,16 @@ import sympy as sp
 from derive import symbols as S
 
 CLASS_DUMMY = sp.Symbol("_s", integer=True, positive=True)
+#: The class variable *inside* a row function (`LogSumExp(o[_r])` is the LSE of the whole row).
+#: Distinct from CLASS_DUMMY so that a class sum over `_s` never mistakes a row function for a
+#: term that depends on its index (it is constant along the row, and sums to K times itself).
+ROW = sp.Symbol("_r", integer=True, positive=True)
 
 
 def _row_latex(printer: Any, f: sp.Expr) -> str:
     """`o[_s] / T` prints as `\\mathbf{o} / T`: the row expression as a vector."""
     vec = f.replace(
-        lambda e: isinstance(e, sp.Indexed) and e.indices == (CLASS_DUMMY,),
+        lambda e: isinstance(e, sp.Indexed) and e.indices == (ROW,),
         lambda e: sp.Symbol(r"\mathbf{" + e.base.label.name + "}"),
     )
     out: str = printer._print(vec)
@@ -39,7 +43,7 @@ class LogSumExp(sp.Function):
 
     def doit(self, **hints: Any) -> sp.Expr:
         (f,) = self.args
-        out: sp.Expr = sp.log(sp.Sum(sp.exp(f), (CLASS_DUMMY, 1, S.K)))
+        out: sp.Expr = sp.log(sp.Sum(sp.exp(f.xreplace({ROW: CLASS_DUMMY})), (CLASS_DUMMY, 1, S.K)))
         return out
 
     def _latex(self, printer: Any) -> str:
@@ -57,8 +61,8 @@ class Softmax(sp.Function):
 
     def doit(self, **hints: Any) -> sp.Expr:
         f, idx = self.args
-        out: sp.Expr = sp.exp(f.xreplace({CLASS_DUMMY: idx})) / sp.Sum(
-            sp.exp(f), (CLASS_DUMMY, 1, S.K)
+        out: sp.Expr = sp.exp(f.xreplace({ROW: idx})) / sp.Sum(
+            sp.exp(f.xreplace({ROW: CLASS_DUMMY})), (CLASS_DUMMY, 1, S.K)
         )
         return out
 
@@ -75,7 +79,7 @@ class LogSoftmax(sp.Function):
 
     def doit(self, **hints: Any) -> sp.Expr:
         f, idx = self.args
-        out: sp.Expr = f.xreplace({CLASS_DUMMY: idx}) - LogSumExp(f).doit()
+        out: sp.Expr = f.xreplace({ROW: idx}) - LogSumExp(f).doit()
         return out
 
     def _latex(self, printer: Any) -> str:
@@ -90,6 +94,135 @@ class LogSoftmax(sp.Function):
         )
 
 
+class Sigmoid(sp.Function):
+    """`1 / (1 + exp(-z))`, printed as a kernel that never exponentiates a positive number.
+
+    `Sigmoid(-z)` evaluates to `1 - Sigmoid(z)`, one canonical form, so that gradients of the
+    binary losses collapse to `sigmoid(o) - y` by plain expansion.
+    """
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, z: sp.Expr) -> sp.Expr | None:
+        if z.could_extract_minus_sign():
+            out: sp.Expr = 1 - cls(-z)
+            return out
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        out: sp.Expr = self * (1 - self)
+        return out
+
+    def raw(self) -> sp.Expr:
+        out: sp.Expr = 1 / (1 + sp.exp(-self.args[0]))
+        return out
+
+    def _latex(self, printer: Any) -> str:
+        return r"\sigma\left(" + str(printer._print(self.args[0])) + r"\right)"
+
+
+class Softplus(sp.Function):
+    """`log(1 + exp(z))`, printed as `np.logaddexp(0, z)` (no overflow at z ~ 1e4)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        out: sp.Expr = Sigmoid(self.args[0])
+        return out
+
+    def raw(self) -> sp.Expr:
+        out: sp.Expr = sp.log(1 + sp.exp(self.args[0]))
+        return out
+
+    def _latex(self, printer: Any) -> str:
+        return r"\operatorname{softplus}\left(" + str(printer._print(self.args[0])) + r"\right)"
+
+
+def to_raw(expr: sp.Basic) -> sp.Basic:
+    """Every stable function replaced by the raw formula it stands for (to check a rewrite).
+
+    Softmax and log-sum-exp expand through `doit`; the elementwise sigmoid and softplus keep
+    their form under `doit` (so differentiation stays in stable functions) and expand here.
+    """
+    out = expr.doit()
+    return out.replace(lambda t: isinstance(t, Sigmoid | Softplus), lambda t: t.raw())
+
+
+def _one_plus_exp(e: sp.Basic) -> sp.Expr | None:
+    """For `1 + exp(z)` return z, else None."""
+    if isinstance(e, sp.Add) and len(e.args) == 2 and sp.S.One in e.args:
+        (other,) = [t for t in e.args if t != 1]
+        if isinstance(other, sp.exp):
+            z: sp.Expr = other.args[0]
+            return z
+    return None
+
+
+def recognise_binary(expr: sp.Expr) -> sp.Expr:
+    """Rewrite the logistic shapes into `Sigmoid` and `Softplus` (value unchanged).
+
+    `1/(1 + exp(-z))` is `Sigmoid(z)`, `exp(z)/(1 + exp(z))` is `Sigmoid(z)`,
+    `log(1 + exp(z))` is `Softplus(z)`, `log(Sigmoid(z))` is `-Softplus(-z)` and
+    `log(1 - Sigmoid(z))` is `-Softplus(z)`. Applied before differentiation, so the derivative
+    comes out in stable functions too (`Softplus' = Sigmoid`, `Sigmoid' = Sigmoid (1 - Sigmoid)`).
+    """
+    e = expr.replace(
+        lambda t: (
+            isinstance(t, sp.Mul)
+            and any(isinstance(f, sp.exp) for f in t.args)
+            and any(
+                isinstance(f, sp.Pow) and f.exp == -1 and _one_plus_exp(f.base) is not None
+                for f in t.args
+            )
+        ),
+        _exp_over_one_plus_exp,
+    )
+    e = e.replace(
+        lambda t: isinstance(t, sp.Pow) and t.exp == -1 and _one_plus_exp(t.base) is not None,
+        lambda t: Sigmoid(-_one_plus_exp(t.base)),
+    )
+    e = e.replace(
+        lambda t: isinstance(t, sp.log) and _one_plus_exp(t.args[0]) is not None,
+        lambda t: Softplus(_one_plus_exp(t.args[0])),
+    )
+    e = e.replace(
+        lambda t: isinstance(t, sp.log) and isinstance(t.args[0], Sigmoid),
+        lambda t: -Softplus(-t.args[0].args[0]),
+    )
+    e = e.replace(
+        lambda t: isinstance(t, sp.log) and _one_minus_sigmoid(t.args[0]) is not None,
+        lambda t: -Softplus(_one_minus_sigmoid(t.args[0])),
+    )
+    return e
+
+
+def _one_minus_sigmoid(e: sp.Basic) -> sp.Expr | None:
+    """For `1 - Sigmoid(z)` return z, else None."""
+    if isinstance(e, sp.Add) and len(e.args) == 2 and sp.S.One in e.args:
+        (other,) = [t for t in e.args if t != 1]
+        if isinstance(other, sp.Mul) and other.args[0] == -1 and isinstance(other.args[1], Sigmoid):
+            z: sp.Expr = other.args[1].args[0]
+            return z
+    return None
+
+
+def _exp_over_one_plus_exp(t: sp.Mul) -> sp.Expr:
+    """`exp(z) / (1 + exp(z)) = Sigmoid(z)` when the exponents match."""
+    exps = [f for f in t.args if isinstance(f, sp.exp)]
+    dens = [
+        f
+        for f in t.args
+        if isinstance(f, sp.Pow) and f.exp == -1 and _one_plus_exp(f.base) is not None
+    ]
+    for ex in exps:
+        for den in dens:
+            if sp.expand(ex.args[0] - _one_plus_exp(den.base)) == 0:
+                rest = [f for f in t.args if f is not ex and f is not den]
+                return sp.Mul(*rest) * Sigmoid(ex.args[0])
+    return t
+
+
 def _is_class_sum(e: sp.Basic) -> bool:
     return (
         isinstance(e, sp.Sum)
@@ -100,9 +233,9 @@ def _is_class_sum(e: sp.Basic) -> bool:
 
 
 def _exp_sum_row(e: sp.Basic) -> sp.Expr | None:
-    """For `sum_s exp(f_s)` return `f`, else None."""
+    """For `sum_s exp(f_s)` return the row expression `f` (in `_r`), else None."""
     if _is_class_sum(e) and isinstance(e.function, sp.exp):
-        arg: sp.Expr = e.function.args[0]
+        arg: sp.Expr = e.function.args[0].xreplace({CLASS_DUMMY: ROW})
         return arg
     return None
 
@@ -127,10 +260,15 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
     e = e.replace(
         lambda t: _exp_sum_row(t) is not None, lambda t: sp.exp(LogSumExp(_exp_sum_row(t)))
     )
+    e = recognise_binary(e)
     e = e.replace(lambda t: _is_class_sum(t) and t.has(sp.exp), _normalise_sum)
     e = sp.expand_log(sp.expand(e), force=True)
     e = sp.powsimp(sp.expand(e), combine="exp")
     e = e.replace(lambda t: isinstance(t, sp.exp), _as_softmax)
+    e = e.replace(
+        lambda t: _is_class_sum(t) and CLASS_DUMMY not in t.function.free_symbols,
+        lambda t: S.K * t.function,
+    )
     out: sp.Expr = sp.factor_terms(e)
     return out
 
@@ -143,7 +281,7 @@ def _normalise_sum(s: sp.Sum) -> sp.Expr:
     if len(exps) != 1:
         return s
     (ex,) = exps
-    h = ex.args[0]
+    h = ex.args[0].xreplace({CLASS_DUMMY: ROW})
     lse = LogSumExp(h)
     inner = sp.Mul(*[f for f in sp.Mul.make_args(body) if f is not ex]) * Softmax(h, CLASS_DUMMY)
     return sp.exp(lse) * sp.Sum(inner, *s.limits)
@@ -162,6 +300,6 @@ def _as_softmax(t: sp.exp) -> sp.Expr:
         (f,) = lse.args
         candidates = sorted(rest.free_symbols & {S.j, S.k, S.c, CLASS_DUMMY}, key=str)
         for combo in itertools.combinations_with_replacement(candidates, int(count)):
-            if sp.expand(rest - sum(f.xreplace({CLASS_DUMMY: idx}) for idx in combo)) == 0:
+            if sp.expand(rest - sum(f.xreplace({ROW: idx}) for idx in combo)) == 0:
                 return sp.Mul(*[Softmax(f, idx) for idx in combo])
     return t

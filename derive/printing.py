@@ -20,7 +20,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
 from derive import symbols as S
-from derive.functions import CLASS_DUMMY, LogSoftmax, LogSumExp, Softmax
+from derive.functions import CLASS_DUMMY, LogSoftmax, LogSumExp, Sigmoid, Softmax, Softplus
 
 # --------------------------------------------------------------------------- LaTeX
 
@@ -57,6 +57,8 @@ KERNELS: dict[type, str] = {
     Softmax: "_softmax",
     LogSoftmax: "_log_softmax",
     LogSumExp: "_logsumexp",
+    Sigmoid: "_sigmoid",
+    Softplus: "_softplus",
 }
 
 
@@ -72,14 +74,15 @@ class VectorPrinter(NumPyPrinter):
         gather: str | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__({"fully_qualified_modules": False, **(settings or {})})
+        super().__init__(settings or {})
         self.arrays = arrays
         self.axes = axes or {}
         self.gather = gather
         self.kernels_used: set[str] = set()
 
-    def _module(self) -> str:
-        return "np"
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        # `numpy.exp` prints as `np.exp`: the emitted module imports numpy as np.
+        return "np." + fqn.split(".", 1)[1] if fqn.startswith("numpy.") else fqn
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         name = self.arrays[expr.base.label.name]
@@ -89,12 +92,6 @@ class VectorPrinter(NumPyPrinter):
                 raise ValueError("the label index c needs a gather array")
             return f"np.take_along_axis({name}, {self.gather}[:, None], axis=-1)"
         return name + self.axes.get(idx, "")
-
-    def _print_Sum(self, expr: sp.Sum) -> str:
-        (_, lo, hi), *rest = expr.limits
-        if rest or (lo, hi) != (1, S.K):
-            raise NotImplementedError(f"only single class sums print as code: {expr}")
-        return f"np.sum({self._target_product(expr.function)}, axis=-1, keepdims=True)"
 
     def _target_product(self, expr: sp.Expr) -> str:
         """`y * t` where t may be -inf (a masked logit): 0 * -inf must be 0, so use `where`."""
@@ -119,15 +116,27 @@ class VectorPrinter(NumPyPrinter):
     def _kernel(self, expr: sp.Function) -> str:
         name = KERNELS[type(expr)]
         self.kernels_used.add(name)
+        if isinstance(expr, Sigmoid | Softplus):  # elementwise: the argument carries the axes
+            return f"{name}({self._print(expr.args[0])})"
         axis = self.axes.get(expr.args[1], "") if len(expr.args) > 1 else ""
         return f"{name}({self._print(expr.args[0])}){axis}"
 
     _print_Softmax = _kernel
     _print_LogSoftmax = _kernel
     _print_LogSumExp = _kernel
+    _print_Sigmoid = _kernel
+    _print_Softplus = _kernel
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return S.checked_name(expr.name, "symbol")
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        (var, lo, hi), *rest = expr.limits
+        if rest or (lo, hi) != (1, S.K):
+            raise NotImplementedError(f"only single class sums print as code: {expr}")
+        if var not in expr.function.free_symbols:  # constant along the row: K times the term
+            return f"K * {self.parenthesize(expr.function, 50)}"
+        return f"np.sum({self._target_product(expr.function)}, axis=-1, keepdims=True)"
 
     # Matrix forms of the chain rule. `A.T @ B` prints as `(B.T @ A).T`: the same product, but
     # OpenBLAS runs the skinny GEMM faster in that layout (measured, benchmarks/README.md).
@@ -143,7 +152,18 @@ class VectorPrinter(NumPyPrinter):
         if len(args) == 2 and args[0] == S.ones_n and isinstance(args[1], sp.Transpose):
             row: str = self._print(args[1].arg)  # 1 b^T: NumPy broadcasting adds b to every row
             return row
-        return " @ ".join(self._print(a) for a in args)
+        scalars = [a for a in args if not getattr(a, "is_Matrix", False)]
+        matrices = [a for a in args if getattr(a, "is_Matrix", False)]
+        product = " @ ".join(self._print(a) for a in matrices)
+        return " * ".join([*(self._print(a) for a in scalars), product])
+
+    def _print_Trace(self, expr: sp.Trace) -> str:
+        # tr(A^T A) is the squared Frobenius norm: a dot product, not a d x d GEMM.
+        arg = expr.arg
+        if isinstance(arg, sp.MatMul) and len(arg.args) == 2 and arg.args[0] == arg.args[1].T:
+            name = self._print(arg.args[1])
+            return f"np.vdot({name}, {name})"
+        raise NotImplementedError(f"trace of {arg}")
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
         return " + ".join(self._print(a) for a in expr.args)
@@ -151,6 +171,9 @@ class VectorPrinter(NumPyPrinter):
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         if expr.exp == 2:
             return f"np.square({self._print(expr.base)})"
+        if expr.exp.is_Integer and expr.exp < 0:
+            inv = expr.base if expr.exp == -1 else sp.Pow(expr.base, -expr.exp, evaluate=False)
+            return f"(1 / {self.parenthesize(inv, 100)})"
         out: str = super()._print_Pow(expr, rational=rational)
         return out
 
@@ -185,3 +208,57 @@ def print_assignments(
 def formatted(code: str) -> str:
     """One statement in the layout `ruff format` keeps (spaces around operators), via `ast`."""
     return ast.unparse(ast.parse(code))
+
+
+LINE_LENGTH = 100
+
+
+def _operand(node: ast.expr, level: tuple[type, ...]) -> str:
+    """An operand as written in the split layout: lower-precedence sums keep their brackets."""
+    text = ast.unparse(node)
+    lower = level == (ast.Mult, ast.Div) and isinstance(node, ast.BinOp)
+    return f"({text})" if lower and isinstance(node.op, ast.Add | ast.Sub) else text
+
+
+def code_block(statements: list[str], indent: str) -> str:
+    """Statements indented, each laid out as `ruff format` would at `LINE_LENGTH`.
+
+    A long `name = a + b - c` becomes a parenthesised block with one operand per line, leading
+    operators: ruff's own layout, so the emitted file is stable under `ruff format`.
+    """
+    out = []
+    for stmt in statements:
+        line = indent + formatted(stmt)
+        if len(line) > LINE_LENGTH:
+            line = _split_sum(stmt, indent) or line
+        out.append(line)
+    return "\n".join(out)
+
+
+def _split_sum(stmt: str, indent: str) -> str | None:
+    tree = ast.parse(stmt).body[0]
+    if not isinstance(tree, ast.Assign | ast.AugAssign):
+        return None
+    operands: list[tuple[str, ast.expr]] = []
+    symbols = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+    top = tree.value
+    if not (isinstance(top, ast.BinOp) and type(top.op) in symbols):
+        return None
+    # Split at the operators of the lowest precedence at the top (ruff's layout).
+    level = (ast.Add, ast.Sub) if isinstance(top.op, ast.Add | ast.Sub) else (ast.Mult, ast.Div)
+
+    def flatten(node: ast.expr, op: str) -> None:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, level):
+            flatten(node.left, op)
+            flatten(node.right, symbols[type(node.op)])
+        else:
+            operands.append((op, node))
+
+    flatten(top, "")
+    if len(operands) < 2:
+        return None
+    target = ast.unparse(tree.targets[0] if isinstance(tree, ast.Assign) else tree.target)
+    assign = "=" if isinstance(tree, ast.Assign) else ast.unparse(tree).split()[1]
+    inner = indent + "    "
+    body = [inner + (f"{op} " if op else "") + _operand(node, level) for op, node in operands]
+    return f"{indent}{target} {assign} (\n" + "\n".join(body) + f"\n{indent})"

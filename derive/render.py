@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from derive.printing import to_latex
+from derive.printing import code_block, to_latex
 from derive.steps import CheckedDerivation, CheckedStep, Prose
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -41,7 +41,7 @@ CHROME: dict[str, Prose] = {
 
 def environment() -> jinja2.Environment:
     """The one Jinja environment: strict, no autoescape (the output is code and TeX, not HTML)."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -49,6 +49,8 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["code"] = code_block
+    return env
 
 
 @dataclass(frozen=True)

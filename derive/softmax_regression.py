@@ -357,6 +357,7 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         ),
         steps=tuple(steps),
         final_forms=final_forms(model, forms),
+        model=model,
     )
 
 

@@ -21,7 +21,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import sympy as sp
 
@@ -56,6 +56,11 @@ def is_zero(expr: sp.Basic, exp_atoms_first: bool = False) -> bool:
     """
     if expr == 0:
         return True
+    from derive.functions import to_raw
+
+    expr = to_raw(expr)
+    if expr == 0:
+        return True
     atoms = (lambda e: sp.cancel(sp.together(_exponentials_as_symbols(e))),)
     rewrites = (
         *(atoms if exp_atoms_first else ()),
@@ -76,8 +81,11 @@ def is_zero(expr: sp.Basic, exp_atoms_first: bool = False) -> bool:
 def _exponentials_as_symbols(expr: sp.Basic) -> sp.Basic:
     table: dict[sp.Basic, sp.Symbol] = {}
 
-    def atom(e: sp.exp) -> sp.Symbol:
-        return table.setdefault(sp.expand(e.args[0]), sp.Dummy(positive=True))
+    def atom(e: sp.exp) -> sp.Expr:
+        arg = sp.expand(e.args[0])
+        if arg.could_extract_minus_sign():  # exp(-t) = 1 / exp(t): one symbol for both
+            return 1 / table.setdefault(-arg, sp.Dummy(positive=True))
+        return table.setdefault(arg, sp.Dummy(positive=True))
 
     return expr.replace(lambda e: isinstance(e, sp.exp), atom)
 
@@ -360,6 +368,8 @@ class Derivation:
     intro: Prose
     steps: tuple[Step, ...]
     final_forms: dict[str, sp.Basic] = field(default_factory=dict)
+    #: The `LossModel` the derivation is about (what the code generator needs besides forms).
+    model: Any = None
 
     def check(self) -> CheckedDerivation:
         """Run every check in order; the first failure stops everything (`StepCheckError`)."""

@@ -63,6 +63,7 @@ bm = sp.MatrixSymbol("b", K, 1)
 Om = sp.MatrixSymbol("O", n, K)
 Ym = sp.MatrixSymbol("Y", n, K)
 Gm = sp.MatrixSymbol("G", n, K)  # dL/dO
+Vm = sp.MatrixSymbol("V", d, K)  # a direction in weight space
 Yhat = sp.MatrixSymbol(r"\hat{Y}", n, K)
 ones_n = sp.MatrixSymbol(r"\mathbf{1}", n, 1)
 

@@ -25,11 +25,18 @@ __all__ = [
     "hvp_logits",
     "log_softmax",
     "logsumexp",
+    "loss",
     "loss_and_grad",
     "predict",
     "predict_proba",
     "softmax",
 ]
+
+#: The loss this module implements, what its targets are, and whether every formula in it
+#: printed as a stable kernel (False: a shape with no known stable form is computed as derived).
+LOSS = "softmax_regression"
+TARGETS = "distribution"
+STABLE = True
 
 #: Rows of X per block in `loss_and_grad` (both GEMMs read a block while it is in cache).
 _BLOCK_ROWS = 4096
@@ -108,8 +115,30 @@ def _float_array(name: str, a: Any, ndim: int, expected: str) -> Array:
     return arr
 
 
-def _logit_array(name: str, a: Any, min_ndim: int = 1) -> Array:
-    """Logits: float, at least `min_ndim`-D, non-empty, no NaN or +inf, no row of all -inf."""
+def _param(
+    name: str,
+    value: float,
+    low: float | None,
+    high: float | None,
+    low_inclusive: bool,
+    high_inclusive: bool,
+) -> None:
+    """A loss parameter inside its valid range (and a real number), or a clear error."""
+    if not isinstance(value, int | float | np.floating | np.integer) or not np.isfinite(value):
+        raise TypeError(f"{name}: expected a finite real number, got {value!r}")
+    below = low is not None and (value < low or (value == low and not low_inclusive))
+    above = high is not None and (value > high or (value == high and not high_inclusive))
+    if below or above:
+        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + repr(low)
+        hi = "inf)" if high is None else repr(high) + ("]" if high_inclusive else ")")
+        raise ValueError(f"{name}: {value!r} is outside its valid range {lo}, {hi}")
+
+
+def _logit_array(name: str, a: Any, min_ndim: int = 1, masked: bool = True) -> Array:
+    """Logits: float, at least `min_ndim`-D, non-empty, no NaN or +inf.
+
+    With `masked`, -inf marks a masked class (softmax gives it 0), but not a whole row.
+    """
     arr = np.asarray(a)
     if arr.ndim < min_ndim:
         raise ValueError(
@@ -120,6 +149,10 @@ def _logit_array(name: str, a: Any, min_ndim: int = 1) -> Array:
         raise ValueError(
             f"{name}: empty array of shape {arr.shape}; expected at least one row and one class"
         )
+    if not masked:
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+        return arr
     if np.isnan(arr).any() or np.isposinf(arr).any():
         raise ValueError(
             f"{name}: contains NaN or +inf; only finite values or -inf (a masked class) are allowed"
@@ -151,27 +184,25 @@ def _targets(
                 f"{name}: label {int(arr[bad])} at index {bad} is out of range; expected 0 <= label < {K}"
             )
         return arr.astype(np.intp, copy=False), None
-    if arr.ndim == 2:
-        if arr.shape != (n, K):
-            raise ValueError(f"{name}: expected targets of shape ({n}, {K}), got {arr.shape}")
-        Y = _float_array(name, arr, 2, f"targets of shape ({n}, {K})").astype(dtype, copy=False)
-        if not np.isfinite(Y).all():
-            raise ValueError(f"{name}: targets contain NaN or inf; expected probability rows")
-        if (Y < 0).any():
-            raise ValueError(f"{name}: targets contain negative entries; expected probability rows")
-        # NOTE: 1000 ulps absorbs the rounding of soft labels computed in the same precision.
-        tol = 1000 * np.finfo(dtype).eps
-        err = np.abs(Y.sum(axis=-1) - 1)
-        if (err > tol).any():
-            bad = int(np.argmax(err))
-            raise ValueError(
-                f"{name}: row {bad} sums to {float(Y[bad].sum())!r}; target rows must be probability "
-                f"vectors summing to 1 (within {tol:.1e})"
-            )
-        return None, Y
-    raise ValueError(
-        f"{name}: expected labels of shape ({n},) or targets of shape ({n}, {K}), got {arr.shape}"
-    )
+    if arr.ndim != 2 or arr.shape != (n, K):
+        raise ValueError(
+            f"{name}: expected labels of shape ({n},) or targets of shape ({n}, {K}), got {arr.shape}"
+        )
+    Y = _float_array(name, arr, 2, f"targets of shape ({n}, {K})").astype(dtype, copy=False)
+    if not np.isfinite(Y).all():
+        raise ValueError(f"{name}: targets contain NaN or inf; expected finite values")
+    if (Y < 0).any():
+        raise ValueError(f"{name}: targets contain negative entries; expected probability rows")
+    # NOTE: 1000 ulps absorbs the rounding of soft labels computed in the same precision.
+    tol = 1000 * np.finfo(dtype).eps
+    err = np.abs(Y.sum(axis=-1) - 1)
+    if (err > tol).any():
+        bad = int(np.argmax(err))
+        raise ValueError(
+            f"{name}: row {bad} sums to {float(Y[bad].sum())!r}; target rows must be probability "
+            f"vectors summing to 1 (within {tol:.1e})"
+        )
+    return None, Y
 
 
 def _layer(X: Any, W: Any, b: Any) -> tuple[Array, Array, Array]:
@@ -223,7 +254,7 @@ def softmax(O: Any) -> Array:
 
 
 def log_softmax(O: Any) -> Array:
-    r"""`O - logsumexp(O)` over the last axis: finite wherever softmax rounds to 0."""
+    r"""`log softmax(O)` over the last axis: finite wherever softmax rounds to 0."""
     return _log_softmax(_logit_array("O", O))
 
 
@@ -238,13 +269,13 @@ def logsumexp(O: Any) -> Array:
 
 
 def _logit_batch(O: Any) -> tuple[Array, int, int]:
-    O = _logit_array("O", O, min_ndim=2)
+    O = _logit_array("O", O, min_ndim=2, masked=True)
     if O.ndim != 2:
         raise ValueError(f"O: expected logits of shape (n, K), got {O.shape}")
     return O, O.shape[0], O.shape[1]
 
 
-def cross_entropy(O: Any, y: Any) -> Any:
+def loss(O: Any, y: Any) -> Any:
     r"""Mean loss over the batch of logits `O` (n, K).
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
@@ -262,6 +293,9 @@ def cross_entropy(O: Any, y: Any) -> Any:
     return O.dtype.type(np.sum(loss_rows, dtype=np.float64) / n)
 
 
+cross_entropy = loss
+
+
 def grad_logits(O: Any, y: Any) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
@@ -277,18 +311,24 @@ def grad_logits(O: Any, y: Any) -> Array:
     else:
         assert Y is not None
         G = _softmax(O) - Y
-    G /= n
-    return G
+    out: Array = G / n
+    return out
 
 
-def loss_and_grad(X: Any, y: Any, W: Any, b: Any, check: bool = True) -> tuple[Any, Array, Array]:
+def loss_and_grad(
+    X: Any,
+    y: Any,
+    W: Any,
+    b: Any,
+    check: bool = True,
+) -> tuple[Any, Array, Array]:
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
 
-    Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or target rows (n, K).
-    Per sample, `dl/do_j` = $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$ (labels: $- \delta_{c j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j}$); by the
-    chain rule `dL/dW = X^T G / n` and `dL/db = 1^T G / n`. One pass over X in blocks of
-    rows, no one-hot matrix for labels, no n x d temporaries. `check=False` skips validation
-    (for hot loops over inputs already known good).
+    Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
+    Per sample, `dl/do_j` = $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$; by the chain rule `dL/dW = X^T G / n`
+    and `dL/db = 1^T G / n`.
+    One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
+    `check=False` skips validation (for hot loops over inputs already known good).
     """
     if check:
         X, W, b = _layer(X, W, b)
@@ -335,13 +375,14 @@ def predict_proba(X: Any, W: Any, b: Any) -> Array:
     Xb, W, b = _layer(X, W, b)
     O = Xb @ W + b
     _finite_logits(O, Xb, 0)
+    P: Array
     P = _softmax(O)
     return P
 
 
-def predict(X: Any, W: Any, b: Any) -> NDArray[np.intp]:
+def predict(X: Any, W: Any, b: Any) -> Array:
     """The most probable class of each sample (argmax of `predict_proba`)."""
-    out: NDArray[np.intp] = np.argmax(predict_proba(X, W, b), axis=-1)
+    out: Array = np.argmax(predict_proba(X, W, b), axis=-1)
     return out
 
 
@@ -350,13 +391,14 @@ def hessian_logits(o: Any) -> Array:
 
     $H_{jk} = \left(\delta_{j k} - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$
     """
-    o = _logit_array("o", o)
+    o = _logit_array("o", o, masked=True)
     if o.ndim != 1:
         raise ValueError(f"o: expected the logits of one sample, shape (K,), got {o.shape}")
     K = o.shape[0]
     dtype = o.dtype
     H = (np.eye(K, dtype=dtype) - _softmax(o)[None, :]) * _softmax(o)[:, None]
-    return H
+    out: Array = H + np.zeros((K, K), dtype=dtype)
+    return out
 
 
 def hvp_logits(O: Any, V: Any) -> Array:
@@ -368,10 +410,10 @@ def hvp_logits(O: Any, V: Any) -> Array:
     V = _float_array("V", V, 2, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
         raise ValueError(f"V: expected shape {O.shape} to match O, got {V.shape}")
-    HV: Array
     _t0 = _softmax(O)
     HV = _t0 * (V - np.sum(_t0 * V, axis=-1, keepdims=True))
-    return HV
+    out: Array = HV + np.zeros_like(O)
+    return out
 
 
 def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
