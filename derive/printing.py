@@ -131,11 +131,12 @@ class VectorPrinter(NumPyPrinter):
         return S.checked_name(expr.name, "symbol")
 
     def _print_Sum(self, expr: sp.Sum) -> str:
-        (var, lo, hi), *rest = expr.limits
+        (_, lo, hi), *rest = expr.limits
         if rest or (lo, hi) != (1, S.K):
             raise NotImplementedError(f"only single class sums print as code: {expr}")
-        if var not in expr.function.free_symbols:  # constant along the row: K times the term
-            return f"K * {self.parenthesize(expr.function, 50)}"
+        # NOTE: a term constant along the row would sum to K times itself, but np.sum over the
+        # class axis of an (n, 1) array does not multiply by K; `stabilize` rewrites such sums to
+        # `K * term` before printing, and common subexpressions are only extracted afterwards.
         return f"np.sum({self._target_product(expr.function)}, axis=-1, keepdims=True)"
 
     # Matrix forms of the chain rule. `A.T @ B` prints as `(B.T @ A).T`: the same product, but
@@ -195,14 +196,38 @@ def print_assignments(
     """Print `name = expr` lines with common subexpressions computed once (SymPy's `cse`)."""
     names = [name for name, _ in outputs]
     exprs = [vectorised(e) for _, e in outputs]
+    shared, exprs = _share_softmax_and_lse(exprs, printer)
     temps, reduced = sp.cse(
         exprs,
         symbols=sp.numbered_symbols(prefix),
         optimizations=None,
     )
-    lines = [f"{printer._print(sym)} = {printer.doprint(val)}" for sym, val in temps]
+    lines = list(shared)
+    lines += [f"{printer._print(sym)} = {printer.doprint(val)}" for sym, val in temps]
     lines += [f"{name} = {printer.doprint(e)}" for name, e in zip(names, reduced, strict=True)]
     return [formatted(line) for line in lines]
+
+
+def _share_softmax_and_lse(
+    exprs: list[sp.Expr], printer: VectorPrinter
+) -> tuple[list[str], list[sp.Expr]]:
+    """Where a block needs both `softmax(f)` and `logsumexp(f)`, compute them in one pass.
+
+    Both start from `exp(f - max f)`; the fused kernel exponentiates once (the exp over the
+    n x K logits is the costliest elementwise step of a fused loss and gradient).
+    """
+    lines: list[str] = []
+    for number, lse in enumerate(sorted({a for e in exprs for a in e.atoms(LogSumExp)}, key=str)):
+        (row,) = lse.args
+        softmaxes = {a for e in exprs for a in e.atoms(Softmax) if a.args[0] == row}
+        if not softmaxes:
+            continue
+        p_name, l_name = sp.Symbol(f"_p{number}"), sp.Symbol(f"_l{number}")
+        printer.kernels_used.add("_softmax_and_logsumexp")
+        lines.append(f"{p_name}, {l_name} = _softmax_and_logsumexp({printer.doprint(row)})")
+        swap = {lse: l_name, **dict.fromkeys(softmaxes, p_name)}
+        exprs = [e.xreplace(swap) for e in exprs]
+    return lines, exprs
 
 
 def formatted(code: str) -> str:

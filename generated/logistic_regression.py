@@ -203,7 +203,7 @@ def loss(O: Any, y: Any) -> Any:
     assert Y is not None
     _t0 = _softplus(O)
     loss_rows = (
-        K * _t0
+        np.sum(_t0, axis=-1, keepdims=True)
         - np.sum(_t0 * Y, axis=-1, keepdims=True)
         + np.sum(_target_mul(Y, _softplus(-O)), axis=-1, keepdims=True)
     )
@@ -244,7 +244,7 @@ def loss_and_grad(
     else:
         X, W, b = np.asarray(X), np.asarray(W), np.asarray(b)
         Y = np.asarray(y)
-    n, K = X.shape[0], W.shape[1]
+    n = X.shape[0]
     dW = np.zeros_like(W)
     db = np.zeros_like(b)
     total = 0.0
@@ -259,7 +259,7 @@ def loss_and_grad(
         Y = Y_all[start:stop]
         _t0 = _softplus(O)
         loss_rows = (
-            K * _t0
+            np.sum(_t0, axis=-1, keepdims=True)
             - np.sum(_t0 * Y, axis=-1, keepdims=True)
             + np.sum(_target_mul(Y, _softplus(-O)), axis=-1, keepdims=True)
         )

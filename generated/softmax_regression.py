@@ -73,6 +73,15 @@ def _softmax(O: Array) -> Array:
     return E
 
 
+def _softmax_and_logsumexp(O: Array) -> tuple[Array, Array]:
+    """`softmax(O)` and `logsumexp(O)` (keepdims) from one exponentiation of the shifted row."""
+    E, m = _shifted_exp(O)
+    s = np.sum(E, axis=-1, keepdims=True)
+    E /= s
+    out: Array = m + np.log(s)
+    return E, out
+
+
 def _log_softmax(O: Array) -> Array:
     r"""`(O_j - max) - log sum_k exp(O_k - max)`: never the log of a probability rounded to 0.
 
@@ -351,16 +360,18 @@ def loss_and_grad(
             labels_all = labels
             labels = labels_all[start:stop]
             _rows = np.arange(stop - start)
-            loss_rows = _logsumexp(O) - np.take_along_axis(O, labels[:, None], axis=-1)
-            G = _softmax(O)
+            _p0, _l0 = _softmax_and_logsumexp(O)
+            loss_rows = _l0 - np.take_along_axis(O, labels[:, None], axis=-1)
+            G = _p0
             G[_rows, labels] += -1
             labels = labels_all
         else:
             assert Y is not None
             Y_all = Y
             Y = Y_all[start:stop]
-            loss_rows = _logsumexp(O) - np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-            G = _softmax(O) - Y
+            _p0, _l0 = _softmax_and_logsumexp(O)
+            loss_rows = _l0 - np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
+            G = _p0 - Y
             Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
