@@ -106,9 +106,9 @@ def naive_d2l(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
 
 
 def make_limit(X: Array, W: Array) -> Callable[[], object]:
-    """Both GEMMs alone; the backward in the orientation `layouts.fused` uses."""
+    """Both GEMMs alone, X @ W and X.T @ G (the orientation `layouts.fused` uses)."""
     G = np.full((X.shape[0], W.shape[1]), 1e-3, dtype=np.result_type(X, W))
-    return lambda: (X @ W, (G.T @ X).T)
+    return lambda: (X @ W, X.T @ G)
 
 
 def make_torch(
@@ -326,7 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         print("note:", note)
     if note := blas_env_note():
         print(note)
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (other processes skew timings)")
+    load = os.getloadavg()[0]
+    print(f"load average at start: {load:.2f} on {os.cpu_count()} CPUs")
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(
+            "note: other processes are busy; multi-threaded BLAS calls stall when a core is "
+            "taken, so expect noisy medians (on a shared machine run under `nice -n -10`)"
+        )
 
     results = []
     for label, shape in a.sizes:

@@ -8,9 +8,12 @@ on every run and `check` can compare it with what the tool would write now.
 from __future__ import annotations
 
 import difflib
+import multiprocessing
 import os
 import tempfile
+import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from derive.errors import OutputDirError
@@ -40,6 +43,35 @@ def code_artifacts(checked: CheckedDerivation) -> dict[str, str]:
     from derive.codegen import emit_module
 
     return {f"{checked.derivation.name}.py": emit_module(checked)}
+
+
+def artifacts_for(name: str, kinds: tuple[str, ...] = KINDS) -> tuple[dict[str, str], float]:
+    """The artifacts of one catalogue loss (checked first), and the seconds the checks took."""
+    from derive import catalogue
+
+    t0 = time.perf_counter()
+    checked = catalogue.checked(name)
+    seconds = time.perf_counter() - t0
+    out: dict[str, str] = {}
+    if "notes" in kinds:
+        out |= notes_artifacts(checked)
+    if "code" in kinds:
+        out |= code_artifacts(checked)
+    return out, seconds
+
+
+def artifacts_for_all(
+    names: list[str], kinds: tuple[str, ...] = KINDS
+) -> dict[str, tuple[dict[str, str], float]]:
+    """`artifacts_for` every name, one process per core: the symbolic checks are CPU-bound and
+    independent per loss. Only strings cross process boundaries."""
+    workers = min(len(names), os.cpu_count() or 1)
+    if workers <= 1:
+        return {name: artifacts_for(name, kinds) for name in names}
+    ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        results = pool.map(artifacts_for, names, [kinds] * len(names))
+        return dict(zip(names, results, strict=True))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,27 +26,37 @@ def _langs(args: argparse.Namespace) -> tuple[str, ...]:
     return LANGS if args.lang == "all" else (args.lang,)
 
 
+def _generate(args: argparse.Namespace, kinds: tuple[str, ...]) -> dict[str, str]:
+    """Check every selected loss (in parallel) and return its artifacts; print the timings."""
+    out: dict[str, str] = {}
+    for name, (arts, seconds) in build.artifacts_for_all(_names(args), kinds).items():
+        print(f"{name}: derivation checked in {seconds:.1f} s")
+        out |= arts
+    return out
+
+
+def _wanted(path: str, langs: tuple[str, ...]) -> bool:
+    if path.endswith(".py"):
+        return True
+    lang = "zh" if ".zh." in path else "en"
+    return lang in langs
+
+
 def cmd_latex(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    for name in _names(args):
-        t0 = time.perf_counter()
-        checked = catalogue.checked(name)
-        proved = sum(1 for s in checked.steps if not s.step.definition)
-        print(f"{name}: {proved} steps checked in {time.perf_counter() - t0:.1f} s")
-        for path in build.write(build.notes_artifacts(checked, _langs(args)), out):
-            print(f"  wrote {path}")
-            if args.pdf and path.suffix == ".tex":
-                from derive.latex_pdf import compile_pdf
+    arts = {p: t for p, t in _generate(args, ("notes",)).items() if _wanted(p, _langs(args))}
+    for path in build.write(arts, out):
+        print(f"  wrote {path}")
+        if args.pdf and path.suffix == ".tex":
+            from derive.latex_pdf import compile_pdf
 
-                print(f"  wrote {compile_pdf(path, out)}")
+            print(f"  wrote {compile_pdf(path, out)}")
     return 0
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    for name in _names(args):
-        for path in build.write(build.code_artifacts(catalogue.checked(name)), out):
-            print(f"wrote {path}")
+    for path in build.write(_generate(args, ("code",)), Path(args.out)):
+        print(f"  wrote {path}")
     return 0
 
 
@@ -65,16 +74,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _all_artifacts(names: list[str]) -> dict[str, str]:
-    artifacts: dict[str, str] = {}
-    for name in names:
-        checked = catalogue.checked(name)
-        artifacts |= build.notes_artifacts(checked) | build.code_artifacts(checked)
-    return artifacts
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    diffs = build.stale(_all_artifacts(_names(args)), Path(args.out))
+    diffs = build.stale(_generate(args, build.KINDS), Path(args.out))
     if not diffs:
         print(f"{args.out}: up to date")
         return 0
@@ -86,12 +87,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    args.lang, args.pdf, args.module = "all", False, None
-    for step in (cmd_latex, cmd_emit, cmd_verify):
-        code = step(args)
-        if code:
-            return code
-    return 0
+    """Check and write everything (notes and code, in one pass), then verify the modules."""
+    for path in build.write(_generate(args, build.KINDS), Path(args.out)):
+        print(f"  wrote {path}")
+    args.module = None
+    return cmd_verify(args)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -21,9 +21,9 @@ import sympy as sp
 
 from derive import symbols as S
 from derive.functions import stabilize
+from derive.model import LossModel
 from derive.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
 from derive.render import environment, one_trailing_newline
-from derive.model import LossModel
 from derive.steps import CheckedDerivation, refine_indices
 
 TEMPLATE = "module.py.j2"

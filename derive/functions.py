@@ -180,7 +180,7 @@ def recognise_binary(expr: sp.Expr) -> sp.Expr:
     )
     e = e.replace(
         lambda t: isinstance(t, sp.Pow) and t.exp == -1 and _one_plus_exp(t.base) is not None,
-        lambda t: Sigmoid(-_one_plus_exp(t.base)),
+        lambda t: Sigmoid(-sp.sympify(_one_plus_exp(t.base))),
     )
     e = e.replace(
         lambda t: isinstance(t, sp.log) and _one_plus_exp(t.args[0]) is not None,

@@ -38,6 +38,8 @@ class NotesLatexPrinter(LatexPrinter):
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
         if expr == CLASS_DUMMY:
             return self.dummy_name
+        if expr.name in S.LATEX_NAMES:
+            return S.LATEX_NAMES[expr.name]
         out: str = super()._print_Symbol(expr, style=style)
         return out
 
@@ -241,8 +243,12 @@ LINE_LENGTH = 100
 def _operand(node: ast.expr, level: tuple[type, ...]) -> str:
     """An operand as written in the split layout: lower-precedence sums keep their brackets."""
     text = ast.unparse(node)
-    lower = level == (ast.Mult, ast.Div) and isinstance(node, ast.BinOp)
-    return f"({text})" if lower and isinstance(node.op, ast.Add | ast.Sub) else text
+    lower = (
+        level == (ast.Mult, ast.Div)
+        and isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Add | ast.Sub)
+    )
+    return f"({text})" if lower else text
 
 
 def code_block(statements: list[str], indent: str) -> str:

@@ -125,9 +125,18 @@ def expand_logs(expr: sp.Expr) -> sp.Expr:
 
 
 def split_sums(expr: sp.Expr) -> sp.Expr:
-    """Linearity of Sum: distribute over +, and pull factors that do not depend on the index out."""
+    """Linearity of Sum: distribute over +, pull out factors that do not depend on the index,
+    and sum constants (`sum_{k=1}^K c = K c`)."""
     out: sp.Expr = sp.factor_terms(sp.expand(canonical_sums(sp.expand(expr))))
-    return out
+    out = out.replace(
+        lambda e: (
+            isinstance(e, sp.Sum)
+            and len(e.limits) == 1
+            and e.limits[0][0] not in e.function.free_symbols
+        ),
+        lambda e: e.function * (e.limits[0][2] - e.limits[0][1] + 1),
+    )
+    return sp.expand(out)
 
 
 def targets_sum_to_one(expr: sp.Expr) -> sp.Expr:

@@ -75,8 +75,8 @@ def class_index_range(*indices: sp.Symbol) -> sp.Basic:
     return sp.And(*conds)
 
 
+#: How parameter names are written in the notes (code keeps the plain identifier).
 LATEX_NAMES: dict[str, str] = {
-    "yhat": r"\hat{y}",
-    "loss": r"\ell",
-    "batch_loss": "L",
+    "eps": r"\varepsilon",
+    "lam": r"\lambda",
 }

@@ -24,6 +24,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import ModuleType
 from typing import Any, Literal
 
@@ -88,10 +89,10 @@ class Subject:
     def targets_for(self, rng: np.random.Generator, n: int, K: int, soft: bool) -> Array:
         if self.targets == "distribution":
             if soft:
-                Y = rng.random(size=(n, K)) + 0.01
-                return Y / Y.sum(axis=1, keepdims=True)
-            out: Array = rng.integers(0, K, size=n)
-            return out
+                Y: Array = rng.random(size=(n, K)) + 0.01
+                out: Array = Y / Y.sum(axis=1, keepdims=True)
+                return out
+            return rng.integers(0, K, size=n)
         if self.targets == "binary":
             return rng.random(size=(n, K)) if soft else rng.integers(0, 2, size=(n, K)) * 1.0
         return rng.normal(size=(n, K))
@@ -190,6 +191,10 @@ def check(f: Check) -> Check:
     return f
 
 
+def _loss_at(s: Subject, y: Array, O: Array) -> float:
+    return s.loss(O, y)
+
+
 @check
 def fd_logits(s: Subject) -> Result:
     worst = 0.0
@@ -197,7 +202,7 @@ def fd_logits(s: Subject) -> Result:
         X, y, W, b = s.problem(_rng(1), 6, 3, 5, soft)
         O = X @ W + b
         g = s.m.grad_logits(O, y)
-        worst = max(worst, _rel(g, _fd_grad(lambda o, y=y: s.loss(o, y), O.copy())))
+        worst = max(worst, _rel(g, _fd_grad(partial(_loss_at, s, y), O.copy())))
     return _result("gradient w.r.t. logits vs central differences (float64)", worst, FD_BOUND)
 
 
@@ -374,7 +379,8 @@ def extreme_training(s: Subject) -> Result:
     loss, dW, db = s.m.loss_and_grad(X, y, W, b)
     O = X @ W + b
     G = s.m.grad_logits(O, y)
-    if not (np.isfinite(loss) and np.isfinite(dW).all() and np.isfinite(G).all()):
+    outputs = (np.asarray(loss), dW, db, G)
+    if not all(np.isfinite(a).all() for a in outputs):
         return Result(name, math.inf, 0.0, "FAIL", "non-finite output")
     ref = _reference_loss(s)
     if ref is None:
@@ -490,8 +496,9 @@ def _bad_inputs(s: Subject) -> list[tuple[str, Callable[[], Any]]]:
         ("hessian of a batch", lambda: m.hessian_logits(np.zeros((2, 3)))),
     ]
     for p in s.params:
-        cases.append((f"{p} = NaN", lambda p=p: m.loss_and_grad(X, y, W, b, **{p: math.nan})))
-        cases.append((f"{p} = -1e9", lambda p=p: m.loss_and_grad(X, y, W, b, **{p: -1e9})))
+        for value in (math.nan, -1e9):
+            call = partial(m.loss_and_grad, X, y, W, b, **{p: value})
+            cases.append((f"{p} = {value}", call))
     if s.targets == "distribution":
         Y = np.eye(2)[y]
         cases += [
