@@ -26,6 +26,11 @@ CLASS_DUMMY = sp.Symbol("_s", integer=True, positive=True)
 ROW = sp.Symbol("_r", integer=True, positive=True)
 
 
+def _power(tex: str, exp: str | None) -> str:
+    """`f(x)^{e}` when SymPy's LaTeX printer prints a power of one of these functions."""
+    return tex if exp is None else r"\left(" + tex + r"\right)^{" + exp + "}"
+
+
 def _row_latex(printer: Any, f: sp.Expr) -> str:
     """`o[_s] / T` prints as `\\mathbf{o} / T`: the row expression as a vector."""
     vec = f.replace(
@@ -46,7 +51,10 @@ class LogSumExp(sp.Function):
         out: sp.Expr = sp.log(sp.Sum(sp.exp(f.xreplace({ROW: CLASS_DUMMY})), (CLASS_DUMMY, 1, S.K)))
         return out
 
-    def _latex(self, printer: Any) -> str:
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(self._latex_base(printer), exp)
+
+    def _latex_base(self, printer: Any) -> str:
         return r"\operatorname{LSE}\left(" + _row_latex(printer, self.args[0]) + r"\right)"
 
 
@@ -66,7 +74,10 @@ class Softmax(sp.Function):
         )
         return out
 
-    def _latex(self, printer: Any) -> str:
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(self._latex_base(printer), exp)
+
+    def _latex_base(self, printer: Any) -> str:
         f, idx = self.args
         index: str = printer._print(idx)
         return r"\operatorname{softmax}\left(" + _row_latex(printer, f) + r"\right)_{" + index + "}"
@@ -82,7 +93,10 @@ class LogSoftmax(sp.Function):
         out: sp.Expr = f.xreplace({ROW: idx}) - LogSumExp(f).doit()
         return out
 
-    def _latex(self, printer: Any) -> str:
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(self._latex_base(printer), exp)
+
+    def _latex_base(self, printer: Any) -> str:
         f, idx = self.args
         index: str = printer._print(idx)
         return (
@@ -118,7 +132,10 @@ class Sigmoid(sp.Function):
         out: sp.Expr = 1 / (1 + sp.exp(-self.args[0]))
         return out
 
-    def _latex(self, printer: Any) -> str:
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(self._latex_base(printer), exp)
+
+    def _latex_base(self, printer: Any) -> str:
         return r"\sigma\left(" + str(printer._print(self.args[0])) + r"\right)"
 
 
@@ -135,7 +152,10 @@ class Softplus(sp.Function):
         out: sp.Expr = sp.log(1 + sp.exp(self.args[0]))
         return out
 
-    def _latex(self, printer: Any) -> str:
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(self._latex_base(printer), exp)
+
+    def _latex_base(self, printer: Any) -> str:
         return r"\operatorname{softplus}\left(" + str(printer._print(self.args[0])) + r"\right)"
 
 

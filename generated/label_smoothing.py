@@ -292,8 +292,8 @@ def loss(O: Any, y: Any, *, eps: float = 0.1) -> Any:
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
-    - targets: $eps \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{eps \sum_{k=1}^{K} o_{k}}{K}$
-    - labels (c = the label): $eps o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{eps \sum_{k=1}^{K} o_{k}}{K}$
+    - targets: $\varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$
+    - labels (c = the label): $\varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)
@@ -318,8 +318,8 @@ cross_entropy = loss
 def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
-    - targets: $eps y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{eps}{K}$
-    - labels: $eps \delta_{c j} - \delta_{c j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \frac{eps}{K}$ (computed without a one-hot matrix)
+    - targets: $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
+    - labels: $\varepsilon \delta_{c j} - \delta_{c j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \frac{\varepsilon}{K}$ (computed without a one-hot matrix)
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)
@@ -347,7 +347,7 @@ def loss_and_grad(
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, `dl/do_j` = $eps y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{eps}{K}$; by the chain rule `dL/dW = X^T G / n`
+    Per sample, `dl/do_j` = $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$; by the chain rule `dL/dW = X^T G / n`
     and `dL/db = 1^T G / n`.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).

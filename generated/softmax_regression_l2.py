@@ -340,7 +340,7 @@ def loss_and_grad(
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
     Per sample, `dl/do_j` = $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$; by the chain rule `dL/dW = X^T G / n`
-    and `dL/db = 1^T G / n`, plus the weight decay $\frac{lam \operatorname{tr}\left(W^{T} W \right)}{2}$ and its gradient.
+    and `dL/db = 1^T G / n`, plus the weight decay $\frac{\lambda \operatorname{tr}\left(W^{T} W \right)}{2}$ and its gradient.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
     """
