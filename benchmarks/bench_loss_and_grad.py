@@ -1,14 +1,16 @@
 """Side-by-side speed of the generated `loss_and_grad` (issue 3), printed as ratios.
 
-Contenders, timed in one process with `_timing.time_interleaved` (alternating blocks, one untimed
-call per block, medians):
+Contenders, timed in one process with `_timing.time_interleaved` (alternating blocks, each after a
+short pause and one untimed call, medians):
 
 - `generated`          generated/softmax_regression.py `loss_and_grad(X, y, W, b)` (check=True)
 - `generated nocheck`  the same with check=False
 - `naive d2l`          softmax, then cross-entropy by fancy indexing, one-hot gradient (NumPy)
 - `torch eager`        PyTorch `cross_entropy` + `torch.autograd.grad` (skipped if not installed)
 - `jax jit`            `jax.jit(jax.value_and_grad(...))` (skipped if not installed)
-- `limit 2 GEMMs`      X @ W and the backward GEMM alone: the floor for a layout that reads X twice
+- `layouts.fused`      the layout benchmarks/layouts.py recommends to the emitter (NumPy)
+- `limit 2 GEMMs`      X @ W and X.T @ G alone: the floor for any layout that reads X twice (a
+                       row-blocked one reads X from memory once and can beat it)
 
 Before timing, every contender's (loss, dW, db) is checked against the generated one. After
 timing, the peak extra memory of one NumPy call (tracemalloc) is reported relative to the size of
@@ -17,6 +19,7 @@ the n x K logits. Ratios are what to read; absolute times are for orientation on
     python benchmarks/bench_loss_and_grad.py            # all sizes, float32 and float64
     python benchmarks/bench_loss_and_grad.py --quick    # fewer rounds (< 1 min)
     python benchmarks/bench_loss_and_grad.py --sizes batch 2000x100x20
+    python benchmarks/bench_loss_and_grad.py --threads 1 --without torch
 
 Where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set, prefix `env -u OPENBLAS_CORETYPE -u
 OPENBLAS_L2_SIZE` (benchmarks only). Until `derive emit` has written the generated module, the
@@ -29,6 +32,7 @@ import argparse
 import gc
 import os
 import sys
+import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +64,7 @@ LossAndGrad = Callable[..., Any]
 GENERATED = "generated"
 NOCHECK = "generated nocheck"
 NAIVE = "naive d2l"
+RULE = "layouts.fused"
 TORCH = "torch eager"
 JAX = "jax jit"
 LIMIT = "limit 2 GEMMs"
@@ -147,8 +152,14 @@ def make_jax(
     return run
 
 
-def import_frameworks(without: set[str]) -> tuple[ModuleType | None, ModuleType | None, list[str]]:
-    """torch and jax (x64 enabled, CPU), each None with a note when missing or excluded."""
+def import_frameworks(
+    without: set[str], threads: int | None
+) -> tuple[ModuleType | None, ModuleType | None, list[str]]:
+    """torch and jax (x64 enabled, CPU), each None with a note when missing or excluded.
+
+    `threads` (if given) caps torch's intra-op threads, and with 1 also XLA's CPU thread pool
+    (XLA has no finer knob); NumPy's BLAS is capped by the caller with threadpoolctl.
+    """
     notes: list[str] = []
     torch = jax = None
     if "torch" in without:
@@ -156,12 +167,20 @@ def import_frameworks(without: set[str]) -> tuple[ModuleType | None, ModuleType 
     else:
         try:
             import torch
+
+            if threads is not None:
+                torch.set_num_threads(threads)
         except ImportError as e:
             notes.append(f"torch: not installed, skipped ({e})")
     if "jax" in without:
         notes.append("jax: excluded by --without")
     else:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        if threads == 1:
+            flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+        elif threads is not None:
+            notes.append(f"jax: --threads {threads} not applied to XLA (only 1 is)")
         try:
             import jax
 
@@ -218,6 +237,7 @@ def bench_size(
     shape: tuple[int, int, int],
     dtype: type[np.floating],
     subject: LossAndGrad,
+    subject_is_generated: bool,
     torch: ModuleType | None,
     jax: ModuleType | None,
     rounds: int,
@@ -232,6 +252,8 @@ def bench_size(
         NOCHECK: lambda: subject(X, y, W, b, check=False),
         NAIVE: lambda: naive_d2l(X, y, W, b),
     }
+    if subject_is_generated:
+        fns[RULE] = lambda: fused(X, y, W, b)
     if torch is not None:
         fns[TORCH] = make_torch(torch, X, y, W, b)
     if jax is not None:
@@ -248,7 +270,7 @@ def bench_size(
         gap_s=gap_s,
     )
     logits = n * K * np.dtype(dtype).itemsize
-    mem = {k: peak_extra_bytes(fns[k]) / logits for k in (GENERATED, NOCHECK, NAIVE, LIMIT)}
+    mem = {k: peak_extra_bytes(f) / logits for k, f in fns.items() if k not in (TORCH, JAX)}
     return SizeResult(f"{label} {np.dtype(dtype).name}", timings, agree, mem, logits)
 
 
@@ -274,7 +296,7 @@ def size_table(r: SizeResult) -> str:
 
 
 def summary_table(results: list[SizeResult]) -> str:
-    names = [k for k in (NOCHECK, NAIVE, TORCH, JAX, LIMIT) if k in results[0].timings]
+    names = [k for k in (NOCHECK, NAIVE, RULE, TORCH, JAX, LIMIT) if k in results[0].timings]
     rows = []
     for r in results:
         base = r.timings[GENERATED].median
@@ -301,7 +323,7 @@ def parse_size(s: str) -> tuple[str, tuple[int, int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="3 short rounds instead of 7")
+    p.add_argument("--quick", action="store_true", help="2 short rounds instead of 7 (< 1 min)")
     p.add_argument(
         "--sizes",
         nargs="+",
@@ -311,13 +333,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"])
     p.add_argument("--without", nargs="+", choices=["torch", "jax"], default=[])
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="cap NumPy's BLAS, torch and (with 1) XLA to this many threads; default: their own",
+    )
     a = p.parse_args(argv)
+    if a.threads is None:
+        return run(a)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=a.threads):
+        return run(a)
+
+
+def run(a: argparse.Namespace) -> int:
     # (rounds, seconds per block, min timed calls per block, pause before each block)
-    rounds, block_s, min_calls, gap_s = (3, 0.02, 1, 0.1) if a.quick else (7, 0.1, 3, 0.2)
+    rounds, block_s, min_calls, gap_s = (2, 0.02, 1, 0.05) if a.quick else (7, 0.1, 3, 0.2)
     dtypes = [np.dtype(x).type for x in (a.dtypes or ["float32", "float64"])]
 
     subject, source = load_subject()
-    torch, jax, notes = import_frameworks(set(a.without))
+    is_gen = not source.startswith("STAND-IN")
+    torch, jax, notes = import_frameworks(set(a.without), a.threads)
     print(f"subject: {source}")
     versions = [f"numpy {np.__version__}"]
     versions += [f"{m.__name__} {m.__version__}" for m in (torch, jax) if m is not None]
@@ -337,8 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for label, shape in a.sizes:
         for dt in dtypes:
-            r = bench_size(label, shape, dt, subject, torch, jax, rounds, block_s, min_calls, gap_s)
-            print(f"\n{size_table(r)}", flush=True)
+            t0 = time.perf_counter()
+            r = bench_size(
+                label, shape, dt, subject, is_gen, torch, jax, rounds, block_s, min_calls, gap_s
+            )
+            took = time.perf_counter() - t0
+            print(f"\n{size_table(r)}\n({took:.1f} s)", flush=True)
             results.append(r)
     # After the frameworks ran, so their own BLAS / OpenMP pools are listed too.
     print("\nBLAS / thread pools:", *blas_info(), sep="\n  ")

@@ -122,10 +122,11 @@ def inplace_gtx(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
     return loss, (O.T @ X).T, O.sum(axis=0)
 
 
-def make_blocked(block: int, gtx: bool) -> Kernel:
+def make_blocked(block: int, gtx: bool, use_out: bool = True) -> Kernel:
     """Row blocks of `block` rows: both GEMMs and the elementwise work on a cache-resident block.
 
-    dW accumulates block by block through `np.dot(..., out=)` into a reused buffer.
+    With `use_out`, both GEMMs write through `np.dot(..., out=)` into buffers reused across
+    blocks; without, each block allocates its logits and its dW part afresh.
     """
 
     def blocked(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
@@ -141,20 +142,26 @@ def make_blocked(block: int, gtx: bool) -> Kernel:
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             Xb = X[lo:hi]
-            O = obuf[: hi - lo]
-            np.dot(Xb, W, out=O)
+            if use_out:
+                O = obuf[: hi - lo]
+                np.dot(Xb, W, out=O)
+            else:
+                O = Xb @ W
             O += b
             loss += _softmax_grad_inplace(O, y[lo:hi], inv_n)
-            if gtx:
+            if not use_out:
+                acc += O.T @ Xb if gtx else Xb.T @ O
+            elif gtx:
                 np.dot(O.T, Xb, out=part)
+                acc += part
             else:
                 np.dot(Xb.T, O, out=part)
-            acc += part
+                acc += part
             db += O.sum(axis=0)
         dW = acc.T if gtx else acc
         return loss * inv_n, dW, db
 
-    blocked.__name__ = f"blocked{block}_{'gtx' if gtx else 'xtg'}"
+    blocked.__name__ = f"blocked{block}_{'gtx' if gtx else 'xtg'}{'' if use_out else '_noout'}"
     return blocked
 
 
@@ -178,7 +185,11 @@ def make_blocked_elementwise(block: int, gtx: bool) -> Kernel:
 
 
 # --------------------------------------------------------------------------- the rule
-FUSED_BLOCK_ROWS = 1024
+# NOTE: 1024-row blocks were up to ~20 % faster on the AMD machine, but each block costs two
+# OpenBLAS thread hand-offs, and with one of the 2 cores taken by another process 1024-row blocks
+# ran 3.5x slower than `plain` (2048: 2x, 4096: 1.0-1.4x, 8192: 1x). 4096 keeps nearly all of
+# the cache gain and degrades gracefully (benchmarks/README.md has the figures).
+FUSED_BLOCK_ROWS = 4096
 
 
 def fused(X: Array, y: NDArray[np.intp], W: Array, b: Array) -> Result:
@@ -243,6 +254,8 @@ def candidates(n: int, blocks: list[int], ew: bool) -> list[Kernel]:
             ks += [make_blocked(B, False), make_blocked(B, True)]
             if ew:
                 ks.append(make_blocked_elementwise(B, True))
+    if n > FUSED_BLOCK_ROWS:
+        ks.append(make_blocked(FUSED_BLOCK_ROWS, False, use_out=False))
     if (g := generated_kernel()) is not None:
         ks.append(g)
     return ks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,9 +56,34 @@ def cmd_latex(args: argparse.Namespace) -> int:
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
+    if args.model or args.formula:
+        return _emit_user_model(args)
     for path in build.write(_generate(args, ("code",)), Path(args.out)):
         print(f"  wrote {path}")
     return 0
+
+
+def _emit_user_model(args: argparse.Namespace) -> int:
+    """A user's loss, from a file or a formula string: check, write notes and module, verify."""
+    from derive.derivation import loss_derivation
+    from derive.user_model import load_user_model, model_from_formula
+
+    if args.out == str(GENERATED_DIR):
+        raise DeriveError("--out: choose an output folder for a user model (generated/ is ours)")
+    if args.model:
+        model = load_user_model(Path(args.model))
+    else:
+        if not args.name:
+            raise DeriveError("--formula needs --name (the loss name, a Python identifier)")
+        model = model_from_formula(args.name, args.formula, targets=args.targets)
+    t0 = time.perf_counter()
+    checked = loss_derivation(model).check()
+    print(f"{model.name}: derivation checked in {time.perf_counter() - t0:.1f} s")
+    out = Path(args.out)
+    for path in build.write(build.notes_artifacts(checked) | build.code_artifacts(checked), out):
+        print(f"  wrote {path}")
+    args.module, args.loss = str(out / f"{model.name}.py"), None
+    return cmd_verify(args)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -118,7 +144,16 @@ def parser() -> argparse.ArgumentParser:
     latex.add_argument("--lang", choices=[*LANGS, "all"], default="all")
     latex.add_argument("--pdf", action="store_true", help="also compile the .tex files to PDF")
     latex.set_defaults(func=cmd_latex)
-    add("emit", "write the NumPy module(s) emitted from the derivation").set_defaults(func=cmd_emit)
+    emit = add("emit", "write the NumPy module(s) emitted from the derivation")
+    emit.add_argument(
+        "--model", help="a user loss: a .py file defining MODEL, or a .toml file of formulas"
+    )
+    emit.add_argument("--formula", help="a user loss as a formula string (restricted parser)")
+    emit.add_argument("--name", help="the name of the --formula loss")
+    emit.add_argument(
+        "--targets", choices=["distribution", "binary", "real"], default="distribution"
+    )
+    emit.set_defaults(func=cmd_emit)
     ver = add("verify", "check an emitted module numerically and print the table")
     ver.add_argument("--module", help="path of a module to verify (default: the emitted ones)")
     ver.set_defaults(func=cmd_verify)

@@ -98,8 +98,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     forms = d.final_forms
     loss = stabilize(forms["loss"])
     gradient = stabilize(forms["gradient"])
-    hessian = stabilize(forms["hessian"])
-    hvp = stabilize(forms["hvp"])
+    second_order = "hessian" in forms
     prediction = stabilize(forms["prediction"])
 
     soft = VectorPrinter(ARRAYS)
@@ -119,8 +118,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "loss_soft": _block(soft, [("loss_rows", loss)], loss),
         "grad_soft": _block(soft, [("G", gradient)], gradient),
         "fused_soft": _block(soft, [("loss_rows", loss), ("G", gradient)], gradient),
-        "hessian": Printed([formatted(f"H = {one.doprint(hessian)}")], to_latex(hessian)),
-        "hvp": _block(soft, [("HV", hvp)], hvp),
+        "second_order": second_order,
         "prediction": _block(soft, [("P", prediction)], prediction),
         "logits": chain.doprint(forms["logits"]),
         "chain_W": chain.doprint(forms["dW"]),
@@ -130,8 +128,14 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "public_kernels": distribution,
         "params": params,
         "call_params": call_params,
-        "stable": not any(_has_raw_exp(e) for e in (loss, gradient, hessian, hvp, prediction)),
     }
+    printed = [loss, gradient, prediction]
+    if second_order:
+        hessian, hvp = stabilize(forms["hessian"]), stabilize(forms["hvp"])
+        printed += [hessian, hvp]
+        context["hessian"] = Printed([formatted(f"H = {one.doprint(hessian)}")], to_latex(hessian))
+        context["hvp"] = _block(soft, [("HV", hvp)], hvp)
+    context["stable"] = not any(_has_raw_exp(e) for e in printed)
     if distribution:
         loss_c = stabilize(_labels_form(forms["loss"]))
         grad_all, grad_at_label = _split_label_delta(_labels_form(forms["gradient"]))
@@ -140,7 +144,12 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
             "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
             "grad_labels": _block(labels, [("G", grad_all)], grad_all),
             "fused_labels": _block(labels, [("loss_rows", loss_c), ("G", grad_all)], grad_all),
-            "grad_label_term": formatted(labels.doprint(vectorised(grad_at_label))),
+            # G[rows, labels] is (n,): a per-sample term (n, 1) is flattened to match.
+            "grad_label_term": formatted(
+                labels.doprint(vectorised(grad_at_label))
+                if not grad_at_label.free_symbols - {S.K, *(p.symbol for p in model.params)}
+                else f"np.ravel({labels.doprint(vectorised(grad_at_label))})"
+            ),
             "grad_labels_latex": to_latex(stabilize(_labels_form(forms["gradient"]))),
         }
     if model.weight_decay:

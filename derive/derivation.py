@@ -21,6 +21,7 @@ from derive.functions import stabilize, to_raw
 from derive.model import LossModel
 from derive.steps import (
     ConcreteK,
+    FirstOf,
     Derivation,
     Elementwise,
     GeneralK,
@@ -54,6 +55,7 @@ def display(name: str) -> sp.Symbol:
 
 def _chain_rule(model: LossModel, loss: sp.Expr, gradient: sp.Expr, param: str) -> Elementwise:
     """`dl/dW = x g^T` or `dl/db = g` for one sample, with the model's own loss and gradient."""
+    K_max = 3 if model.concrete_Ks == FULL_KS else 2
 
     def build(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
         batch = make_batch(1, d, K, model.simplex_targets)
@@ -62,7 +64,7 @@ def _chain_rule(model: LossModel, loss: sp.Expr, gradient: sp.Expr, param: str) 
             return jacobian(row_instance(loss, batch, 0), batch.W), batch.X.T * g
         return jacobian(row_instance(loss, batch, 0), batch.b), g.T
 
-    return Elementwise(build, shapes=((1, 2, 2), (1, 3, 3)))
+    return Elementwise(build, shapes=((1, 2, 2), (1, 3, 3)) if K_max >= 3 else ((1, 2, 2),))
 
 
 def _batch_W(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
@@ -84,6 +86,7 @@ def _weight_decay(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
 
 
 BATCH_SHAPES = ((2, 2, 2), (3, 2, 3), (2, 3, 4))
+FULL_KS = (2, 3, 4, 5, 6, 7, 8)
 
 
 # --------------------------------------------------------------------------- wording
@@ -191,13 +194,15 @@ class Forms:
 
     loss: sp.Expr
     gradient: sp.Expr
-    hessian: sp.Expr
-    hvp: sp.Expr
+    hessian: sp.Expr | None
+    hvp: sp.Expr | None
 
 
 def derive_forms(model: LossModel) -> Forms:
     loss = loss_in_logits(model)
     gradient = logit_gradient(loss)
+    if not model.second_order:
+        return Forms(loss, gradient, None, None)
     hessian = logit_hessian(gradient)
     return Forms(loss, gradient, hessian, hessian_vector_product(hessian))
 
@@ -206,8 +211,6 @@ def final_forms(model: LossModel, forms: Forms) -> dict[str, sp.Basic]:
     out: dict[str, sp.Basic] = {
         "loss": forms.loss,
         "gradient": forms.gradient,
-        "hessian": forms.hessian,
-        "hvp": forms.hvp,
         "prediction": model.prediction,
         # The chain rule through the linear layer, as proved by the batch steps with
         # G = dL/dO (for any loss): what the fused code computes per block of rows.
@@ -215,6 +218,8 @@ def final_forms(model: LossModel, forms: Forms) -> dict[str, sp.Basic]:
         "dW": S.Xm.T * S.Gm,
         "db": S.Gm.T * S.ones_n,
     }
+    if forms.hessian is not None and forms.hvp is not None:
+        out["hessian"], out["hvp"] = forms.hessian, forms.hvp
     if model.weight_decay:
         out["decay_loss"] = S.lam / 2 * sp.Trace(S.Wm.T * S.Wm)
         out["decay_grad"] = S.lam * S.Wm
@@ -227,7 +232,10 @@ def core_steps(
     """The shared steps, by name, in order; `wording` tells some of them in other words."""
     words = _generic_wording(model) | (wording or {})
     j, k, o = S.j, S.k, S.o
-    concrete = ConcreteK(targets_simplex=model.simplex_targets, prepare=(expand_logs,))
+    Ks = model.concrete_Ks
+    # A model that asks for fewer concrete proofs (a large user loss) gets fewer numeric points.
+    points = 20 if Ks == FULL_KS else 6
+    concrete = ConcreteK(Ks=Ks, targets_simplex=model.simplex_targets, prepare=(expand_logs,))
 
     def step(name: str, lhs: sp.Basic, rhs: sp.Basic, checks: tuple[object, ...]) -> Step:
         w = words[name]
@@ -244,7 +252,10 @@ def core_steps(
     stable_loss = stabilize(forms.loss)
     if stable_loss != forms.loss:
         steps["loss_stable"] = step(
-            "loss_stable", forms.loss, stable_loss, (GeneralK((to_raw, canonical_sums)),)
+            "loss_stable",
+            forms.loss,
+            stable_loss,
+            (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks))),),
         )
     steps["gradient_logits"] = step(
         "gradient_logits",
@@ -252,8 +263,8 @@ def core_steps(
         forms.gradient,
         (
             GeneralK((refine_indices(j),)),
-            ConcreteK(prepare=(expand_logs,)),
-            Numeric(targets_simplex=model.simplex_targets),
+            ConcreteK(Ks=Ks, prepare=(expand_logs,)),
+            Numeric(points=points, targets_simplex=model.simplex_targets),
         ),
     )
     stable_gradient = stabilize(forms.gradient)
@@ -262,7 +273,7 @@ def core_steps(
             "gradient_stable",
             forms.gradient,
             stable_gradient,
-            (GeneralK((to_raw, canonical_sums)),),
+            (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks))),),
         )
     grad_vector = sp.MatrixSymbol(r"\frac{\partial \ell}{\partial o}", S.K, 1)
     steps["chain_rule_W"] = step(
@@ -296,11 +307,13 @@ def core_steps(
             S.lam * S.Wm,
             (Elementwise(_weight_decay, shapes=((1, 2, 2), (1, 3, 2))),),
         )
+    if forms.hessian is None or forms.hvp is None:
+        return steps
     steps["hessian_logits"] = step(
         "hessian_logits",
         sp.Derivative(forms.gradient, o[k]),
         forms.hessian,
-        (GeneralK((refine_indices(j, k),)), ConcreteK(), Numeric()),
+        (GeneralK((refine_indices(j, k),)), ConcreteK(Ks=Ks), Numeric(points=points)),
     )
     stable_hessian = stabilize(forms.hessian)
     if stable_hessian != forms.hessian:
@@ -308,13 +321,13 @@ def core_steps(
             "hessian_stable",
             forms.hessian,
             stable_hessian,
-            (GeneralK((to_raw, canonical_sums)),),
+            (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks))),),
         )
     steps["hessian_vector_product"] = step(
         "hessian_vector_product",
         sp.Sum(forms.hessian * S.v[k], (k, 1, S.K)),
         forms.hvp,
-        (GeneralK((refine_indices(j),)), ConcreteK()),
+        (GeneralK((refine_indices(j),)), ConcreteK(Ks=Ks)),
     )
     return steps
 

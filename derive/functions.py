@@ -277,19 +277,64 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
         lambda t: isinstance(t, sp.log) and _exp_sum_row(t.args[0]) is not None,
         lambda t: LogSumExp(_exp_sum_row(t.args[0])),
     )
-    e = e.replace(
-        lambda t: _exp_sum_row(t) is not None, lambda t: sp.exp(LogSumExp(_exp_sum_row(t)))
-    )
     e = recognise_binary(e)
     e = e.replace(lambda t: _is_class_sum(t) and t.has(sp.exp), _normalise_sum)
     e = sp.expand_log(sp.expand(e), force=True)
-    e = sp.powsimp(sp.expand(e), combine="exp")
+    e = sp.powsimp(sp.expand(e), combine="exp", deep=True)
     e = e.replace(lambda t: isinstance(t, sp.exp), _as_softmax)
     e = e.replace(
         lambda t: _is_class_sum(t) and CLASS_DUMMY not in t.function.free_symbols,
         lambda t: S.K * t.function,
     )
+    if _raw_exps(e):
+        e = _eliminate_normaliser(e)
     out: sp.Expr = sp.factor_terms(e)
+    return out
+
+
+def _raw_exps(e: sp.Basic) -> bool:
+    """Whether an `exp` is left outside the stable functions."""
+    return bool(e.atoms(sp.exp))
+
+
+def _eliminate_normaliser(e: sp.Expr) -> sp.Expr:
+    """Write every exponential of a logit as `softmax * Z` (`Z = exp(LSE)`) and cancel Z.
+
+    What remains after the shape rules is a ratio of exponentials such as
+    `exp(o_j) / (exp(o_j) - sum_k exp(o_k))` (the derivative of `(1 - p_j)^gamma`). Since
+    `exp(f_i) = softmax(f)_i * exp(LSE(f))` exactly, substituting and cancelling the common power
+    of `Z` leaves the same value in bounded quantities (`p_j / (p_j - 1)`). If Z does not cancel
+    (the expression really grows like an exponential), the input is returned unchanged and the
+    module reports that no stable form was found.
+    """
+    rows = sorted({lse.args[0] for lse in e.atoms(LogSumExp)}, key=str)
+    if len(rows) != 1:
+        return e
+    (row,) = rows
+    Z = sp.Dummy("Z", positive=True)
+    indices = (S.j, S.k, S.c, CLASS_DUMMY)
+
+    def as_softmax_power(t: sp.exp) -> sp.Expr:
+        out: sp.Expr = sp.S.One
+        for term in sp.Add.make_args(sp.expand(t.args[0])):
+            coeff, rest = term.as_coeff_Mul()
+            if rest == LogSumExp(row):
+                out *= Z**coeff
+                continue
+            for idx in indices:
+                if coeff.is_Rational and sp.expand(rest - row.xreplace({ROW: idx})) == 0:
+                    out *= (Softmax(row, idx) * Z) ** coeff
+                    break
+            else:
+                out *= sp.exp(term)
+        return out
+
+    substituted = e.replace(lambda t: isinstance(t, sp.exp), as_softmax_power)
+    cancelled = sp.cancel(sp.together(substituted))
+    if cancelled.has(Z) or _raw_exps(cancelled):
+        return e
+    # `(1 - p)^g / (p - 1)` becomes `-(1 - p)^(g - 1)`: no 0/0 where p rounds to 1.
+    out: sp.Expr = sp.powsimp(sp.expand(cancelled), deep=True)
     return out
 
 
@@ -301,10 +346,23 @@ def _normalise_sum(s: sp.Sum) -> sp.Expr:
     if len(exps) != 1:
         return s
     (ex,) = exps
-    h = ex.args[0].xreplace({CLASS_DUMMY: ROW})
-    lse = LogSumExp(h)
-    inner = sp.Mul(*[f for f in sp.Mul.make_args(body) if f is not ex]) * Softmax(h, CLASS_DUMMY)
-    return sp.exp(lse) * sp.Sum(inner, *s.limits)
+    # Only the part of the exponent that varies with s is normalised; exp(o_j) and the like are
+    # constant along the sum and stay outside it.
+    terms = sp.Add.make_args(sp.expand(ex.args[0]))
+    varying = sp.Add(*[t for t in terms if t.has(CLASS_DUMMY)])
+    constant = sp.Add(*[t for t in terms if not t.has(CLASS_DUMMY)])
+    # exp(c g_s) with a rational c (e.g. exp(2 o_s)) is normalised by c LSE(g), which becomes
+    # softmax(g)_s^c: one row function per row, not a new log-sum-exp of c g.
+    c, g = varying.as_coeff_Mul()
+    if not (c.is_Rational and c > 0):
+        c, g = sp.S.One, varying
+    lse = LogSumExp(g.xreplace({CLASS_DUMMY: ROW}))
+    rest = sp.Mul(*[f for f in sp.Mul.make_args(body) if f is not ex]) * sp.exp(constant)
+    if rest == 1 and c == 1:  # sum_s exp(g_s) is exp(LSE(g)) itself
+        return sp.exp(lse)
+    inner = rest * sp.exp(c * (g - lse))
+    outside = sp.exp(c * lse)
+    return outside * sp.Sum(inner, *s.limits)
 
 
 def _as_softmax(t: sp.exp) -> sp.Expr:

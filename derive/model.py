@@ -76,6 +76,11 @@ class LossModel:
     params: tuple[Param, ...] = ()
     description: Prose = field(default_factory=lambda: Prose(en="", zh=""))
     weight_decay: bool = False
+    #: The concrete class counts every symbolic step is also proved for. Large, generic losses
+    #: may ask for fewer (their expressions grow fast with K); the notes say which were done.
+    concrete_Ks: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    #: Derive (and emit) the Hessian w.r.t. the logits and its vector products.
+    second_order: bool = True
 
     def __post_init__(self) -> None:
         S.checked_name(self.name, "loss name")

@@ -120,6 +120,9 @@ class VectorPrinter(NumPyPrinter):
         self.kernels_used.add(name)
         if isinstance(expr, Sigmoid | Softplus):  # elementwise: the argument carries the axes
             return f"{name}({self._print(expr.args[0])})"
+        if len(expr.args) > 1 and expr.args[1] == S.c and self.gather is not None:
+            whole = f"{name}({self._print(expr.args[0])})"
+            return f"np.take_along_axis({whole}, {self.gather}[:, None], axis=-1)"
         axis = self.axes.get(expr.args[1], "") if len(expr.args) > 1 else ""
         return f"{name}({self._print(expr.args[0])}){axis}"
 
@@ -221,7 +224,10 @@ def _share_softmax_and_lse(
     lines: list[str] = []
     for number, lse in enumerate(sorted({a for e in exprs for a in e.atoms(LogSumExp)}, key=str)):
         (row,) = lse.args
-        softmaxes = {a for e in exprs for a in e.atoms(Softmax) if a.args[0] == row}
+        # (a softmax at the label, index c, is a gather of the row, not the row itself)
+        softmaxes = {
+            a for e in exprs for a in e.atoms(Softmax) if a.args[0] == row and a.args[1] != S.c
+        }
         if not softmaxes:
             continue
         p_name, l_name = sp.Symbol(f"_p{number}"), sp.Symbol(f"_l{number}")

@@ -47,12 +47,12 @@ class Prose:
 # --------------------------------------------------------------------------- zero tests
 
 
-def is_zero(expr: sp.Basic, exp_atoms_first: bool = False) -> bool:
-    """Exact zero test, cheapest rewrite first: expand, then cancel, then simplify.
+def is_zero(expr: sp.Basic) -> bool:
+    """Exact zero test, cheapest rewrite first; `False` means "not proved", never "proved wrong".
 
-    Exponentials as opaque positive symbols make an expression a rational function, which
-    `cancel` decides quickly; sound, since a rational identity in the exp's holds for any values.
-    That is the fast path for explicit (concrete-size) expressions, hence `exp_atoms_first`.
+    Exponentials become opaque positive symbols (one per term of their exponent), which makes
+    most expressions here rational functions that `cancel` decides quickly; that is sound, since
+    a rational identity in the exp's holds for any values. Then `expand`, then `simplify`.
     """
     if expr == 0:
         return True
@@ -61,15 +61,14 @@ def is_zero(expr: sp.Basic, exp_atoms_first: bool = False) -> bool:
     expr = to_raw(expr)
     if expr == 0:
         return True
-    atoms = (lambda e: sp.cancel(sp.together(_exponentials_as_symbols(e))),)
     rewrites = (
-        *(atoms if exp_atoms_first else ()),
+        lambda e: sp.cancel(sp.together(_exponentials_as_symbols(e))),
         sp.expand,
-        *(() if exp_atoms_first else atoms),
-        lambda e: sp.cancel(sp.together(e)),
         sp.simplify,
     )
     for rewrite in rewrites:
+        if rewrite is sp.simplify and sp.count_ops(expr) > SIMPLIFY_LIMIT:
+            break  # NOTE: simplify on a huge expression can run for hours; report unproved
         try:
             if rewrite(expr) == 0:
                 return True
@@ -78,16 +77,34 @@ def is_zero(expr: sp.Basic, exp_atoms_first: bool = False) -> bool:
     return False
 
 
+#: Operation count above which the last-resort `simplify` is not attempted.
+SIMPLIFY_LIMIT = 400
+
+
 def _exponentials_as_symbols(expr: sp.Basic) -> sp.Basic:
     table: dict[sp.Basic, sp.Symbol] = {}
 
     def atom(e: sp.exp) -> sp.Expr:
-        arg = sp.expand(e.args[0])
-        if arg.could_extract_minus_sign():  # exp(-t) = 1 / exp(t): one symbol for both
-            return 1 / table.setdefault(-arg, sp.Dummy(positive=True))
-        return table.setdefault(arg, sp.Dummy(positive=True))
+        # exp(2a - b) = E_a^2 / E_b: one symbol per distinct term of the exponent, so that
+        # every product and power of exponentials is a monomial in those symbols.
+        out: sp.Expr = sp.S.One
+        for term in sp.Add.make_args(sp.expand(e.args[0])):
+            coeff, rest = term.as_coeff_Mul()
+            if coeff.is_Rational and rest != 1:
+                out *= table.setdefault(rest, sp.Dummy(positive=True)) ** coeff
+            else:
+                out *= table.setdefault(term, sp.Dummy(positive=True))
+        return out
 
-    return expr.replace(lambda e: isinstance(e, sp.exp), atom)
+    out = expr.replace(lambda e: isinstance(e, sp.exp), atom)
+    # A power with a symbolic exponent is opaque to `cancel`: bring its base to one normal form
+    # (a reduced fraction) so that equal powers written differently become the same atom.
+    out = out.replace(
+        lambda e: isinstance(e, sp.Pow) and not e.exp.is_Integer,
+        lambda e: sp.Pow(sp.factor(sp.cancel(sp.together(e.base))), e.exp),
+    )
+    # b^(g - 1) = b^g / b: one generator per base for `cancel`, whatever the exponent's offset.
+    return sp.expand_power_exp(out)
 
 
 # --------------------------------------------------------------------------- rewrites
@@ -177,7 +194,10 @@ def instantiate(expr: sp.Basic, K: int, targets_simplex: bool) -> sp.Basic:
     With `targets_simplex`, `y_K = 1 - sum_{j<K} y_j`, so that identities that need `sum y = 1`
     become plain algebraic identities.
     """
-    out = expr.subs(S.K, K).doit()
+    from derive.functions import to_raw
+
+    # Stable functions first become their raw formulas (in symbolic K), then K is substituted.
+    out = to_raw(expr).subs(S.K, K).doit()
     if targets_simplex:
         out = out.subs(S.y[K], 1 - sum(S.y[t] for t in range(1, K)))
     return out
@@ -301,6 +321,27 @@ def _random_value(sym: sp.Basic, rng: random.Random) -> sp.Expr:
 
 
 @dataclass(frozen=True)
+class FirstOf:
+    """The first of several checks that succeeds (the notes name the one that did).
+
+    For rewrites whose symbolic-K proof SymPy may not find (large user losses), a concrete-K
+    proof is the fallback; if every alternative fails, the last failure stops the pipeline.
+    """
+
+    alternatives: tuple[Check, ...]
+
+    def run(self, step: Step) -> Outcome:
+        error: StepCheckError | None = None
+        for alternative in self.alternatives:
+            try:
+                return alternative.run(step)
+            except StepCheckError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+
+@dataclass(frozen=True)
 class Positive:
     """`rhs > 0` by SymPy's assumption system (exp is positive, sums of positives are positive)."""
 
@@ -331,7 +372,7 @@ class Elementwise:
                 raise _fail(step, f"n={n}, d={d}, K={K}: shapes {lhs.shape} != {rhs.shape}")
             for r in range(lhs.rows):
                 for col in range(lhs.cols):
-                    if not is_zero(lhs[r, col] - rhs[r, col], exp_atoms_first=True):
+                    if not is_zero(lhs[r, col] - rhs[r, col]):
                         raise _fail(step, f"n={n}, d={d}, K={K}: entry ({r}, {col}) differs")
         sizes = "; ".join(f"$n={n}, d={d}, K={K}$" for n, d, K in self.shapes)
         return Outcome(

@@ -225,6 +225,9 @@ def _gradient_entry(s: Subject, y: Array, j: int) -> Callable[[Array], float]:
 
 @check
 def fd_hessian(s: Subject) -> Result:
+    name = "Hessian, HVPs vs differences of the gradient (float64)"
+    if not hasattr(s.m, "hessian_logits"):
+        return Result(name, math.nan, FD_BOUND, "skip", "the model derives no second order")
     rng = _rng(3)
     worst = 0.0
     for K in (1, 2, 5, 9) if s.targets != "distribution" else (2, 5, 9):
@@ -244,7 +247,7 @@ def fd_hessian(s: Subject) -> Result:
         s.m.loss_and_grad(X, labels, W - h * D, b),
     )
     worst = max(worst, _rel(hv, (up[1] - down[1]) / (2 * h)))
-    return _result("Hessian, HVPs vs differences of the gradient (float64)", worst, FD_BOUND)
+    return _result(name, worst, FD_BOUND)
 
 
 @check
@@ -435,6 +438,10 @@ def properties(s: Subject) -> Result:
 
     worst = [0.0]
     distribution = s.targets == "distribution"
+    # NOTE: the catalogue formulas are well conditioned (1e-12). A user loss's printed formula may
+    # cancel near saturated logits (the focal loss divides by 1 - p): 1e-8 absolute, and said.
+    bound = IDENTITY_BOUND if _reference_loss(s) is not None else 1e-8
+    note = "" if bound == IDENTITY_BOUND else "user loss: bound 1e-8 (conditioning not known)"
 
     @settings(
         max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
@@ -465,13 +472,14 @@ def properties(s: Subject) -> Result:
             errs.append(float(np.max(np.abs(G.sum(axis=-1)))))
             errs.append(float(np.max(np.abs(s.m.grad_logits(O + shift, y) - G))))
         worst[0] = max(worst[0], *errs)
-        assert max(errs) <= IDENTITY_BOUND, errs
+        assert max(errs) <= bound, errs
 
+    name = "properties (hypothesis, 40 cases)"
     try:
         prop()
     except AssertionError:
-        return Result("properties (hypothesis, 40 cases)", worst[0], IDENTITY_BOUND, "FAIL")
-    return _result("properties (hypothesis, 40 cases)", worst[0], IDENTITY_BOUND)
+        return Result(name, worst[0], bound, "FAIL", note)
+    return _result(name, worst[0], bound, note)
 
 
 def _bad_inputs(s: Subject) -> list[tuple[str, Callable[[], Any]]]:
@@ -493,8 +501,9 @@ def _bad_inputs(s: Subject) -> list[tuple[str, Callable[[], Any]]]:
         ("float16 X", lambda: m.loss_and_grad(X.astype(np.float16), y, W, b)),
         ("NaN in targets", lambda: m.loss(X @ W + b, np.full((4, 2), np.nan))),
         ("logits 1-D", lambda: m.loss(np.zeros(2), y)),
-        ("hessian of a batch", lambda: m.hessian_logits(np.zeros((2, 3)))),
     ]
+    if hasattr(m, "hessian_logits"):
+        cases.append(("hessian of a batch", lambda: m.hessian_logits(np.zeros((2, 3)))))
     for p in s.params:
         for value in (math.nan, -1e9):
             call = partial(m.loss_and_grad, X, y, W, b, **{p: value})
