@@ -64,10 +64,7 @@ class Timing:
 
 def _calls_for(fn: Callable[[], object], target_s: float, min_calls: int, max_calls: int) -> int:
     """Number of calls that makes one block last about `target_s`, within [min_calls, max_calls]."""
-    t0 = time.perf_counter()
-    fn()  # first touch: imports, JIT compilation, page faults of cached buffers
-    if time.perf_counter() - t0 > 4 * target_s:  # slow enough: fewest calls, no more probing
-        return min_calls
+    fn()  # first touch: imports, JIT compilation, page faults of cached buffers (never timed)
     best = float("inf")
     spent = 0.0
     for _ in range(3):  # the fastest of up to 3 calls, so one disturbed call does not decide

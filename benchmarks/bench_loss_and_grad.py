@@ -161,7 +161,8 @@ def import_frameworks(
     (XLA has no finer knob); NumPy's BLAS is capped by the caller with threadpoolctl.
     """
     notes: list[str] = []
-    torch = jax = None
+    torch_mod: ModuleType | None = None
+    jax_mod: ModuleType | None = None
     if "torch" in without:
         notes.append("torch: excluded by --without")
     else:
@@ -170,6 +171,7 @@ def import_frameworks(
 
             if threads is not None:
                 torch.set_num_threads(threads)
+            torch_mod = torch
         except ImportError as e:
             notes.append(f"torch: not installed, skipped ({e})")
     if "jax" in without:
@@ -185,9 +187,10 @@ def import_frameworks(
             import jax
 
             jax.config.update("jax_enable_x64", True)
+            jax_mod = jax
         except ImportError as e:
             notes.append(f"jax: not installed, skipped ({e})")
-    return torch, jax, notes
+    return torch_mod, jax_mod, notes
 
 
 # --------------------------------------------------------------------------- measurements
@@ -350,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(a: argparse.Namespace) -> int:
     # (rounds, seconds per block, min timed calls per block, pause before each block)
-    rounds, block_s, min_calls, gap_s = (2, 0.02, 1, 0.05) if a.quick else (7, 0.1, 3, 0.2)
+    rounds, block_s, min_calls, gap_s = (2, 0.02, 2, 0.05) if a.quick else (7, 0.1, 3, 0.2)
     dtypes = [np.dtype(x).type for x in (a.dtypes or ["float32", "float64"])]
 
     subject, source = load_subject()
@@ -362,8 +365,8 @@ def run(a: argparse.Namespace) -> int:
     print("versions:", ", ".join(versions))
     for note in notes:
         print("note:", note)
-    if note := blas_env_note():
-        print(note)
+    if env_note := blas_env_note():
+        print(env_note)
     load = os.getloadavg()[0]
     print(f"load average at start: {load:.2f} on {os.cpu_count()} CPUs")
     if load > 0.5 * (os.cpu_count() or 1):

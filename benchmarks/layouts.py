@@ -13,8 +13,8 @@ cache. `limit_*` are the two GEMMs alone (X @ W and the backward product), the f
 beat. The script checks every candidate against `plain` in float64, then prints median times and
 ratios (measured side by side, see `_timing.py`), one table per size and dtype.
 
-    python benchmarks/layouts.py               # all sizes, float32 and float64 (~3 min)
-    python benchmarks/layouts.py --quick       # fewer rounds and block sizes
+    python benchmarks/layouts.py               # all sizes, float32 and float64 (~5 min idle)
+    python benchmarks/layouts.py --quick       # fewer rounds and block sizes (~40 s idle)
 
 Benchmark against the current OpenBLAS kernel: where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set,
 prefix the command with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -268,7 +269,9 @@ def check(kernels: list[Kernel], n: int, d: int, K: int) -> None:
     for k in kernels:
         got = k(X, y, W, b)
         for r, g in zip(ref, got, strict=True):
-            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-13, err_msg=k.__name__)
+            np.testing.assert_allclose(
+                np.asarray(g), np.asarray(r), rtol=1e-10, atol=1e-13, err_msg=k.__name__
+            )
 
 
 def run_size(
@@ -284,7 +287,7 @@ def run_size(
     X, y, W, b = make_inputs(n, d, K, dtype)
     kernels = candidates(n, blocks, ew)
     check(kernels, n, d, K)
-    contenders = [Contender(k.__name__, lambda k=k: k(X, y, W, b)) for k in kernels]
+    contenders = [Contender(k.__name__, partial(k, X, y, W, b)) for k in kernels]
     contenders += [Contender(name, fn) for name, fn in make_limits(X, W).items()]
     t = time_interleaved(contenders, rounds=rounds, block_s=0.05, max_calls=100)
     base = t["plain"].median
