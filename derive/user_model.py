@@ -39,6 +39,7 @@ def model_from_formula(
     prediction: str | None = None,
     title: str | None = None,
     concrete_Ks: tuple[int, ...] = (2, 3),
+    second_order: bool = True,
 ) -> LossModel:
     """A `LossModel` from formula strings, through the restricted parser."""
     S.checked_name(name, "loss name")
@@ -75,6 +76,7 @@ def model_from_formula(
         params=tuple(declared),
         description=Prose(f"the user-defined loss `{name}`", f"用户定义的损失 `{name}`"),
         concrete_Ks=concrete_Ks,
+        second_order=second_order,
     )
 
 
@@ -94,11 +96,12 @@ def load_user_model(path: Path) -> LossModel:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ModelDefinitionError(f"{path}: not valid TOML ({exc})") from None
-        unknown = set(data) - {"name", "title", "targets", "loss", "prediction", "params"}
+        keys = {"name", "title", "targets", "loss", "prediction", "params", "second_order"}
+        unknown = set(data) - keys
         if unknown or "name" not in data or "loss" not in data:
             raise ModelDefinitionError(
                 f"{path}: expected keys name, loss and optionally title, targets, prediction, "
-                f"params; unknown: {sorted(unknown)}"
+                f"params, second_order; unknown: {sorted(unknown)}"
             )
         return model_from_formula(
             name=str(data["name"]),
@@ -107,5 +110,6 @@ def load_user_model(path: Path) -> LossModel:
             params=data.get("params"),
             prediction=data.get("prediction"),
             title=data.get("title"),
+            second_order=bool(data.get("second_order", True)),
         )
     raise ModelDefinitionError(f"{path}: expected a .py or .toml model file")

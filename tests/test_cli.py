@@ -11,7 +11,7 @@ from derive.loader import GENERATED_DIR
 
 
 def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["latex", "--out", str(tmp_path)]) == 0
+    assert main(["latex", "--loss", "softmax_regression", "--out", str(tmp_path)]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         "softmax_regression.md",
@@ -19,7 +19,7 @@ def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixtu
         "softmax_regression.zh.md",
         "softmax_regression.zh.tex",
     ]
-    assert "steps checked" in capsys.readouterr().out
+    assert "derivation checked" in capsys.readouterr().out
     for p in tmp_path.iterdir():
         assert p.read_bytes() == (GENERATED_DIR / p.name).read_bytes()
 
@@ -27,7 +27,7 @@ def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_emit_then_verify_a_module_by_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["emit", "--out", str(tmp_path)]) == 0
+    assert main(["emit", "--loss", "softmax_regression", "--out", str(tmp_path)]) == 0
     module = tmp_path / "softmax_regression.py"
     assert main(["verify", "--module", str(module)]) == 0
     out = capsys.readouterr().out
@@ -37,12 +37,13 @@ def test_emit_then_verify_a_module_by_path(
 def test_check_fails_with_a_diff_when_stale(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["latex", "--out", str(tmp_path)]) == 0
-    assert main(["emit", "--out", str(tmp_path)]) == 0
-    assert main(["check", "--out", str(tmp_path)]) == 0
+    one = ["--loss", "softmax_regression", "--out", str(tmp_path)]
+    assert main(["latex", *one]) == 0
+    assert main(["emit", *one]) == 0
+    assert main(["check", *one]) == 0
     md = tmp_path / "softmax_regression.md"
     md.write_text(md.read_text().replace("Softmax regression", "Softmax regresion", 1))
-    assert main(["check", "--out", str(tmp_path)]) == 1
+    assert main(["check", *one]) == 1
     out = capsys.readouterr().out
     assert "stale: softmax_regression.md" in out and "+# Softmax regression" in out
 
@@ -65,5 +66,6 @@ def test_pdf_without_an_engine_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert main(["latex", "--pdf", "--lang", "en", "--out", str(tmp_path)]) == 2
+    args = ["latex", "--pdf", "--lang", "en", "--loss", "squared_error", "--out", str(tmp_path)]
+    assert main(args) == 2
     assert "apt-get install" in capsys.readouterr().err
