@@ -70,6 +70,17 @@ def _block(
     return Printed(print_assignments(printer, outputs), to_latex(latex_of))
 
 
+def _in_place_sum(name: str, expr: sp.Basic, printer: VectorPrinter) -> list[str]:
+    terms = list(expr.args) if isinstance(expr, sp.MatAdd) else [expr]
+    first, *rest = sorted(
+        terms, key=lambda t: not isinstance(t, sp.MatMul) or t.args[0] == S.ones_n
+    )
+    return [
+        f"{name} = {printer.doprint(first)}",
+        *(f"{name} += {printer.doprint(t)}" for t in rest),
+    ]
+
+
 def _param_views(model: LossModel) -> list[dict[str, Any]]:
     return [
         {
@@ -121,6 +132,9 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "second_order": second_order,
         "prediction": _block(soft, [("P", prediction)], prediction),
         "logits": chain.doprint(forms["logits"]),
+        # The same sum, as statements: the GEMM's fresh result, then `+=` the other terms, so the
+        # fused loop allocates no second n x K array per block.
+        "logits_inplace": _in_place_sum("O", forms["logits"], chain),
         "chain_W": chain.doprint(forms["dW"]),
         "chain_b": chain.doprint(forms["db"]),
         "decay": None,

@@ -166,20 +166,21 @@ def _layer(X: Any, W: Any, b: Any) -> tuple[Array, Array, Array]:
         raise ValueError(
             f"b: expected shape ({W.shape[1]},) to match W of shape {W.shape}, got {b.shape}"
         )
-    for name, arr in (("W", W), ("b", b)):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
     dtype = np.result_type(X, W, b)
     return X.astype(dtype, copy=False), W.astype(dtype, copy=False), b.astype(dtype, copy=False)
 
 
-def _finite_logits(O: Array, X: Array, start: int) -> None:
-    """Called on each block's logits: non-finite logits mean bad X (NaN/inf) or an overflow.
+def _finite_logits(O: Array, X: Array, start: int, W: Array, b: Array) -> None:
+    """Called on each block's logits: non-finite logits mean NaN/inf in X, W or b, or overflow.
 
-    NOTE: checking the (rows x K) logits instead of X itself costs K/d of a pass over X; any
-    NaN or inf in a row of X reaches that row's logits (inf * w is inf or NaN, never finite).
+    NOTE: checking the (rows x K) logits instead of the inputs costs K/d of a pass over X; any
+    NaN or inf in X, W or b reaches the logits (inf * w is inf or NaN, never finite), and only
+    then are the inputs searched, to name the one at fault.
     """
     if not np.isfinite(O).all():
+        for name, arr in (("W", W), ("b", b)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name}: contains NaN or inf; expected finite values")
         row = start + int(np.flatnonzero(~np.isfinite(O).all(axis=-1))[0])
         if not np.isfinite(X[row]).all():
             raise ValueError(f"X: row {row} contains NaN or inf; expected finite values")
@@ -251,9 +252,10 @@ def loss_and_grad(
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
         Xb = X[start:stop]
-        O = Xb @ W + b
+        O = Xb @ W
+        O += b
         if check:
-            _finite_logits(O, X, start)
+            _finite_logits(O, X, start, W, b)
         assert Y is not None
         Y_all = Y
         Y = Y_all[start:stop]
@@ -266,7 +268,7 @@ def loss_and_grad(
         G = _sigmoid(O) - Y
         Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
-        dW += (G.T @ Xb).T
+        dW += Xb.T @ G
         db += G.sum(axis=0)
     dW /= n
     db /= n
@@ -277,7 +279,7 @@ def predict_proba(X: Any, W: Any, b: Any) -> Array:
     r"""The model's output for each sample: $\sigma\left(o_{j}\right)$."""
     Xb, W, b = _layer(X, W, b)
     O = Xb @ W + b
-    _finite_logits(O, Xb, 0)
+    _finite_logits(O, Xb, 0, W, b)
     P: Array
     P = _sigmoid(O)
     return P
@@ -330,7 +332,7 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
     if V.shape != W.shape:
         raise ValueError(f"V: expected shape {W.shape} to match W, got {V.shape}")
     O = Xb @ W + b
-    _finite_logits(O, Xb, 0)
+    _finite_logits(O, Xb, 0, W, b)
     G = hvp_logits(O, Xb @ V) / Xb.shape[0]
-    out: Array = (G.T @ Xb).T
+    out: Array = Xb.T @ G
     return out

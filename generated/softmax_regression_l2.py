@@ -234,20 +234,21 @@ def _layer(X: Any, W: Any, b: Any) -> tuple[Array, Array, Array]:
         raise ValueError(
             f"b: expected shape ({W.shape[1]},) to match W of shape {W.shape}, got {b.shape}"
         )
-    for name, arr in (("W", W), ("b", b)):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
     dtype = np.result_type(X, W, b)
     return X.astype(dtype, copy=False), W.astype(dtype, copy=False), b.astype(dtype, copy=False)
 
 
-def _finite_logits(O: Array, X: Array, start: int) -> None:
-    """Called on each block's logits: non-finite logits mean bad X (NaN/inf) or an overflow.
+def _finite_logits(O: Array, X: Array, start: int, W: Array, b: Array) -> None:
+    """Called on each block's logits: non-finite logits mean NaN/inf in X, W or b, or overflow.
 
-    NOTE: checking the (rows x K) logits instead of X itself costs K/d of a pass over X; any
-    NaN or inf in a row of X reaches that row's logits (inf * w is inf or NaN, never finite).
+    NOTE: checking the (rows x K) logits instead of the inputs costs K/d of a pass over X; any
+    NaN or inf in X, W or b reaches the logits (inf * w is inf or NaN, never finite), and only
+    then are the inputs searched, to name the one at fault.
     """
     if not np.isfinite(O).all():
+        for name, arr in (("W", W), ("b", b)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name}: contains NaN or inf; expected finite values")
         row = start + int(np.flatnonzero(~np.isfinite(O).all(axis=-1))[0])
         if not np.isfinite(X[row]).all():
             raise ValueError(f"X: row {row} contains NaN or inf; expected finite values")
@@ -298,7 +299,8 @@ def loss(O: Any, y: Any) -> Any:
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
-        loss_rows = _logsumexp(O) - np.take_along_axis(O, labels[:, None], axis=-1)
+        _rows = np.arange(n)
+        loss_rows = _logsumexp(O) - O[_rows, labels][:, None]
     else:
         assert Y is not None
         loss_rows = _logsumexp(O) - np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
@@ -359,15 +361,16 @@ def loss_and_grad(
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
         Xb = X[start:stop]
-        O = Xb @ W + b
+        O = Xb @ W
+        O += b
         if check:
-            _finite_logits(O, X, start)
+            _finite_logits(O, X, start, W, b)
         if labels is not None:
             labels_all = labels
             labels = labels_all[start:stop]
             _rows = np.arange(stop - start)
             _p0, _l0 = _softmax_and_logsumexp(O)
-            loss_rows = _l0 - np.take_along_axis(O, labels[:, None], axis=-1)
+            loss_rows = _l0 - O[_rows, labels][:, None]
             G = _p0
             G[_rows, labels] += -1
             labels = labels_all
@@ -380,7 +383,7 @@ def loss_and_grad(
             G = _p0 - Y
             Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
-        dW += (G.T @ Xb).T
+        dW += Xb.T @ G
         db += G.sum(axis=0)
     dW /= n
     db /= n
@@ -393,7 +396,7 @@ def predict_proba(X: Any, W: Any, b: Any) -> Array:
     r"""The model's output for each sample: $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     Xb, W, b = _layer(X, W, b)
     O = Xb @ W + b
-    _finite_logits(O, Xb, 0)
+    _finite_logits(O, Xb, 0, W, b)
     P: Array
     P = _softmax(O)
     return P
@@ -447,8 +450,8 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, lam: float = 0.0001) -> Array:
     if V.shape != W.shape:
         raise ValueError(f"V: expected shape {W.shape} to match W, got {V.shape}")
     O = Xb @ W + b
-    _finite_logits(O, Xb, 0)
+    _finite_logits(O, Xb, 0, W, b)
     G = hvp_logits(O, Xb @ V) / Xb.shape[0]
-    out: Array = (G.T @ Xb).T
+    out: Array = Xb.T @ G
     out += lam * V
     return out

@@ -234,20 +234,21 @@ def _layer(X: Any, W: Any, b: Any) -> tuple[Array, Array, Array]:
         raise ValueError(
             f"b: expected shape ({W.shape[1]},) to match W of shape {W.shape}, got {b.shape}"
         )
-    for name, arr in (("W", W), ("b", b)):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
     dtype = np.result_type(X, W, b)
     return X.astype(dtype, copy=False), W.astype(dtype, copy=False), b.astype(dtype, copy=False)
 
 
-def _finite_logits(O: Array, X: Array, start: int) -> None:
-    """Called on each block's logits: non-finite logits mean bad X (NaN/inf) or an overflow.
+def _finite_logits(O: Array, X: Array, start: int, W: Array, b: Array) -> None:
+    """Called on each block's logits: non-finite logits mean NaN/inf in X, W or b, or overflow.
 
-    NOTE: checking the (rows x K) logits instead of X itself costs K/d of a pass over X; any
-    NaN or inf in a row of X reaches that row's logits (inf * w is inf or NaN, never finite).
+    NOTE: checking the (rows x K) logits instead of the inputs costs K/d of a pass over X; any
+    NaN or inf in X, W or b reaches the logits (inf * w is inf or NaN, never finite), and only
+    then are the inputs searched, to name the one at fault.
     """
     if not np.isfinite(O).all():
+        for name, arr in (("W", W), ("b", b)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name}: contains NaN or inf; expected finite values")
         row = start + int(np.flatnonzero(~np.isfinite(O).all(axis=-1))[0])
         if not np.isfinite(X[row]).all():
             raise ValueError(f"X: row {row} contains NaN or inf; expected finite values")
@@ -299,8 +300,9 @@ def loss(O: Any, y: Any, *, T: float = 2.0) -> Any:
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
+        _rows = np.arange(n)
         _t0 = 1 / T
-        loss_rows = -_t0 * np.take_along_axis(O, labels[:, None], axis=-1) + _logsumexp(_t0 * O)
+        loss_rows = -_t0 * O[_rows, labels][:, None] + _logsumexp(_t0 * O)
     else:
         assert Y is not None
         _t0 = 1 / T
@@ -365,16 +367,17 @@ def loss_and_grad(
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
         Xb = X[start:stop]
-        O = Xb @ W + b
+        O = Xb @ W
+        O += b
         if check:
-            _finite_logits(O, X, start)
+            _finite_logits(O, X, start, W, b)
         if labels is not None:
             labels_all = labels
             labels = labels_all[start:stop]
             _rows = np.arange(stop - start)
             _p0, _l0 = _softmax_and_logsumexp(O / T)
             _t0 = 1 / T
-            loss_rows = _l0 - _t0 * np.take_along_axis(O, labels[:, None], axis=-1)
+            loss_rows = _l0 - _t0 * O[_rows, labels][:, None]
             G = _p0 * _t0
             G[_rows, labels] += -1 / T
             labels = labels_all
@@ -388,7 +391,7 @@ def loss_and_grad(
             G = _t0 * (_p0 - Y)
             Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
-        dW += (G.T @ Xb).T
+        dW += Xb.T @ G
         db += G.sum(axis=0)
     dW /= n
     db /= n
@@ -400,7 +403,7 @@ def predict_proba(X: Any, W: Any, b: Any, *, T: float = 2.0) -> Array:
     _param("T", T, 0.0, None, False, False)
     Xb, W, b = _layer(X, W, b)
     O = Xb @ W + b
-    _finite_logits(O, Xb, 0)
+    _finite_logits(O, Xb, 0, W, b)
     P: Array
     P = _softmax(O / T)
     return P
@@ -460,7 +463,7 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, T: float = 2.0) -> Array:
     if V.shape != W.shape:
         raise ValueError(f"V: expected shape {W.shape} to match W, got {V.shape}")
     O = Xb @ W + b
-    _finite_logits(O, Xb, 0)
+    _finite_logits(O, Xb, 0, W, b)
     G = hvp_logits(O, Xb @ V, T=T) / Xb.shape[0]
-    out: Array = (G.T @ Xb).T
+    out: Array = Xb.T @ G
     return out

@@ -54,7 +54,7 @@ def test_two_free_indices_map_to_two_axes() -> None:
 def test_label_index_prints_as_a_gather() -> None:
     printer = VectorPrinter({"o": "O"}, gather="labels")
     assert printer.doprint(LogSumExp(ROW_O) - S.o[S.c]) == (
-        "_logsumexp(O) - np.take_along_axis(O, labels[:, None], axis=-1)"
+        "_logsumexp(O) - O[_rows, labels][:, None]"
     )
 
 
