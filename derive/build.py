@@ -45,12 +45,14 @@ def code_artifacts(checked: CheckedDerivation) -> dict[str, str]:
     return {f"{checked.derivation.name}.py": emit_module(checked)}
 
 
-def artifacts_for(name: str, kinds: tuple[str, ...] = KINDS) -> tuple[dict[str, str], float]:
+def artifacts_for(
+    name: str, kinds: tuple[str, ...] = KINDS, workers: int = 1
+) -> tuple[dict[str, str], float]:
     """The artifacts of one catalogue loss (checked first), and the seconds the checks took."""
     from derive import catalogue
 
     t0 = time.perf_counter()
-    checked = catalogue.checked(name)
+    checked = catalogue.checked(name, workers)
     seconds = time.perf_counter() - t0
     out: dict[str, str] = {}
     if "notes" in kinds:
@@ -65,7 +67,10 @@ def artifacts_for_all(
 ) -> dict[str, tuple[dict[str, str], float]]:
     """`artifacts_for` every name, one process per core: the symbolic checks are CPU-bound and
     independent per loss. Only strings cross process boundaries."""
-    workers = min(len(names), os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    if len(names) == 1:  # one loss: its steps are checked in parallel instead
+        return {names[0]: artifacts_for(names[0], kinds, workers=cores)}
+    workers = min(len(names), cores)
     if workers <= 1:
         return {name: artifacts_for(name, kinds) for name in names}
     ctx = multiprocessing.get_context("fork") if hasattr(os, "fork") else None

@@ -29,8 +29,8 @@ def names() -> list[str]:
 
 
 @cache
-def checked(name: str) -> CheckedDerivation:
+def checked(name: str, workers: int = 1) -> CheckedDerivation:
     """The derivation of `name`, every step checked (once per process)."""
     if name not in CATALOGUE:
         raise UnknownLossError(f"loss {name!r}: unknown; expected one of {', '.join(CATALOGUE)}")
-    return CATALOGUE[name]().check()
+    return CATALOGUE[name]().check(workers)

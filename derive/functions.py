@@ -162,10 +162,14 @@ class Softplus(sp.Function):
 def to_raw(expr: sp.Basic) -> sp.Basic:
     """Every stable function replaced by the raw formula it stands for (to check a rewrite).
 
-    Softmax and log-sum-exp expand through `doit`; the elementwise sigmoid and softplus keep
-    their form under `doit` (so differentiation stays in stable functions) and expand here.
+    The elementwise sigmoid and softplus keep their form under `doit` (so differentiation stays
+    in stable functions); every one of these functions expands here.
     """
-    out = expr.doit()
+    # Only these functions are rewritten: a general `doit` would also try to evaluate every
+    # symbolic-K sum (slow, and not needed to compare raw formulas).
+    out = expr.replace(
+        lambda t: isinstance(t, Softmax | LogSoftmax | LogSumExp), lambda t: t.doit()
+    )
     return out.replace(lambda t: isinstance(t, Sigmoid | Softplus), lambda t: t.raw())
 
 

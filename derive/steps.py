@@ -18,6 +18,8 @@ Three kinds of check, strongest first:
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,11 +63,10 @@ def is_zero(expr: sp.Basic) -> bool:
     expr = to_raw(expr)
     if expr == 0:
         return True
-    rewrites = (
-        lambda e: sp.cancel(sp.together(_exponentials_as_symbols(e))),
-        sp.expand,
-        sp.simplify,
-    )
+    atoms = lambda e: sp.cancel(sp.together(_exponentials_as_symbols(e)))  # noqa: E731
+    # A polynomial (no exponentials) is decided fastest by `expand` alone.
+    first = (atoms, sp.expand) if expr.has(sp.exp) else (sp.expand, atoms)
+    rewrites = (*first, sp.simplify)
     for rewrite in rewrites:
         if rewrite is sp.simplify and sp.count_ops(expr) > SIMPLIFY_LIMIT:
             break  # NOTE: simplify on a huge expression can run for hours; report unproved
@@ -421,13 +422,32 @@ class Derivation:
     #: The `LossModel` the derivation is about (what the code generator needs besides forms).
     model: Any = None
 
-    def check(self) -> CheckedDerivation:
-        """Run every check in order; the first failure stops everything (`StepCheckError`)."""
-        checked = []
+    def check(self, workers: int = 1) -> CheckedDerivation:
+        """Run every check; the first failing step, in order, stops everything.
+
+        With `workers > 1` the steps are checked in forked processes (they are independent);
+        the steps reach the workers through the fork, only outcomes and errors come back.
+        """
         for step in self.steps:
             if not step.definition and not step.checks:
                 raise _fail(step, "a claim with no check")
-            checked.append(CheckedStep(step, tuple(chk.run(step) for chk in step.checks)))
+        indices = list(range(len(self.steps)))
+        if workers > 1 and hasattr(os, "fork"):
+            global _CHECKING
+            _CHECKING = self
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(workers) as pool:
+                # Later steps (second order, convexity) are the slowest: start them first.
+                results = dict(pool.imap_unordered(_check_step, indices[::-1]))
+            _CHECKING = None
+        else:
+            results = dict(_run_step(self, i) for i in indices)
+        checked = []
+        for i in indices:
+            outcome = results[i]
+            if isinstance(outcome, StepCheckError):
+                raise outcome
+            checked.append(CheckedStep(self.steps[i], outcome))
         return CheckedDerivation(self, tuple(checked))
 
     def replace_step(self, name: str, **changes: object) -> Derivation:
@@ -439,6 +459,23 @@ class Derivation:
             raise KeyError(name)
         steps = tuple(replace(s, **changes) if s.name == name else s for s in self.steps)  # type: ignore[arg-type]
         return replace(self, steps=steps)
+
+
+_CHECKING: Derivation | None = None
+
+
+def _run_step(d: Derivation, i: int) -> tuple[int, tuple[Outcome, ...] | StepCheckError]:
+    step = d.steps[i]
+    try:
+        return i, tuple(chk.run(step) for chk in step.checks)
+    except StepCheckError as exc:
+        return i, exc
+
+
+def _check_step(i: int) -> tuple[int, tuple[Outcome, ...] | StepCheckError]:
+    """Worker side of `Derivation.check(workers > 1)`: the derivation came with the fork."""
+    assert _CHECKING is not None
+    return _run_step(_CHECKING, i)
 
 
 @dataclass(frozen=True)
