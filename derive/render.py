@@ -7,6 +7,7 @@ They hold layout only; nothing here or there types a formula.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,14 +66,29 @@ class StepView:
     numeric_only: bool
 
 
-def step_view(number: int, checked: CheckedStep, lang: str) -> StepView:
+_CODE_SPAN = re.compile(r"`([^`]*)`")
+_TEX_SPECIAL = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#"}
+
+
+def prose(text: str, fmt: str) -> str:
+    """Prose as the format needs it: `code` spans become \texttt{} (escaped) in LaTeX."""
+    if fmt != "tex":
+        return text
+
+    def texttt(m: re.Match[str]) -> str:
+        return r"\texttt{" + "".join(_TEX_SPECIAL.get(ch, ch) for ch in m.group(1)) + "}"
+
+    return _CODE_SPAN.sub(texttt, text)
+
+
+def step_view(number: int, checked: CheckedStep, lang: str, fmt: str = "md") -> StepView:
     step = checked.step
     equation = f"{to_latex(step.lhs)} {RELATION_LATEX[step.relation]} {to_latex(step.rhs)}"
     return StepView(
         number=number,
         name=step.name,
-        title=step.title(lang),
-        reason=step.reason(lang),
+        title=prose(step.title(lang), fmt),
+        reason=prose(step.reason(lang), fmt),
         equation=equation,
         checks=[o.text(lang) for o in checked.outcomes],
         definition=step.definition,
@@ -80,16 +96,18 @@ def step_view(number: int, checked: CheckedStep, lang: str) -> StepView:
     )
 
 
-def context(checked: CheckedDerivation, lang: str, template: str) -> dict[str, Any]:
+def context(
+    checked: CheckedDerivation, lang: str, template: str, fmt: str = "md"
+) -> dict[str, Any]:
     if lang not in LANGS:
         raise ValueError(f"lang {lang!r}: expected one of {', '.join(LANGS)}")
     d = checked.derivation
     return {
         "template": template,
         "lang": lang,
-        "title": d.title(lang),
-        "intro": d.intro(lang),
-        "steps": [step_view(i, s, lang) for i, s in enumerate(checked.steps, start=1)],
+        "title": prose(d.title(lang), fmt),
+        "intro": prose(d.intro(lang), fmt),
+        "steps": [step_view(i, s, lang, fmt) for i, s in enumerate(checked.steps, start=1)],
         "words": {key: text(lang) for key, text in CHROME.items()},
         "cjk": lang == "zh",
     }
@@ -99,7 +117,7 @@ def render(checked: CheckedDerivation, lang: str, fmt: str) -> str:
     """The notes as Markdown (`fmt="md"`) or a standalone LaTeX article (`fmt="tex"`)."""
     template = f"notes.{fmt}.j2"
     return one_trailing_newline(
-        environment().get_template(template).render(context(checked, lang, template))
+        environment().get_template(template).render(context(checked, lang, template, fmt))
     )
 
 

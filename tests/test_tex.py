@@ -12,7 +12,7 @@ from derive.loader import GENERATED_DIR
 
 
 @pytest.mark.tex
-@pytest.mark.parametrize("name", ["softmax_regression.tex", "softmax_regression.zh.tex"])
+@pytest.mark.parametrize("name", sorted(p.name for p in GENERATED_DIR.glob("*.tex")))
 def test_notes_compile(name: str, tmp_path: Path) -> None:
     engine = engine_for(name)
     if shutil.which(engine) is None:
