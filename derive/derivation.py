@@ -21,9 +21,9 @@ from derive.functions import stabilize, to_raw
 from derive.model import LossModel
 from derive.steps import (
     ConcreteK,
-    FirstOf,
     Derivation,
     Elementwise,
+    FirstOf,
     GeneralK,
     Numeric,
     Prose,
