@@ -243,20 +243,21 @@ def core_steps(
         return Step(name, w.title, w.reason, lhs, shown, checks)  # type: ignore[arg-type]
 
     steps: dict[str, Step] = {}
+
+    def stable_step(name: str, raw: sp.Expr) -> None:
+        """The stable rewrite of `raw` as a step of its own, where it changes anything."""
+        stable = stabilize(raw)
+        if stable != raw:
+            proof = FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks)))
+            steps[name] = step(name, raw, stable, (proof,))
+
     if forms.loss != model.loss:
         simplex = (targets_sum_to_one,) if model.simplex_targets else ()
         rewrites = (expand_logs, split_sums, *simplex)
         steps["loss_in_logits"] = step(
             "loss_in_logits", model.loss, forms.loss, (GeneralK(rewrites), concrete)
         )
-    stable_loss = stabilize(forms.loss)
-    if stable_loss != forms.loss:
-        steps["loss_stable"] = step(
-            "loss_stable",
-            forms.loss,
-            stable_loss,
-            (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks))),),
-        )
+    stable_step("loss_stable", forms.loss)
     steps["gradient_logits"] = step(
         "gradient_logits",
         sp.Derivative(forms.loss, o[j]),
@@ -267,14 +268,7 @@ def core_steps(
             Numeric(points=points, targets_simplex=model.simplex_targets),
         ),
     )
-    stable_gradient = stabilize(forms.gradient)
-    if stable_gradient != forms.gradient:
-        steps["gradient_stable"] = step(
-            "gradient_stable",
-            forms.gradient,
-            stable_gradient,
-            (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks))),),
-        )
+    stable_step("gradient_stable", forms.gradient)
     grad_vector = sp.MatrixSymbol(r"\frac{\partial \ell}{\partial o}", S.K, 1)
     steps["chain_rule_W"] = step(
         "chain_rule_W",
@@ -315,14 +309,7 @@ def core_steps(
         forms.hessian,
         (GeneralK((refine_indices(j, k),)), ConcreteK(Ks=Ks), Numeric(points=points)),
     )
-    stable_hessian = stabilize(forms.hessian)
-    if stable_hessian != forms.hessian:
-        steps["hessian_stable"] = step(
-            "hessian_stable",
-            forms.hessian,
-            stable_hessian,
-            (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks))),),
-        )
+    stable_step("hessian_stable", forms.hessian)
     steps["hessian_vector_product"] = step(
         "hessian_vector_product",
         sp.Sum(forms.hessian * S.v[k], (k, 1, S.K)),
