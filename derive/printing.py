@@ -146,9 +146,10 @@ class VectorPrinter(NumPyPrinter):
         # `K * term` before printing, and common subexpressions are only extracted afterwards.
         return f"np.sum({self._target_product(expr.function)}, axis=-1, keepdims=True)"
 
-    # Matrix forms of the chain rule, printed as the notes write them (`X.T @ G`): measured
-    # against `(G.T @ X).T`, the difference is +-10 % and flips with CPU and dtype
-    # (benchmarks/README.md, Part 1).
+    # Matrix forms of the chain rule. `A.T @ B` prints as `(B.T @ A).T`: the same product, in the
+    # layout OpenBLAS runs faster on the 2-core dev/CI machine (AMD EPYC, OpenBLAS 0.3.31,
+    # 1 thread, float32, blocks of 4096 rows of n=60000, d=784, K=10: 49 ms vs 67 ms for the
+    # second GEMM). On a Xeon (OpenBLAS 0.3.34) the two are within +-10 % (benchmarks/README.md).
     def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
         return self.arrays.get(expr.name, S.checked_name(expr.name, "matrix"))
 
@@ -157,7 +158,7 @@ class VectorPrinter(NumPyPrinter):
         if len(args) == 2 and args[1] == S.ones_n and isinstance(args[0], sp.Transpose):
             return f"{self._print(args[0].arg)}.sum(axis=0)"
         if len(args) == 2 and isinstance(args[0], sp.Transpose):
-            return f"{self._print(args[0].arg)}.T @ {self._print(args[1])}"
+            return f"({self._print(args[1])}.T @ {self._print(args[0].arg)}).T"
         if len(args) == 2 and args[0] == S.ones_n and isinstance(args[1], sp.Transpose):
             row: str = self._print(args[1].arg)  # 1 b^T: NumPy broadcasting adds b to every row
             return row

@@ -268,7 +268,7 @@ def loss_and_grad(
         G = _sigmoid(O) - Y
         Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
-        dW += Xb.T @ G
+        dW += (G.T @ Xb).T
         db += G.sum(axis=0)
     dW /= n
     db /= n
@@ -334,5 +334,5 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
     O = Xb @ W + b
     _finite_logits(O, Xb, 0, W, b)
     G = hvp_logits(O, Xb @ V) / Xb.shape[0]
-    out: Array = Xb.T @ G
+    out: Array = (G.T @ Xb).T
     return out

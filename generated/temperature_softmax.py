@@ -391,7 +391,7 @@ def loss_and_grad(
             G = _t0 * (_p0 - Y)
             Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
-        dW += Xb.T @ G
+        dW += (G.T @ Xb).T
         db += G.sum(axis=0)
     dW /= n
     db /= n
@@ -465,5 +465,5 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, T: float = 2.0) -> Array:
     O = Xb @ W + b
     _finite_logits(O, Xb, 0, W, b)
     G = hvp_logits(O, Xb @ V, T=T) / Xb.shape[0]
-    out: Array = Xb.T @ G
+    out: Array = (G.T @ Xb).T
     return out
