@@ -162,7 +162,7 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             ),
             -sp.log(sp.Product(S.P[S.i], (S.i, 1, S.n))),
             sp.Sum(-sp.log(S.P[S.i]), (S.i, 1, S.n)),
-            (GeneralK((expand_logs, sp.expand)),),
+            (GeneralK((expand_logs, sp.expand), size="n"),),
         ),
         Step(
             "cross_entropy_definition",

@@ -233,13 +233,18 @@ class GeneralK:
     """Proof for symbolic K: the named rewrites turn `lhs - rhs` into exactly 0."""
 
     transforms: tuple[Transform, ...]
+    #: The size the proof is symbolic in (K classes; n samples for the likelihood).
+    size: str = "K"
 
     def run(self, step: Step) -> Outcome:
         diff = run_transforms(step.lhs - step.rhs, self.transforms)
         if not is_zero(diff):
-            raise _fail(step, f"symbolic K: lhs - rhs reduced to {sp.sstr(diff)}, not 0")
+            raise _fail(step, f"symbolic {self.size}: lhs - rhs reduced to {sp.sstr(diff)}, not 0")
         return Outcome(
-            "proof", Prose(en="proved for symbolic $K$", zh="对任意（符号）$K$ 严格证明")
+            "proof",
+            Prose(
+                en=f"proved for symbolic ${self.size}$", zh=f"对任意（符号）${self.size}$ 严格证明"
+            ),
         )
 
 
