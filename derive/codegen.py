@@ -67,7 +67,16 @@ class Printed:
 def _block(
     printer: VectorPrinter, outputs: list[tuple[str, sp.Expr]], latex_of: sp.Basic
 ) -> Printed:
-    return Printed(print_assignments(printer, outputs), to_latex(latex_of))
+    lines = print_assignments(printer, outputs)
+    # An output that is an input array itself (a gradient of exactly `o`, say) must be a copy:
+    # the code updates outputs in place and never modifies its inputs.
+    inputs = set(printer.arrays.values())
+    lines = [
+        f"{name} = {value}.copy()" if value in inputs else line
+        for line in lines
+        for name, _, value in [line.partition(" = ")]
+    ]
+    return Printed(lines, to_latex(latex_of))
 
 
 def _in_place_sum(name: str, expr: sp.Basic, printer: VectorPrinter) -> list[str]:

@@ -260,7 +260,7 @@ def predict_proba(X: Any, W: Any, b: Any) -> Array:
     O = Xb @ W + b
     _finite_logits(O, Xb, 0, W, b)
     P: Array
-    P = O
+    P = O.copy()
     return P
 
 
@@ -294,7 +294,7 @@ def hvp_logits(O: Any, V: Any) -> Array:
     V = _float_array("V", V, 2, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
         raise ValueError(f"V: expected shape {O.shape} to match O, got {V.shape}")
-    HV = V
+    HV = V.copy()
     out: Array = HV + np.zeros_like(O)
     return out
 

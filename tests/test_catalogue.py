@@ -100,3 +100,23 @@ def test_a_name_that_is_code_is_refused_before_anything_is_emitted() -> None:
         Param(sp.Symbol("__x__"), 1.0)
     with pytest.raises(ModelDefinitionError, match="undeclared"):
         LossModel("m", Prose("m", "m"), class_sum(S.o[S.k] * sp.Symbol("zeta")), S.o[S.j], "real")
+
+
+def test_a_gradient_that_is_the_logits_themselves_does_not_alias_the_input(tmp_path: Path) -> None:
+    """loss = sum_k o_k^2 / 2 has dl/do = o: the emitted code must copy, not return O itself."""
+    model = LossModel(
+        "half_square",
+        Prose("h", "h"),
+        class_sum(S.o[S.k] ** 2 / 2),
+        S.o[S.j],
+        "real",
+        concrete_Ks=(2, 3),
+        second_order=False,
+    )
+    build.write(build.code_artifacts(loss_derivation(model).check()), tmp_path)
+    m = load_module_from_path(tmp_path / "half_square.py")
+    O = np.arange(6.0).reshape(2, 3)
+    before = O.copy()
+    G = m.grad_logits(O, np.zeros((2, 3)))
+    assert np.array_equal(O, before) and not np.shares_memory(G, O)
+    np.testing.assert_allclose(G, O / 2)
