@@ -120,3 +120,23 @@ def test_a_gradient_that_is_the_logits_themselves_does_not_alias_the_input(tmp_p
     G = m.grad_logits(O, np.zeros((2, 3)))
     assert np.array_equal(O, before) and not np.shares_memory(G, O)
     np.testing.assert_allclose(G, O / 2)
+
+
+def test_a_loss_with_no_known_stable_form_is_reported_not_passed(tmp_path: Path) -> None:
+    """Poisson regression, exp(o) - y o: exp(o) has no bounded rewrite, and verify says so."""
+    model = LossModel(
+        "poisson",
+        Prose("p", "p"),
+        class_sum(sp.exp(S.o[S.k]) - S.y[S.k] * S.o[S.k]),
+        sp.exp(S.o[S.j]),
+        "real",
+        concrete_Ks=(2, 3),
+    )
+    build.write(build.code_artifacts(loss_derivation(model).check()), tmp_path)
+    m = load_module_from_path(tmp_path / "poisson.py")
+    assert m.STABLE is False
+    results = {r.name: r for r in verify.run(m)}
+    extreme = results["loss and gradients at logits of +-1e4 (float64)"]
+    assert extreme.status == "FAIL" and "no stable form" in extreme.note
+    fd = results["gradient w.r.t. logits vs central differences (float64)"]
+    assert fd.passed
