@@ -24,9 +24,11 @@ from derive.steps import (
     Prose,
     Step,
     canonical_sums,
+    expand_in_sums,
     expand_logs,
     factor_exponentials,
     factor_shift,
+    probabilities_sum_to_one,
     refine_indices,
     split_sums,
 )
@@ -226,7 +228,10 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             (j, 1, K),
         ),
         sp.Sum(S.p[j] * (S.v[j] - sp.Sum(S.p[k] * S.v[k], (k, 1, K))) ** 2, (j, 1, K)),
-        (ConcreteK(prepare=(_probability_simplex,)),),
+        (
+            GeneralK((expand_in_sums, split_sums, probabilities_sum_to_one)),
+            ConcreteK(prepare=(_probability_simplex,)),
+        ),
     )
     wording = {
         "loss_in_logits": Wording(

@@ -157,12 +157,28 @@ def split_sums(expr: sp.Expr) -> sp.Expr:
     return sp.expand(out)
 
 
-def targets_sum_to_one(expr: sp.Expr) -> sp.Expr:
-    """Use the assumption `sum_j y_j = 1` (one-hot or any probability vector)."""
+def _sums_to_one(base: sp.IndexedBase, expr: sp.Expr) -> sp.Expr:
     canon = canonical_sums(expr)
-    s = canonical_sums(sp.Sum(S.y[S.j], (S.j, 1, S.K)))
+    s = canonical_sums(sp.Sum(base[S.j], (S.j, 1, S.K)))
     out: sp.Expr = canon.subs(s, 1)
     return out
+
+
+def targets_sum_to_one(expr: sp.Expr) -> sp.Expr:
+    """Use the assumption `sum_j y_j = 1` (one-hot or any probability vector)."""
+    return _sums_to_one(S.y, expr)
+
+
+def probabilities_sum_to_one(expr: sp.Expr) -> sp.Expr:
+    """Use `sum_j p_j = 1` for the probability vector p."""
+    return _sums_to_one(S.p, expr)
+
+
+def expand_in_sums(expr: sp.Expr) -> sp.Expr:
+    """Multiply out each summand (squares of differences become sums of products)."""
+    return expr.replace(
+        lambda t: isinstance(t, sp.Sum), lambda t: sp.Sum(sp.expand(t.function), *t.limits)
+    )
 
 
 def factor_shift(expr: sp.Expr) -> sp.Expr:
