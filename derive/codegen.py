@@ -65,9 +65,12 @@ class Printed:
 
 
 def _block(
-    printer: VectorPrinter, outputs: list[tuple[str, sp.Expr]], latex_of: sp.Basic
+    printer: VectorPrinter,
+    outputs: list[tuple[str, sp.Expr]],
+    latex_of: sp.Basic,
+    logits_are_scratch: bool = False,
 ) -> Printed:
-    lines = print_assignments(printer, outputs)
+    lines = print_assignments(printer, outputs, logits_are_scratch=logits_are_scratch)
     # An output that is an input array itself (a gradient of exactly `o`, say) must be a copy:
     # the code updates outputs in place and never modifies its inputs.
     inputs = set(printer.arrays.values())
@@ -137,7 +140,8 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "block_rows": BLOCK_ROWS,
         "loss_soft": _block(soft, [("loss_rows", loss)], loss),
         "grad_soft": _block(soft, [("G", gradient)], gradient),
-        "fused_soft": _block(soft, [("loss_rows", loss), ("G", gradient)], gradient),
+        # In the fused loop the logits block is a temporary: kernels may overwrite it.
+        "fused_soft": _block(soft, [("loss_rows", loss), ("G", gradient)], gradient, True),
         "second_order": second_order,
         "prediction": _block(soft, [("P", prediction)], prediction),
         "logits": chain.doprint(forms["logits"]),
@@ -166,7 +170,9 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         context |= {
             "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
             "grad_labels": _block(labels, [("G", grad_all)], grad_all),
-            "fused_labels": _block(labels, [("loss_rows", loss_c), ("G", grad_all)], grad_all),
+            "fused_labels": _block(
+                labels, [("loss_rows", loss_c), ("G", grad_all)], grad_all, True
+            ),
             # G[rows, labels] is (n,): a per-sample term (n, 1) is flattened to match.
             "grad_label_term": formatted(
                 labels.doprint(vectorised(grad_at_label))

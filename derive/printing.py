@@ -20,7 +20,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
 from derive import symbols as S
-from derive.functions import CLASS_DUMMY, LogSoftmax, LogSumExp, Sigmoid, Softmax, Softplus
+from derive.functions import CLASS_DUMMY, ROW, LogSoftmax, LogSumExp, Sigmoid, Softmax, Softplus
 
 # --------------------------------------------------------------------------- LaTeX
 
@@ -200,12 +200,20 @@ def vectorised(expr: sp.Expr) -> sp.Expr:
 
 
 def print_assignments(
-    printer: VectorPrinter, outputs: list[tuple[str, sp.Expr]], prefix: str = "_t"
+    printer: VectorPrinter,
+    outputs: list[tuple[str, sp.Expr]],
+    prefix: str = "_t",
+    logits_are_scratch: bool = False,
 ) -> list[str]:
-    """Print `name = expr` lines with common subexpressions computed once (SymPy's `cse`)."""
+    """Print `name = expr` lines with common subexpressions computed once (SymPy's `cse`).
+
+    With `logits_are_scratch` (the logits are a temporary the block owns), the shared
+    softmax/log-sum-exp kernel may overwrite them, once every other use of the logits has been
+    computed first: one n x K array per block instead of two.
+    """
     names = [name for name, _ in outputs]
     exprs = [vectorised(e) for _, e in outputs]
-    shared, exprs = _share_softmax_and_lse(exprs, printer)
+    shared, exprs = _share_softmax_and_lse(exprs, printer, logits_are_scratch)
     temps, reduced = sp.cse(
         exprs,
         symbols=sp.numbered_symbols(prefix),
@@ -217,8 +225,39 @@ def print_assignments(
     return [formatted(line) for line in lines]
 
 
-def _share_softmax_and_lse(
+def _hoist_logit_terms(
     exprs: list[sp.Expr], printer: VectorPrinter
+) -> tuple[list[str], list[sp.Expr]] | None:
+    """Compute every remaining use of the logits (gathers, class sums) into temporaries.
+
+    Returns None when a bare use of the whole logits row would remain (then the logits are still
+    needed after the kernel and it must not overwrite them).
+    """
+    def uses_logits(t: sp.Basic) -> bool:
+        return any(i.base == S.o for i in t.atoms(sp.Indexed))
+
+    hoisted: dict[sp.Basic, sp.Symbol] = {}
+
+    def hoist(t: sp.Basic) -> sp.Basic:
+        return hoisted.setdefault(t, sp.Symbol(f"_h{len(hoisted)}"))
+
+    out = [
+        e.replace(
+            lambda t: (
+                (isinstance(t, sp.Indexed) and t.base == S.o and S.c in t.indices)
+                or (isinstance(t, sp.Sum) and uses_logits(t) and not t.has(Softmax, LogSumExp))
+            ),
+            hoist,
+        )
+        for e in exprs
+    ]
+    if any(uses_logits(e) for e in out):
+        return None
+    return [f"{sym} = {printer.doprint(t)}" for t, sym in hoisted.items()], out
+
+
+def _share_softmax_and_lse(
+    exprs: list[sp.Expr], printer: VectorPrinter, logits_are_scratch: bool = False
 ) -> tuple[list[str], list[sp.Expr]]:
     """Where a block needs both `softmax(f)` and `logsumexp(f)`, compute them in one pass.
 
@@ -235,10 +274,17 @@ def _share_softmax_and_lse(
         if not softmaxes:
             continue
         p_name, l_name = sp.Symbol(f"_p{number}"), sp.Symbol(f"_l{number}")
-        printer.kernels_used.add("_softmax_and_logsumexp")
-        lines.append(f"{p_name}, {l_name} = _softmax_and_logsumexp({printer.doprint(row)})")
         swap = {lse: l_name, **dict.fromkeys(softmaxes, p_name)}
         exprs = [e.xreplace(swap) for e in exprs]
+        kernel = "_softmax_and_logsumexp"
+        if logits_are_scratch and row == S.o[ROW]:
+            hoisted = _hoist_logit_terms(exprs, printer)
+            if hoisted is not None:
+                before, exprs = hoisted
+                lines += before
+                kernel = "_softmax_and_logsumexp_inplace"
+        printer.kernels_used.add(kernel)
+        lines.append(f"{p_name}, {l_name} = {kernel}({printer.doprint(row)})")
     return lines, exprs
 
 

@@ -73,13 +73,19 @@ def _softmax(O: Array) -> Array:
     return E
 
 
-def _softmax_and_logsumexp(O: Array) -> tuple[Array, Array]:
-    """`softmax(O)` and `logsumexp(O)` (keepdims) from one exponentiation of the shifted row."""
-    E, m = _shifted_exp(O)
-    s = np.sum(E, axis=-1, keepdims=True)
-    E /= s
+def _softmax_and_logsumexp_inplace(O: Array) -> tuple[Array, Array]:
+    """`_softmax_and_logsumexp` that overwrites O with the softmax (O is a scratch block).
+
+    NOTE: saves the second n x K array per block; the callers compute every other use of the
+    logits (the label's logit, target sums) before calling it.
+    """
+    m = np.max(O, axis=-1, keepdims=True)
+    O -= m
+    np.exp(O, out=O)
+    s = np.sum(O, axis=-1, keepdims=True)
+    O /= s
     out: Array = m + np.log(s)
-    return E, out
+    return O, out
 
 
 def _log_softmax(O: Array) -> Array:
@@ -363,8 +369,9 @@ def loss_and_grad(
             labels_all = labels
             labels = labels_all[start:stop]
             _rows = np.arange(stop - start)
-            _p0, _l0 = _softmax_and_logsumexp(O)
-            loss_rows = _l0 - O[_rows, labels][:, None]
+            _h0 = O[_rows, labels][:, None]
+            _p0, _l0 = _softmax_and_logsumexp_inplace(O)
+            loss_rows = -_h0 + _l0
             G = _p0
             G[_rows, labels] += -1
             labels = labels_all
@@ -372,8 +379,9 @@ def loss_and_grad(
             assert Y is not None
             Y_all = Y
             Y = Y_all[start:stop]
-            _p0, _l0 = _softmax_and_logsumexp(O)
-            loss_rows = _l0 - np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
+            _h0 = np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
+            _p0, _l0 = _softmax_and_logsumexp_inplace(O)
+            loss_rows = -_h0 + _l0
             G = _p0 - Y
             Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
