@@ -98,10 +98,8 @@ class LossModel:
                 raise ModelDefinitionError(
                     f"{what} of {self.name}: only o[k] and y[k] may be indexed, got {sorted(bases)}"
                 )
-            stray = {s for s in expr.free_symbols if isinstance(s, sp.Symbol)} - allowed - {S.j}
-            stray -= {s for s in expr.free_symbols if not isinstance(s, sp.Symbol)}
-            stray = {s for s in stray if not isinstance(s, sp.Indexed)}
-            stray -= _indexed_labels(expr)
+            symbols = {s for s in expr.free_symbols if isinstance(s, sp.Symbol)}
+            stray = symbols - allowed - {S.j} - _indexed_labels(expr)
             if stray:
                 raise ModelDefinitionError(
                     f"{what} of {self.name}: undeclared symbols {sorted(map(str, stray))}"
