@@ -233,6 +233,7 @@ def _hoist_logit_terms(
     Returns None when a bare use of the whole logits row would remain (then the logits are still
     needed after the kernel and it must not overwrite them).
     """
+
     def uses_logits(t: sp.Basic) -> bool:
         return any(i.base == S.o for i in t.atoms(sp.Indexed))
 
