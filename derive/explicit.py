@@ -53,11 +53,6 @@ def row_instance(expr: sp.Expr, batch: Batch, r: int, index: int | None = None) 
     )
 
 
-def mean_loss(loss: sp.Expr, batch: Batch) -> sp.Expr:
-    """`L = (1/n) sum_r loss(O_r, Y_r)`."""
-    return sp.Add(*[row_instance(loss, batch, r) for r in range(batch.n)]) / batch.n
-
-
 def gradient_matrix(gradient: sp.Expr, batch: Batch) -> sp.Matrix:
     """The n x K matrix whose row r is the per-sample gradient `dl/do` at sample r."""
     return sp.Matrix(batch.n, batch.O.cols, lambda r, j: row_instance(gradient, batch, r, index=j))

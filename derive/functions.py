@@ -41,7 +41,23 @@ def _row_latex(printer: Any, f: sp.Expr) -> str:
     return out
 
 
-class LogSumExp(sp.Function):
+class _StableFunction(sp.Function):
+    """Common LaTeX handling: SymPy prints powers of a function by passing `exp`."""
+
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(self._latex_base(printer), exp)
+
+    def _latex_base(self, printer: Any) -> str:
+        raise NotImplementedError
+
+
+def _softmax_latex(printer: Any, f: sp.Expr, idx: sp.Expr, prefix: str = "") -> str:
+    index: str = printer._print(idx)
+    row = _row_latex(printer, f)
+    return prefix + r"\operatorname{softmax}\left(" + row + r"\right)_{" + index + "}"
+
+
+class LogSumExp(_StableFunction):
     """`log sum_s exp(f_s)` over the classes, printed as a max-shifted kernel."""
 
     nargs = 1
@@ -51,14 +67,11 @@ class LogSumExp(sp.Function):
         out: sp.Expr = sp.log(sp.Sum(sp.exp(f.xreplace({ROW: CLASS_DUMMY})), (CLASS_DUMMY, 1, S.K)))
         return out
 
-    def _latex(self, printer: Any, exp: str | None = None) -> str:
-        return _power(self._latex_base(printer), exp)
-
     def _latex_base(self, printer: Any) -> str:
         return r"\operatorname{LSE}\left(" + _row_latex(printer, self.args[0]) + r"\right)"
 
 
-class Softmax(sp.Function):
+class Softmax(_StableFunction):
     """`exp(f_idx) / sum_s exp(f_s)`: component `idx` of the softmax of the row `f`."""
 
     nargs = 2
@@ -74,16 +87,12 @@ class Softmax(sp.Function):
         )
         return out
 
-    def _latex(self, printer: Any, exp: str | None = None) -> str:
-        return _power(self._latex_base(printer), exp)
-
     def _latex_base(self, printer: Any) -> str:
         f, idx = self.args
-        index: str = printer._print(idx)
-        return r"\operatorname{softmax}\left(" + _row_latex(printer, f) + r"\right)_{" + index + "}"
+        return _softmax_latex(printer, f, idx)
 
 
-class LogSoftmax(sp.Function):
+class LogSoftmax(_StableFunction):
     """`f_idx - log sum_s exp(f_s)`: the log of `Softmax`, without taking a log of a rounded 0."""
 
     nargs = 2
@@ -93,22 +102,12 @@ class LogSoftmax(sp.Function):
         out: sp.Expr = f.xreplace({ROW: idx}) - LogSumExp(f).doit()
         return out
 
-    def _latex(self, printer: Any, exp: str | None = None) -> str:
-        return _power(self._latex_base(printer), exp)
-
     def _latex_base(self, printer: Any) -> str:
         f, idx = self.args
-        index: str = printer._print(idx)
-        return (
-            r"\log \operatorname{softmax}\left("
-            + _row_latex(printer, f)
-            + r"\right)_{"
-            + index
-            + "}"
-        )
+        return _softmax_latex(printer, f, idx, prefix=r"\log ")
 
 
-class Sigmoid(sp.Function):
+class Sigmoid(_StableFunction):
     """`1 / (1 + exp(-z))`, printed as a kernel that never exponentiates a positive number.
 
     `Sigmoid(-z)` evaluates to `1 - Sigmoid(z)`, one canonical form, so that gradients of the
@@ -132,14 +131,11 @@ class Sigmoid(sp.Function):
         out: sp.Expr = 1 / (1 + sp.exp(-self.args[0]))
         return out
 
-    def _latex(self, printer: Any, exp: str | None = None) -> str:
-        return _power(self._latex_base(printer), exp)
-
     def _latex_base(self, printer: Any) -> str:
         return r"\sigma\left(" + str(printer._print(self.args[0])) + r"\right)"
 
 
-class Softplus(sp.Function):
+class Softplus(_StableFunction):
     """`log(1 + exp(z))`, printed as `np.logaddexp(0, z)` (no overflow at z ~ 1e4)."""
 
     nargs = 1
@@ -151,9 +147,6 @@ class Softplus(sp.Function):
     def raw(self) -> sp.Expr:
         out: sp.Expr = sp.log(1 + sp.exp(self.args[0]))
         return out
-
-    def _latex(self, printer: Any, exp: str | None = None) -> str:
-        return _power(self._latex_base(printer), exp)
 
     def _latex_base(self, printer: Any) -> str:
         return r"\operatorname{softplus}\left(" + str(printer._print(self.args[0])) + r"\right)"

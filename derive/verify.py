@@ -82,10 +82,6 @@ class Subject:
         sig = inspect.signature(self.m.loss_and_grad)
         return {n: float(p.default) for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
 
-    @property
-    def logit_params(self) -> dict[str, float]:
-        return {k: v for k, v in self.params.items() if k != "lam"}
-
     def targets_for(self, rng: np.random.Generator, n: int, K: int, soft: bool) -> Array:
         if self.targets == "distribution":
             if soft:
