@@ -115,18 +115,30 @@ def _target_mul(Y: Array, T: Array) -> Array:
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _as_float(a: Any) -> Array:
+    """`a` as an array, integers converted to float64 (the one dtype rule, checked or not)."""
+    arr = np.asarray(a)
+    return arr.astype(np.float64) if arr.dtype.kind in "iu" else arr
+
+
 def _float_array(name: str, a: Any, ndim: int, expected: str) -> Array:
     """`a` as a float32/float64 array of rank `ndim`; integers become float64, others refused."""
-    arr = np.asarray(a)
-    if arr.dtype.kind in "iu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype not in _FLOATS:
+    arr = _as_float(a)
+    if arr.dtype not in _FLOATS:
         raise TypeError(
             f"{name}: dtype {arr.dtype} is not supported; expected float32 or float64 "
             "(integer arrays are converted to float64)"
         )
     if arr.ndim != ndim:
         raise ValueError(f"{name}: expected {expected}, got an array of shape {arr.shape}")
+    return arr
+
+
+def _finite_array(name: str, a: Any, expected: str) -> Array:
+    """A 2-D float array with only finite entries (a direction, say), or a clear error."""
+    arr = _float_array(name, a, 2, expected)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
     return arr
 
 
@@ -351,9 +363,12 @@ def loss_and_grad(
         X, W, b = _layer(X, W, b)
         labels, Y = _targets("y", y, X.shape[0], W.shape[1], X.dtype)
     else:
-        X, W, b = np.asarray(X), np.asarray(W), np.asarray(b)
+        # The same dtype rules as `check=True` (integers become float64), without the scans.
+        X, W, b = _as_float(X), _as_float(W), _as_float(b)
+        dtype = np.result_type(X, W, b)
+        X, W, b = (a.astype(dtype, copy=False) for a in (X, W, b))
         y = np.asarray(y)
-        labels, Y = (y, None) if y.ndim == 1 else (None, y)
+        labels, Y = (y, None) if y.ndim == 1 else (None, _as_float(y).astype(dtype, copy=False))
     n = X.shape[0]
     dW = np.zeros_like(W)
     db = np.zeros_like(b)
@@ -361,8 +376,11 @@ def loss_and_grad(
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
         Xb = X[start:stop]
-        O = Xb @ W
-        O += b
+        # NOTE: the GEMM runs on inputs not yet searched for NaN/inf (searching X costs a pass
+        # over it); its floating-point flags are ignored and the logits are checked instead.
+        with np.errstate(all="ignore"):
+            O = Xb @ W
+            O += b
         if check:
             _finite_logits(O, X, start, W, b)
         if labels is not None:
@@ -395,7 +413,8 @@ def loss_and_grad(
 def predict_proba(X: Any, W: Any, b: Any) -> Array:
     r"""The model's output for each sample: $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     Xb, W, b = _layer(X, W, b)
-    O = Xb @ W + b
+    with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
+        O = Xb @ W + b
     _finite_logits(O, Xb, 0, W, b)
     P: Array
     P = _softmax(O)
@@ -429,7 +448,7 @@ def hvp_logits(O: Any, V: Any) -> Array:
     $\sum_k H_{jk} v_k = \left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\mathbf{o}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$ (no K x K matrix is formed).
     """
     O, n, K = _logit_batch(O)
-    V = _float_array("V", V, 2, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
+    V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
         raise ValueError(f"V: expected shape {O.shape} to match O, got {V.shape}")
     _t0 = _softmax(O)
@@ -445,10 +464,11 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
     brings it back to W.
     """
     Xb, W, b = _layer(X, W, b)
-    V = _float_array("V", V, 2, "a direction of shape (d, K)").astype(Xb.dtype, copy=False)
+    V = _finite_array("V", V, "a direction of shape (d, K)").astype(Xb.dtype, copy=False)
     if V.shape != W.shape:
         raise ValueError(f"V: expected shape {W.shape} to match W, got {V.shape}")
-    O = Xb @ W + b
+    with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
+        O = Xb @ W + b
     _finite_logits(O, Xb, 0, W, b)
     G = hvp_logits(O, Xb @ V) / Xb.shape[0]
     out: Array = (G.T @ Xb).T

@@ -130,3 +130,44 @@ def test_verify_fails_on_a_broken_module(module: ModuleType) -> None:
 
     results = {r.name: r for r in verify.run(Broken())}  # type: ignore[arg-type]
     assert not results["gradient w.r.t. logits vs central differences (float64)"].passed
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_check_false_follows_the_dtype_rules_of_check_true(name: str) -> None:
+    """Integer inputs become float64 either way: the loss is not truncated to an integer."""
+    m = load_generated(name)
+    s = verify.Subject(m)
+    X, y, W, b = s.problem(np.random.default_rng(4), 6, 3, 3, soft=False)
+    Xi = np.rint(X * 3).astype(np.int64)
+    checked = m.loss_and_grad(Xi, y, W, b, check=True)
+    unchecked = m.loss_and_grad(Xi, y, W, b, check=False)
+    for a, c in zip(checked, unchecked, strict=True):
+        assert np.asarray(a).dtype == np.asarray(c).dtype == np.float64
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_bad_inputs_raise_no_floating_point_error_on_any_cpu(name: str) -> None:
+    """With every FP flag raising (not only on CPUs whose BLAS reports them), bad inputs still
+    get their ValueError/TypeError and nothing else."""
+    m = load_generated(name)
+    with np.errstate(all="raise"):
+        result = verify.bad_inputs(verify.Subject(m))
+    assert result.passed, result.note
+
+
+def test_verify_catches_arithmetic_on_unvalidated_numbers(module: ModuleType) -> None:
+    """A module that computes on X before validating it fails the bad-input row everywhere."""
+
+    class Eager:
+        def __getattr__(self, name: str) -> object:
+            return getattr(module, name)
+
+        @staticmethod
+        def loss_and_grad(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray) -> object:
+            np.asarray(X, dtype=float) * 2.0 @ np.asarray(W, dtype=float)  # may see inf/NaN
+            np.exp(np.asarray(X, dtype=float) * 1e308)  # overflows for any non-tiny X
+            return module.loss_and_grad(X, y, W, b)
+
+    result = verify.bad_inputs(verify.Subject(Eager()))  # type: ignore[arg-type]
+    assert not result.passed and "FloatingPointError" in result.note
