@@ -28,16 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from derive.datasets import FloatArray, IntArray, load_digits_dataset
-from derive.train import (
-    SoftmaxModel,
-    TrainConfig,
-    blas_threads,
-    fit_lbfgs,
-    fit_sklearn,
-    load_model,
-    objective_and_grad,
-)
+from derive.train.compare import fit_sklearn
+from derive.train.data import FloatArray, IntArray, load_digits_dataset
+from derive.train.objective import SoftmaxModel, TrainConfig, load_model, objective_and_grad
+from derive.train.optimizers import blas_threads, fit_lbfgs
 
 
 @dataclass(frozen=True)

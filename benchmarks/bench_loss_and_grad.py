@@ -74,7 +74,7 @@ LIMIT = "limit 2 GEMMs"
 def load_subject() -> tuple[LossAndGrad, str]:
     """The generated `loss_and_grad`, or the layouts.py stand-in while it does not exist."""
     if (REPO / "generated" / "softmax_regression.py").is_file():
-        from derive.loader import load_generated
+        from derive.output.loader import load_generated
 
         try:
             m: ModuleType = load_generated("softmax_regression")

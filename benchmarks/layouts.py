@@ -233,7 +233,7 @@ def generated_kernel() -> Kernel | None:
     if not path.is_file():
         return None
     sys.path.insert(1, str(path.parent.parent))
-    from derive.loader import load_generated
+    from derive.output.loader import load_generated
 
     try:
         m = load_generated("softmax_regression")

@@ -13,10 +13,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from derive import build, catalogue, verify
+from derive import verify
 from derive.errors import DeriveError
-from derive.loader import GENERATED_DIR, load_module_from_path
-from derive.render import LANGS
+from derive.losses import catalogue
+from derive.output import build
+from derive.output.loader import GENERATED_DIR, load_module_from_path
+from derive.output.notes import LANGS
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -49,7 +51,7 @@ def cmd_latex(args: argparse.Namespace) -> int:
     for path in build.write(arts, out):
         print(f"  wrote {path}")
         if args.pdf and path.suffix == ".tex":
-            from derive.latex_pdf import compile_pdf
+            from derive.output.pdf import compile_pdf
 
             print(f"  wrote {compile_pdf(path, out)}")
     return 0
@@ -65,8 +67,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def _emit_user_model(args: argparse.Namespace) -> int:
     """A user's loss, from a file or a formula string: check, write notes and module, verify."""
-    from derive.derivation import loss_derivation
-    from derive.user_model import load_user_model, model_from_formula
+    from derive.losses.derivation import loss_derivation
+    from derive.losses.user_model import load_user_model, model_from_formula
 
     if args.out == str(GENERATED_DIR):
         raise DeriveError("--out: choose an output folder for a user model (generated/ is ours)")
@@ -161,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
     add("all", "latex + emit + verify: the main job").set_defaults(func=cmd_all)
     add("list", "list the losses in the catalogue", loss=False).set_defaults(func=cmd_list)
 
-    from derive.train import add_train_arguments, run_train
+    from derive.train.cli import add_train_arguments, run_train
 
     train = sub.add_parser("train", help="train with the generated module on real data")
     add_train_arguments(train)

@@ -12,9 +12,9 @@ This file is trusted code (like a conftest.py): it builds the model with the pub
 
 import sympy as sp
 
-from derive import symbols as S
-from derive.model import LossModel, Param, class_sum, softmax_expr
-from derive.steps import Prose
+from derive import notation as S
+from derive.losses.model import LossModel, Param, class_sum, softmax_expr
+from derive.symbolic.steps import Prose
 
 gamma = sp.Symbol("gamma", nonnegative=True)
 p_k = softmax_expr(S.k)

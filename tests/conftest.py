@@ -6,9 +6,9 @@ from types import ModuleType
 
 import pytest
 
-from derive import catalogue
-from derive.loader import load_generated
-from derive.steps import CheckedDerivation
+from derive.losses import catalogue
+from derive.output.loader import load_generated
+from derive.symbolic.steps import CheckedDerivation
 
 
 @pytest.fixture(scope="session")

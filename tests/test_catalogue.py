@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import build, catalogue, verify
-from derive import symbols as S
-from derive.derivation import loss_derivation
+from derive import notation as S
+from derive import verify
 from derive.errors import ModelDefinitionError
-from derive.loader import load_generated, load_module_from_path
-from derive.losses import LABEL_SMOOTHING, LOGISTIC, SQUARED_ERROR, TEMPERATURE, T, eps
-from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param, class_sum, softmax_expr
-from derive.steps import Prose, is_zero
+from derive.losses import catalogue
+from derive.losses.definitions import LABEL_SMOOTHING, LOGISTIC, SQUARED_ERROR, TEMPERATURE, T, eps
+from derive.losses.derivation import loss_derivation
+from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param, class_sum, softmax_expr
+from derive.output import build
+from derive.output.loader import load_generated, load_module_from_path
+from derive.symbolic.steps import Prose, is_zero
 
 
 @pytest.mark.parametrize("name", catalogue.names())

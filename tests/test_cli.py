@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from derive.cli import main
-from derive.loader import GENERATED_DIR
+from derive.output.loader import GENERATED_DIR
 
 
 def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

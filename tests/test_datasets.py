@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from derive.datasets import (
+from derive.errors import DeriveError
+from derive.train.data import (
     IDX_FILES,
     DatasetError,
     load_digits_dataset,
@@ -21,7 +22,6 @@ from derive.datasets import (
     read_idx,
     stratified_split,
 )
-from derive.errors import DeriveError
 
 TYPE_CODES = {
     np.dtype(np.uint8): 0x08,

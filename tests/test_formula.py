@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 from derive.cli import main
 from derive.errors import FormulaParseError
-from derive.formula import parse_formula
-from derive.user_model import load_user_model
+from derive.losses.formula import parse_formula
+from derive.losses.user_model import load_user_model
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from derive import build, catalogue
 from derive.errors import OutputDirError
-from derive.loader import GENERATED_DIR, REPO_ROOT
+from derive.losses import catalogue
+from derive.output import build
+from derive.output.loader import GENERATED_DIR, REPO_ROOT
 
 
 def _everything() -> dict[str, str]:

@@ -8,8 +8,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from derive import catalogue, verify
-from derive.loader import load_generated
+from derive import verify
+from derive.losses import catalogue
+from derive.output.loader import load_generated
 
 CATALOGUE = catalogue.names()
 

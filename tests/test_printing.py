@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 from derive.errors import ModelDefinitionError
-from derive.functions import CLASS_DUMMY, ROW, LogSumExp, Softmax, stabilize, to_raw
-from derive.printing import VectorPrinter, print_assignments, to_latex
-from derive.steps import is_zero
+from derive.output.printing import VectorPrinter, print_assignments, to_latex
+from derive.symbolic.functions import CLASS_DUMMY, ROW, LogSumExp, Softmax, stabilize, to_raw
+from derive.symbolic.steps import is_zero
 
 ROW_O = S.o[ROW]
 SUM_EXP = sp.Sum(sp.exp(S.o[S.m]), (S.m, 1, S.K))

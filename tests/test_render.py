@@ -5,9 +5,9 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from derive import build
-from derive.render import environment, render, step_view
-from derive.steps import CheckedDerivation
+from derive.output import build
+from derive.output.notes import environment, render, step_view
+from derive.symbolic.steps import CheckedDerivation
 
 
 def test_templates_are_strict_about_missing_data() -> None:

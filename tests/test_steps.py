@@ -5,11 +5,19 @@ from __future__ import annotations
 import pytest
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 from derive.errors import StepCheckError
-from derive.model import softmax_expr
-from derive.softmax_regression import softmax_regression
-from derive.steps import CheckedDerivation, ConcreteK, GeneralK, Numeric, Prose, Step, is_zero
+from derive.losses.model import softmax_expr
+from derive.losses.softmax_regression import softmax_regression
+from derive.symbolic.steps import (
+    CheckedDerivation,
+    ConcreteK,
+    GeneralK,
+    Numeric,
+    Prose,
+    Step,
+    is_zero,
+)
 
 DERIVATION = softmax_regression()
 CLAIMS = [s.name for s in DERIVATION.steps if not s.definition]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from derive.latex_pdf import INSTALL_HINT, compile_pdf, engine_for
-from derive.loader import GENERATED_DIR
+from derive.output.loader import GENERATED_DIR
+from derive.output.pdf import INSTALL_HINT, compile_pdf, engine_for
 
 
 @pytest.mark.tex

@@ -27,19 +27,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from derive.datasets import load_digits_dataset
-from derive.loader import GENERATED_DIR
-from derive.train import (
-    TrainConfig,
-    add_train_arguments,
-    blas_threads,
-    fit_lbfgs,
-    fit_sklearn,
-    load_model,
-    objective_and_grad,
-    run_train,
-    sklearn_C,
-)
+from derive.output.loader import GENERATED_DIR
+from derive.train.cli import add_train_arguments, run_train
+from derive.train.compare import fit_sklearn, sklearn_C
+from derive.train.data import load_digits_dataset
+from derive.train.objective import TrainConfig, load_model, objective_and_grad
+from derive.train.optimizers import blas_threads, fit_lbfgs
 
 MODULE = GENERATED_DIR / "softmax_regression.py"
 
@@ -150,7 +143,7 @@ def test_training_goes_through_the_module(module_path: str, tmp_path: Path) -> N
     """A module whose gradient lacks the 1/n factor no longer reaches scikit-learn's optimum."""
     broken = tmp_path / "broken.py"
     broken.write_text(
-        "from derive.loader import load_module_from_path\n"
+        "from derive.output.loader import load_module_from_path\n"
         f"_m = load_module_from_path({module_path!r}, '_train_test_real')\n"
         "predict = _m.predict\n"
         "def loss_and_grad(X, y, W, b, check=True):\n"

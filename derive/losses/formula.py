@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 from derive.errors import FormulaParseError
-from derive.model import softmax_expr
+from derive.losses.model import softmax_expr
 
 MAX_LENGTH = 2000
 MAX_EXPONENT = 64

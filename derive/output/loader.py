@@ -14,7 +14,7 @@ from types import ModuleType
 
 from derive.errors import ModuleLoadError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GENERATED_DIR = REPO_ROOT / "generated"
 
 

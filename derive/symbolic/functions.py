@@ -17,7 +17,7 @@ from typing import Any
 
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 
 CLASS_DUMMY = sp.Symbol("_s", integer=True, positive=True)
 #: The class variable *inside* a row function (`LogSumExp(o[_r])` is the LSE of the whole row).
@@ -267,7 +267,7 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
        `f_idx - LogSumExp(f)` inside a log becomes `LogSoftmax(f, idx)`.
     Callers confirm the result with `stabilize(e).doit() - e == 0` (a derivation step does).
     """
-    from derive.steps import canonical_sums
+    from derive.symbolic.steps import canonical_sums
 
     e = canonical_sums(expr)
     e = e.replace(

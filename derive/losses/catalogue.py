@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from derive.derivation import loss_derivation
 from derive.errors import UnknownLossError
-from derive.losses import CATALOGUE_MODELS
-from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel
-from derive.softmax_regression import softmax_regression
-from derive.steps import CheckedDerivation, Derivation
+from derive.losses.definitions import CATALOGUE_MODELS
+from derive.losses.derivation import loss_derivation
+from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel
+from derive.losses.softmax_regression import softmax_regression
+from derive.symbolic.steps import CheckedDerivation, Derivation
 
 
 def _factory(model: LossModel) -> Callable[[], Derivation]:

@@ -14,11 +14,11 @@ from typing import Any
 
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 from derive.errors import ModelDefinitionError
-from derive.formula import parse_formula
-from derive.model import LossModel, Param, TargetKind, softmax_expr
-from derive.steps import Prose
+from derive.losses.formula import parse_formula
+from derive.losses.model import LossModel, Param, TargetKind, softmax_expr
+from derive.symbolic.steps import Prose
 
 
 def default_prediction(targets: str) -> sp.Expr:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derive import symbols as S
-from derive.derivation import Wording, core_steps, derive_forms, final_forms
-from derive.explicit import make_batch
-from derive.model import SOFTMAX_CROSS_ENTROPY, LossModel, softmax_expr
-from derive.steps import (
+from derive import notation as S
+from derive.losses.derivation import Wording, core_steps, derive_forms, final_forms
+from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, softmax_expr
+from derive.symbolic.explicit import make_batch
+from derive.symbolic.steps import (
     ConcreteK,
     Derivation,
     Elementwise,

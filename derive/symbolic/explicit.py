@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive import symbols as S
-from derive.steps import instantiate
+from derive import notation as S
+from derive.symbolic.steps import instantiate
 
 
 @dataclass(frozen=True)

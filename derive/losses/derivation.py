@@ -14,12 +14,23 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive import symbols as S
-from derive.calculus import hessian_vector_product, logit_gradient, logit_hessian, loss_in_logits
-from derive.explicit import any_loss_gradient, gradient_matrix, jacobian, make_batch, row_instance
-from derive.functions import stabilize, to_raw
-from derive.model import LossModel
-from derive.steps import (
+from derive import notation as S
+from derive.losses.model import LossModel
+from derive.symbolic.calculus import (
+    hessian_vector_product,
+    logit_gradient,
+    logit_hessian,
+    loss_in_logits,
+)
+from derive.symbolic.explicit import (
+    any_loss_gradient,
+    gradient_matrix,
+    jacobian,
+    make_batch,
+    row_instance,
+)
+from derive.symbolic.functions import stabilize, to_raw
+from derive.symbolic.steps import (
     ConcreteK,
     Derivation,
     Elementwise,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derive import symbols as S
-from derive.functions import recognise_binary
-from derive.model import LossModel
-from derive.steps import (
+from derive import notation as S
+from derive.losses.model import LossModel
+from derive.symbolic.functions import recognise_binary
+from derive.symbolic.steps import (
     canonical_sums,
     expand_logs,
     refine_indices,

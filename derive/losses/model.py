@@ -14,9 +14,9 @@ from typing import Literal
 
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 from derive.errors import ModelDefinitionError
-from derive.steps import Prose
+from derive.symbolic.steps import Prose
 
 TargetKind = Literal["distribution", "binary", "real"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import jinja2
 
-from derive.printing import code_block, to_latex
-from derive.steps import CheckedDerivation, CheckedStep, Prose
+from derive.output.printing import code_block, to_latex
+from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 LANGS = ("en", "zh")
 
 RELATION_LATEX = {"=": "=", ">": ">", ">=": r"\ge"}

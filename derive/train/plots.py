@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from derive.datasets import IntArray
+from derive.train.data import IntArray
 
 if TYPE_CHECKING:
-    from derive.train import EpochRecord
+    from derive.train.objective import EpochRecord
 
 # NOTE: past this many classes, per-cell counts are unreadable; the colours still show the pattern.
 MAX_ANNOTATED_CLASSES = 20

@@ -19,12 +19,12 @@ from typing import Any
 
 import sympy as sp
 
-from derive import symbols as S
-from derive.functions import stabilize
-from derive.model import LossModel
-from derive.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
-from derive.render import environment, one_trailing_newline
-from derive.steps import CheckedDerivation, refine_indices
+from derive import notation as S
+from derive.losses.model import LossModel
+from derive.output.notes import environment, one_trailing_newline
+from derive.output.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
+from derive.symbolic.functions import stabilize
+from derive.symbolic.steps import CheckedDerivation, refine_indices
 
 TEMPLATE = "module.py.j2"
 

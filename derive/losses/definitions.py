@@ -11,15 +11,15 @@ from dataclasses import replace
 
 import sympy as sp
 
-from derive import symbols as S
-from derive.model import (
+from derive import notation as S
+from derive.losses.model import (
     SOFTMAX_CROSS_ENTROPY,
     LossModel,
     Param,
     class_sum,
     softmax_expr,
 )
-from derive.steps import Prose
+from derive.symbolic.steps import Prose
 
 eps = sp.Symbol("eps", nonnegative=True)
 T = sp.Symbol("T", positive=True)

@@ -19,8 +19,16 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
-from derive import symbols as S
-from derive.functions import CLASS_DUMMY, ROW, LogSoftmax, LogSumExp, Sigmoid, Softmax, Softplus
+from derive import notation as S
+from derive.symbolic.functions import (
+    CLASS_DUMMY,
+    ROW,
+    LogSoftmax,
+    LogSumExp,
+    Sigmoid,
+    Softmax,
+    Softplus,
+)
 
 # --------------------------------------------------------------------------- LaTeX
 

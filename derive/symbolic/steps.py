@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 import sympy as sp
 
-from derive import symbols as S
+from derive import notation as S
 from derive.errors import StepCheckError
 
 Transform = Callable[[sp.Expr], sp.Expr]
@@ -58,7 +58,7 @@ def is_zero(expr: sp.Basic) -> bool:
     """
     if expr == 0:
         return True
-    from derive.functions import to_raw
+    from derive.symbolic.functions import to_raw
 
     expr = to_raw(expr)
     if expr == 0:
@@ -211,7 +211,7 @@ def instantiate(expr: sp.Basic, K: int, targets_simplex: bool) -> sp.Basic:
     With `targets_simplex`, `y_K = 1 - sum_{j<K} y_j`, so that identities that need `sum y = 1`
     become plain algebraic identities.
     """
-    from derive.functions import to_raw
+    from derive.symbolic.functions import to_raw
 
     # Stable functions first become their raw formulas (in symbolic K), then K is substituted.
     out = to_raw(expr).subs(S.K, K).doit()
@@ -507,11 +507,11 @@ class CheckedDerivation:
     steps: tuple[CheckedStep, ...]
 
     def _repr_markdown_(self) -> str:
-        from derive.render import render_markdown
+        from derive.output.notes import render_markdown
 
         return render_markdown(self, "en")
 
     def _repr_latex_(self) -> str:
-        from derive.render import latex_fragment
+        from derive.output.notes import latex_fragment
 
         return latex_fragment(self)

@@ -1,0 +1,415 @@
+"""The `derive train` command: arguments, progress reporting, summary, outputs.
+
+Contract: turns parsed arguments into a fit and its report; user mistakes raise `DeriveError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from derive.errors import DeriveError, OutputDirError
+from derive.train.compare import compare_with_sklearn
+from derive.train.data import Dataset, DatasetError, FloatArray, IntArray
+from derive.train.objective import (
+    INSTALL_HINT,
+    OBJECTIVE_TEXT,
+    EpochRecord,
+    FitResult,
+    SoftmaxModel,
+    TrainConfig,
+    confusion_matrix,
+    evaluate,
+    load_model,
+)
+from derive.train.optimizers import blas_threads, fit
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction strictly between 0 and 1, got {text}"
+        )
+    return value
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `derive train` flags to `parser` (the CLI wires `run_train` to it)."""
+    data = parser.add_argument_group("data")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        choices=["digits", "mnist", "fashion-mnist"],
+        default="digits",
+        help="built-in dataset (default: digits, from scikit-learn; mnist and fashion-mnist are "
+        "read from the IDX files in --data-dir)",
+    )
+    source.add_argument(
+        "--data",
+        nargs=2,
+        metavar=("X.npy", "y.npy"),
+        help="your own arrays: features (n, d) and labels (n,)",
+    )
+    data.add_argument("--data-dir", metavar="PATH", help="folder with the four IDX files")
+    data.add_argument(
+        "--test-size",
+        type=_fraction,
+        default=0.25,
+        help="stratified test fraction for digits and --data (default: 0.25; IDX datasets use "
+        "their official test set)",
+    )
+    opt = parser.add_argument_group("optimizer")
+    opt.add_argument("--optimizer", choices=["sgd", "lbfgs"], default="sgd")
+    opt.add_argument("--epochs", type=_positive_int, default=10, help="SGD epochs (default: 10)")
+    opt.add_argument(
+        "--batch-size", type=_positive_int, default=256, help="SGD minibatch (default: 256)"
+    )
+    opt.add_argument("--lr", type=_positive_float, default=0.1, help="SGD step (default: 0.1)")
+    opt.add_argument(
+        "--l2",
+        type=_nonnegative_float,
+        default=1e-3,
+        help="L2 strength in the objective mean CE + l2/2 ||W||^2, bias unpenalised "
+        "(default: 1e-3; 0 is d2l's plain SGD)",
+    )
+    opt.add_argument("--seed", type=int, default=0, help="split, init and shuffling (default: 0)")
+    opt.add_argument(
+        "--max-iter", type=_positive_int, default=1000, help="L-BFGS iterations (default: 1000)"
+    )
+    opt.add_argument(
+        "--tol",
+        type=_positive_float,
+        default=1e-8,
+        help="L-BFGS projected-gradient tolerance, also given to scikit-learn (default: 1e-8)",
+    )
+    opt.add_argument(
+        "--blas-threads",
+        type=_positive_int,
+        default=1,
+        help="BLAS/OpenMP threads while fitting, for both derive and scikit-learn (default: 1; "
+        "pools of several libraries spinning at once slow small fits by 10-50x)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--compare-sklearn", action="store_true", help="fit LogisticRegression too")
+    out.add_argument("--plot", metavar="PNG", help="loss/accuracy curves and confusion matrix")
+    out.add_argument("--json", metavar="PATH", help="write a JSON summary")
+    out.add_argument("--save", metavar="NPZ", help="write W, b and class names (.npz)")
+    out.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    out.add_argument(
+        "--module",
+        metavar="PY",
+        help="emitted module to train with (default: generated/softmax_regression.py)",
+    )
+
+
+def _missing_extras(args: argparse.Namespace) -> list[str]:
+    """The optional packages this particular run needs but cannot import, with the reason."""
+    needed: list[tuple[str, str, str]] = []
+    if args.data is None and args.dataset == "digits":
+        needed.append(("sklearn", "scikit-learn", "--dataset digits"))
+    if args.compare_sklearn:
+        needed.append(("sklearn", "scikit-learn", "--compare-sklearn"))
+    if args.plot:
+        needed.append(("matplotlib", "matplotlib", "--plot"))
+    if not args.quiet:
+        needed.append(("tqdm", "tqdm", "the progress bar; --quiet skips it"))
+    missing: list[str] = []
+    for module, package, why in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(f"{package} (for {why})")
+    return missing
+
+
+def load_dataset(args: argparse.Namespace) -> Dataset:
+    """The dataset the flags ask for."""
+    from derive.train import data as datasets
+
+    if args.data is not None:
+        return datasets.load_npy_dataset(args.data[0], args.data[1], args.test_size, args.seed)
+    if args.dataset == "digits":
+        return datasets.load_digits_dataset(args.test_size, args.seed)
+    if args.data_dir is None:
+        files = ", ".join(datasets.IDX_FILES.values())
+        raise DatasetError(
+            f"--dataset {args.dataset} needs --data-dir, a folder holding {files} "
+            f"(each optionally .gz), published at {datasets.IDX_SOURCES[args.dataset]}"
+        )
+    return datasets.load_idx_dataset(args.dataset, args.data_dir)
+
+
+class _Reporter:
+    """Progress bar and one line per epoch (or per 10 L-BFGS iterations) on the console."""
+
+    def __init__(self, model: SoftmaxModel, data: Dataset, config: TrainConfig, quiet: bool):
+        self.model, self.data, self.config, self.quiet = model, data, config, quiet
+        self.history: list[EpochRecord] = []
+        self.show_bar = not quiet and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def _line(self, record: EpochRecord) -> str:
+        if self.config.optimizer == "sgd":
+            head = f"epoch {record.step:>3}/{self.config.epochs}"
+        else:
+            head = f"iter {record.step:>4}"
+        return (
+            f"{head}  train loss {record.train_loss:.4f}  objective "
+            f"{record.train_objective:.6f}  train acc {record.train_acc:.4f}  test acc "
+            f"{record.test_acc:.4f}"
+        )
+
+    def wrap_batches(self, iterable: Iterable[int], total: int, desc: str) -> Iterable[int]:
+        if not self.show_bar:
+            return iterable
+        from tqdm import tqdm
+
+        return cast(
+            Iterable[int],
+            tqdm(iterable, total=total, desc=desc, leave=False, unit="batch", file=sys.stderr),
+        )
+
+    def __call__(self, step: int, W: FloatArray, b: FloatArray) -> None:
+        record = evaluate(self.model, self.data, W, b, self.config.l2, step)
+        self.history.append(record)
+        if self.config.optimizer == "lbfgs":
+            if self.show_bar:
+                self._lbfgs_bar().update(1)
+            if step != 1 and step % 10 != 0:
+                return
+        self.print_line(record)
+
+    def _lbfgs_bar(self) -> Any:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.config.max_iter, desc="L-BFGS", leave=False, unit="it", file=sys.stderr
+            )
+        return self._bar
+
+    def print_line(self, record: EpochRecord) -> None:
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(self._line(record), file=sys.stdout)
+        else:
+            print(self._line(record))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.config.optimizer == "lbfgs" and self.history:
+            last = self.history[-1]
+            if last.step != 1 and last.step % 10 != 0:
+                self.print_line(last)
+
+
+def _comparison_table(cmp: dict[str, Any]) -> str:
+    ours, theirs = cmp["derive"], cmp["sklearn"]
+    left = f"derive ({ours['optimizer']})"
+    right = f"sklearn (lbfgs, C={cmp['C']:.6g})"
+
+    def fmt(value: Any, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    rows = [
+        ("test accuracy", "test_acc", ".4f"),
+        ("train accuracy", "train_acc", ".4f"),
+        ("objective F (emitted module)", "objective_F", ".12g"),
+        ("objective C*sum CE + |W|^2/2", "objective_sklearn", ".12g"),
+        ("fit seconds", "fit_seconds", ".3f"),
+        ("iterations (sgd: epochs)", "n_iter", "d"),
+    ]
+    lines = [f"{'':<30}{left:>22}{right:>32}"]
+    for label, key, spec in rows:
+        lines.append(f"{label:<30}{fmt(ours[key], spec):>22}{fmt(theirs[key], spec):>32}")
+    lines.append(
+        f"relative objective gap (F_derive - F_sklearn) / F_sklearn: "
+        f"{cmp['relative_objective_gap']:.3g}"
+    )
+    if not theirs["converged"]:
+        lines.append("note: scikit-learn stopped at --max-iter without converging")
+    return "\n".join(lines)
+
+
+def _prepare_output(path_text: str, what: str) -> Path:
+    path = Path(path_text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(f"{what} {path_text!r}: cannot create folder ({exc})") from exc
+    return path
+
+
+def _write(path_text: str, what: str, writer: Callable[[Path], object]) -> None:
+    path = _prepare_output(path_text, what)
+    try:
+        writer(path)
+    except OSError as exc:
+        raise OutputDirError(f"{what} {path_text!r}: cannot write ({exc})") from exc
+
+
+def _save_npz(path: Path, result: FitResult, classes: Sequence[str]) -> None:
+    # An open file keeps the name exactly as given (np.savez appends ".npz" to bare names).
+    with path.open("wb") as fh:
+        np.savez(fh, W=result.W, b=result.b, classes=np.array(classes, dtype=str))
+
+
+def summary(
+    data: Dataset,
+    config: TrainConfig,
+    result: FitResult,
+    history: list[EpochRecord],
+    confusion: IntArray,
+    comparison: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The `--json` document (plain types only; keys sorted when written)."""
+    final = history[-1] if history else None
+    return {
+        "dataset": {
+            "name": data.name,
+            "split": data.split,
+            "n_train": int(data.X_train.shape[0]),
+            "n_test": int(data.X_test.shape[0]),
+            "n_features": data.n_features,
+            "classes": list(data.classes),
+        },
+        "config": asdict(config),
+        "objective": OBJECTIVE_TEXT,
+        "fit": {
+            "seconds": result.seconds,
+            "n_iter": result.n_iter,
+            "converged": result.converged,
+            "message": result.message,
+        },
+        "final": None if final is None else asdict(final),
+        "history": [asdict(r) for r in history],
+        "confusion_matrix": confusion.tolist(),
+        "sklearn_comparison": comparison,
+    }
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run `derive train` for parsed `args`; 0 on success, 1 on any error (message on stderr)."""
+    missing = _missing_extras(args)
+    if missing:
+        print(
+            "error: derive train needs optional packages that are not installed: "
+            f"{'; '.join(missing)}\ninstall them with:\n    {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        _run(args)
+    except DeriveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    config = TrainConfig(
+        optimizer=args.optimizer,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        l2=args.l2,
+        seed=args.seed,
+        max_iter=args.max_iter,
+        tol=args.tol,
+    )
+    model = load_model(args.module)
+    data = load_dataset(args)
+    print(
+        f"{data.name}: {data.X_train.shape[0]} train / {data.X_test.shape[0]} test, "
+        f"{data.n_features} features, {data.n_classes} classes ({data.split})"
+    )
+    reporter = _Reporter(model, data, config, args.quiet)
+    try:
+        with blas_threads(args.blas_threads):
+            result = fit(model, data, config, monitor=reporter, wrap_batches=reporter.wrap_batches)
+    finally:
+        reporter.close()
+    history = reporter.history
+    if not history or history[-1].step != result.n_iter:
+        history.append(evaluate(model, data, result.W, result.b, config.l2, result.n_iter))
+    final = history[-1]
+    unit = "epochs" if config.optimizer == "sgd" else "iterations"
+    status = "" if result.converged else "NOT converged: "
+    print(
+        f"{config.optimizer}: {result.n_iter} {unit} in {result.seconds:.3f} s "
+        f"({status}{result.message})"
+    )
+    print(
+        f"final: train loss {final.train_loss:.6f}  objective {final.train_objective:.10g}  "
+        f"train acc {final.train_acc:.4f}  test acc {final.test_acc:.4f}"
+    )
+    confusion = confusion_matrix(
+        data.y_test, model.predict(data.X_test, result.W, result.b), data.n_classes
+    )
+    comparison = None
+    if args.compare_sklearn:
+        with blas_threads(args.blas_threads):
+            comparison = compare_with_sklearn(model, data, result, config)
+        print(_comparison_table(comparison))
+    if args.plot:
+        from derive.train.plots import plot_training
+
+        title = f"{data.name}, {config.optimizer}, l2={config.l2:g}: test acc {final.test_acc:.2%}"
+        xlabel = "epoch" if config.optimizer == "sgd" else "L-BFGS iteration"
+        ref = None if comparison is None else float(comparison["sklearn"]["test_acc"])
+        _write(
+            args.plot,
+            "--plot",
+            lambda p: plot_training(p, history, confusion, data.classes, title, xlabel, ref),
+        )
+    if args.json:
+        doc = summary(data, config, result, history, confusion, comparison)
+        text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=True) + "\n"
+        _write(args.json, "--json", lambda p: p.write_text(text, encoding="utf-8"))
+    if args.save:
+        _write(args.save, "--save", lambda p: _save_npz(p, result, data.classes))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (`python -m derive.train`), same flags as `derive train`."""
+    parser = argparse.ArgumentParser(prog="derive train", description=__doc__.split("\n")[0])
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
