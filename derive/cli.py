@@ -16,9 +16,13 @@ from pathlib import Path
 from derive import verify
 from derive.errors import DeriveError
 from derive.losses import catalogue
+from derive.losses.derivation import loss_derivation
+from derive.losses.user_model import load_user_model, model_from_formula
 from derive.output import build
 from derive.output.loader import GENERATED_DIR, load_module_from_path
 from derive.output.notes import LANGS
+from derive.output.pdf import compile_pdf
+from derive.train.cli import add_train_arguments, run_train
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -51,8 +55,6 @@ def cmd_latex(args: argparse.Namespace) -> int:
     for path in build.write(arts, out):
         print(f"  wrote {path}")
         if args.pdf and path.suffix == ".tex":
-            from derive.output.pdf import compile_pdf
-
             print(f"  wrote {compile_pdf(path, out)}")
     return 0
 
@@ -67,8 +69,6 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def _emit_user_model(args: argparse.Namespace) -> int:
     """A user's loss, from a file or a formula string: check, write notes and module, verify."""
-    from derive.losses.derivation import loss_derivation
-    from derive.losses.user_model import load_user_model, model_from_formula
 
     if args.out == str(GENERATED_DIR):
         raise DeriveError("--out: choose an output folder for a user model (generated/ is ours)")
@@ -162,8 +162,6 @@ def parser() -> argparse.ArgumentParser:
     add("check", "fail with a diff when generated/ is stale").set_defaults(func=cmd_check)
     add("all", "latex + emit + verify: the main job").set_defaults(func=cmd_all)
     add("list", "list the losses in the catalogue", loss=False).set_defaults(func=cmd_list)
-
-    from derive.train.cli import add_train_arguments, run_train
 
     train = sub.add_parser("train", help="train with the generated module on real data")
     add_train_arguments(train)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import sympy as sp
 
 from derive import notation as S
-from derive.losses.model import LossModel
-from derive.symbolic.calculus import (
+from derive.losses.calculus import (
     hessian_vector_product,
     logit_gradient,
     logit_hessian,
     loss_in_logits,
 )
+from derive.losses.model import LossModel
 from derive.symbolic.explicit import (
     any_loss_gradient,
     gradient_matrix,

@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from derive.errors import OutputDirError
+from derive.losses import catalogue
+from derive.output.codegen import emit_module
 from derive.output.loader import GENERATED_DIR
 from derive.output.notes import LANGS, render
 from derive.symbolic.steps import CheckedDerivation
@@ -40,7 +42,6 @@ def notes_artifacts(checked: CheckedDerivation, langs: Iterable[str] = LANGS) ->
 
 def code_artifacts(checked: CheckedDerivation) -> dict[str, str]:
     """`<name>.py`: the emitted NumPy module."""
-    from derive.output.codegen import emit_module
 
     return {f"{checked.derivation.name}.py": emit_module(checked)}
 
@@ -49,7 +50,6 @@ def artifacts_for(
     name: str, kinds: tuple[str, ...] = KINDS, workers: int = 1
 ) -> tuple[dict[str, str], float]:
     """The artifacts of one catalogue loss (checked first), and the seconds the checks took."""
-    from derive.losses import catalogue
 
     t0 = time.perf_counter()
     checked = catalogue.checked(name, workers)

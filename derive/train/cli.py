@@ -18,6 +18,7 @@ from typing import Any, cast
 import numpy as np
 
 from derive.errors import DeriveError, OutputDirError
+from derive.train import data as datasets
 from derive.train.compare import compare_with_sklearn
 from derive.train.data import Dataset, DatasetError, FloatArray, IntArray
 from derive.train.objective import (
@@ -32,6 +33,7 @@ from derive.train.objective import (
     load_model,
 )
 from derive.train.optimizers import blas_threads, fit
+from derive.train.plots import plot_training
 
 
 def _positive_int(text: str) -> int:
@@ -155,7 +157,6 @@ def _missing_extras(args: argparse.Namespace) -> list[str]:
 
 def load_dataset(args: argparse.Namespace) -> Dataset:
     """The dataset the flags ask for."""
-    from derive.train import data as datasets
 
     if args.data is not None:
         return datasets.load_npy_dataset(args.data[0], args.data[1], args.test_size, args.seed)
@@ -386,8 +387,6 @@ def _run(args: argparse.Namespace) -> None:
             comparison = compare_with_sklearn(model, data, result, config)
         print(_comparison_table(comparison))
     if args.plot:
-        from derive.train.plots import plot_training
-
         title = f"{data.name}, {config.optimizer}, l2={config.l2:g}: test acc {final.test_acc:.2%}"
         xlabel = "epoch" if config.optimizer == "sgd" else "L-BFGS iteration"
         ref = None if comparison is None else float(comparison["sklearn"]["test_acc"])

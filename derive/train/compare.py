@@ -12,6 +12,7 @@ import warnings
 from typing import Any, cast
 
 import numpy as np
+from scipy.special import log_softmax
 
 from derive.train.data import Dataset, FloatArray, IntArray
 from derive.train.objective import (
@@ -76,7 +77,6 @@ def fit_sklearn(
 
 def reference_ce_sum(X: FloatArray, y: IntArray, W: FloatArray, b: FloatArray) -> float:
     """Sum of cross-entropies by SciPy's log-softmax: an evaluation independent of the module."""
-    from scipy.special import log_softmax
 
     log_p = log_softmax(X @ W + b, axis=1)
     return -float(np.sum(log_p[np.arange(X.shape[0]), y]))

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from derive.errors import ModuleLoadError
+from derive.output.loader import load_generated, load_module_from_path
 from derive.train.data import Dataset, FloatArray, IntArray
 
 INSTALL_HINT: Final = 'pip install -e ".[train]"'
@@ -103,7 +104,6 @@ class SklearnFit:
 
 def load_model(path: str | Path | None = None) -> SoftmaxModel:
     """The emitted module: `generated/softmax_regression.py` unless `path` names another file."""
-    from derive.output.loader import load_generated, load_module_from_path
 
     module = (
         load_generated("softmax_regression") if path is None else load_module_from_path(Path(path))

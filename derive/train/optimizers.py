@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import cast
 
 import numpy as np
+from scipy.optimize import OptimizeResult, minimize
 
 from derive.errors import DeriveError
 from derive.train.data import Dataset, FloatArray, IntArray
@@ -115,7 +116,6 @@ def fit_lbfgs(
     which picks the same representative as scikit-learn among the solutions that differ by a
     constant added to all logits, so parameters can be compared, not only predictions.
     """
-    from scipy.optimize import OptimizeResult, minimize
 
     d = X.shape[1]
     k = n_classes

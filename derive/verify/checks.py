@@ -28,7 +28,11 @@ from functools import partial
 from types import ModuleType
 from typing import Any, Literal
 
+import mpmath
 import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import special
 
 Array = np.ndarray[Any, Any]
 Status = Literal["pass", "FAIL", "skip"]
@@ -115,7 +119,6 @@ def _as_targets(y: Array, K: int) -> Array:
 
 def _reference_loss(subject: Subject) -> Callable[[Array, Array], float] | None:
     """An independent (scipy-based) mean loss for the catalogue losses, or None."""
-    from scipy import special
 
     name = subject.loss_name.removesuffix("_l2")
     p = subject.params
@@ -275,7 +278,6 @@ def softmax_kernels(s: Subject) -> Result:
     name = "softmax, log_softmax, logsumexp vs scipy.special"
     if not s.softmax_api:
         return Result(name, math.nan, IDENTITY_BOUND, "skip", "no softmax in this module")
-    from scipy import special
 
     rng = _rng(5)
     worst = 0.0
@@ -292,7 +294,6 @@ def softmax_kernels(s: Subject) -> Result:
 
 def _mp_reference(row: Array) -> tuple[Array, Array, float]:
     """softmax, log_softmax and logsumexp of one row, to 50 digits, rounded to float64."""
-    import mpmath
 
     with mpmath.workdps(50):
         vals = [mpmath.mpf(float(v)) if math.isfinite(v) else None for v in row]
@@ -429,8 +430,6 @@ def blocks(s: Subject) -> Result:
 def properties(s: Subject) -> Result:
     """db = column sums of dL/dO; for softmax losses: rows sum to 1, gradient rows to 0,
     shift invariance up to 1e8 (exactly representable shifts)."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
 
     worst = [0.0]
     distribution = s.targets == "distribution"
