@@ -113,6 +113,7 @@ def test_a_hostile_formula_flag_is_a_clear_error(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_example_user_loss_goes_from_a_file_to_a_verified_module(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

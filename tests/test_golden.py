@@ -82,6 +82,7 @@ def test_generated_module_is_formatted_and_lint_clean() -> None:
     subprocess.run(["ruff", "check", *files], check=True, cwd=REPO_ROOT)
 
 
+@pytest.mark.slow
 def test_generated_module_passes_mypy_strict() -> None:
     pytest.importorskip("mypy", reason="mypy not installed (pip install -e '.[test]')")
     files = [str(p) for p in GENERATED_DIR.glob("*.py")]

@@ -56,6 +56,7 @@ def test_gradient_is_softmax_minus_label(checked: CheckedDerivation) -> None:
             assert is_zero(diff)
 
 
+@pytest.mark.slow
 def test_dropping_the_label_term_stops_the_pipeline_at_that_step() -> None:
     wrong = softmax_expr(S.j)  # the notes' gradient without "- y_j"
     corrupted = DERIVATION.replace_step("gradient_logits", rhs=wrong)
