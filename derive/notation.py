@@ -4,6 +4,10 @@ d2l's notation is used throughout: a sample `x` (d features) maps to logits `o =
 (`W` is d x K), a batch `X` (n x d) to `O = X W + 1 b^T`. Class indices run from 1 to a *symbolic*
 K so that the derivation holds for every number of classes; concrete checks substitute K = 2..8.
 
+One meaning per letter (`tests/test_printing.py` checks that no two scalar symbols share a
+name): j, k, m class indices (m is also what a clashing bound index is renamed to), i the sample,
+a the feature, c the true class, s the shift, K/n/d the sizes; o, y, yhat, p, v per-class vectors.
+
 Names here reach generated code through SymPy's printers, which copy names verbatim, so every name
 is validated as a plain identifier (`checked_name`).
 """
@@ -51,10 +55,10 @@ b = sp.IndexedBase("b", real=True)  # bias, K
 p = sp.IndexedBase("p", positive=True)  # a probability vector (used in the PSD argument)
 P = sp.IndexedBase("P", positive=True)  # per-sample likelihoods P(y_i | x_i)
 
-shift = sp.Symbol("c", real=True)
-lam = sp.Symbol(
-    "lam", nonnegative=True
-)  # weight decay strength  # the constant subtracted from every logit
+# The constant subtracted from every logit (shift invariance; `max_k o_k` in the code). Not `c`:
+# `c` is the true class, and one letter has one meaning in the notes.
+shift = sp.Symbol("s", real=True)
+lam = sp.Symbol("lam", nonnegative=True)  # weight decay strength, printed as lambda
 
 # Matrices, for the batch forms (display and the elementwise proofs).
 Xm = sp.MatrixSymbol("X", n, d)

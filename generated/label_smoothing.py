@@ -339,7 +339,7 @@ def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
     - targets: $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
-    - labels: $\varepsilon \delta_{c j} - \delta_{c j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \frac{\varepsilon}{K}$ (computed without a one-hot matrix)
+    - labels: $\varepsilon \delta_{jc} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc} - \frac{\varepsilon}{K}$ (computed without a one-hot matrix)
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)
@@ -449,7 +449,7 @@ def predict(X: Any, W: Any, b: Any, *, eps: float = 0.1) -> Array:
 def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \left(\delta_{j k} - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$
+    $H_{jk} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(\delta_{jk} - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     o = _logit_array("o", o, masked=True)
@@ -465,7 +465,7 @@ def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
 def hvp_logits(O: Any, V: Any, *, eps: float = 0.1) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
 
-    $\sum_k H_{jk} v_k = \left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\mathbf{o}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$ (no K x K matrix is formed).
+    $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)

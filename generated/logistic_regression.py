@@ -209,7 +209,7 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 def loss(O: Any, y: Any) -> Any:
     r"""Mean loss over the batch of logits `O` (n, K).
 
-    `y` is targets of shape (n, K) (binary). Per sample: $\sum_{k=1}^{K} \operatorname{softplus}\left(- o_{k}\right) y_{k} - \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) y_{k} + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right)$
+    `y` is targets of shape (n, K) (binary). Per sample: $\sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$
     """
     O, n, K = _logit_batch(O)
     _, Y = _targets("y", y, n, K, O.dtype)
@@ -313,7 +313,7 @@ def predict(X: Any, W: Any, b: Any) -> Array:
 def hessian_logits(o: Any) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \left(1 - \sigma\left(o_{j}\right)\right) \delta_{j k} \sigma\left(o_{j}\right)$
+    $H_{jk} = \delta_{jk} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$
     """
     o = _logit_array("o", o, masked=False)
     if o.ndim != 1:
@@ -328,7 +328,7 @@ def hessian_logits(o: Any) -> Array:
 def hvp_logits(O: Any, V: Any) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
 
-    $\sum_k H_{jk} v_k = \left(1 - \sigma\left(o_{j}\right)\right) \sigma\left(o_{j}\right) v_{j}$ (no K x K matrix is formed).
+    $\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$ (no K x K matrix is formed).
     """
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)

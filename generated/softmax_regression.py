@@ -329,7 +329,7 @@ def grad_logits(O: Any, y: Any) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
     - targets: $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$
-    - labels: $- \delta_{c j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j}$ (computed without a one-hot matrix)
+    - labels: $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc}$ (computed without a one-hot matrix)
     """
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
@@ -430,7 +430,7 @@ def predict(X: Any, W: Any, b: Any) -> Array:
 def hessian_logits(o: Any) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \left(\delta_{j k} - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$
+    $H_{jk} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(\delta_{jk} - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$
     """
     o = _logit_array("o", o, masked=True)
     if o.ndim != 1:
@@ -445,7 +445,7 @@ def hessian_logits(o: Any) -> Array:
 def hvp_logits(O: Any, V: Any) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
 
-    $\sum_k H_{jk} v_k = \left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\mathbf{o}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$ (no K x K matrix is formed).
+    $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
     """
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)

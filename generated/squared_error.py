@@ -190,7 +190,7 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 def loss(O: Any, y: Any) -> Any:
     r"""Mean loss over the batch of logits `O` (n, K).
 
-    `y` is targets of shape (n, K) (real). Per sample: $- \sum_{k=1}^{K} o_{k} y_{k} + \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2}$
+    `y` is targets of shape (n, K) (real). Per sample: $\frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$
     """
     O, n, K = _logit_batch(O)
     _, Y = _targets("y", y, n, K, O.dtype)
@@ -292,7 +292,7 @@ def predict(X: Any, W: Any, b: Any) -> Array:
 def hessian_logits(o: Any) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \delta_{j k}$
+    $H_{jk} = \delta_{jk}$
     """
     o = _logit_array("o", o, masked=False)
     if o.ndim != 1:

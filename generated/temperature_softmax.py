@@ -329,7 +329,7 @@ def grad_logits(O: Any, y: Any, *, T: float = 2.0) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
     - targets: $\frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - y_{j}}{T}$
-    - labels: $\frac{- \delta_{c j} + \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}}{T}$ (computed without a one-hot matrix)
+    - labels: $\frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - \delta_{jc}}{T}$ (computed without a one-hot matrix)
     """
     _param("T", T, 0.0, None, False, False)
     O, n, K = _logit_batch(O)
@@ -437,7 +437,7 @@ def predict(X: Any, W: Any, b: Any, *, T: float = 2.0) -> Array:
 def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \frac{\left(\delta_{j k} - \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right) \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}}{T^{2}}$
+    $H_{jk} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(\delta_{jk} - \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$
     """
     _param("T", T, 0.0, None, False, False)
     o = _logit_array("o", o, masked=True)
@@ -457,7 +457,7 @@ def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
 def hvp_logits(O: Any, V: Any, *, T: float = 2.0) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
 
-    $\sum_k H_{jk} v_k = \frac{\left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}}{T^{2}}$ (no K x K matrix is formed).
+    $\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$ (no K x K matrix is formed).
     """
     _param("T", T, 0.0, None, False, False)
     O, n, K = _logit_batch(O)

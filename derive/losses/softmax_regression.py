@@ -128,10 +128,10 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             "softmax_shift_invariance",
             Prose("Shifting every logit changes nothing", "所有输出同时平移不改变结果"),
             Prose(
-                "$e^{-c}$ factors out of numerator and denominator. With $c = \\max_k o_k$ every "
+                "$e^{-s}$ factors out of numerator and denominator. With $s = \\max_k o_k$ every "
                 "exponent is $\\le 0$, which is how the generated code computes softmax without "
                 "overflow.",
-                "$e^{-c}$ 可以从分子和分母中同时提出并约掉。取 $c = \\max_k o_k$ 时所有指数都 "
+                "$e^{-s}$ 可以从分子和分母中同时提出并约掉。取 $s = \\max_k o_k$ 时所有指数都 "
                 "$\\le 0$，生成的代码正是这样计算 softmax 而不溢出。",
             ),
             sp.exp(o[j] - S.shift) / sp.Sum(sp.exp(o[S.m] - S.shift), (S.m, 1, K)),
@@ -198,9 +198,9 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         "logsumexp_shift",
         Prose("The stable log-sum-exp", "数值稳定的 log-sum-exp"),
         Prose(
-            "The same factoring as for softmax: with $c = \\max_k o_k$ no exponential "
+            "The same factoring as for softmax: with $s = \\max_k o_k$ no exponential "
             "overflows, and the largest term is $e^0 = 1$, so the log never sees 0.",
-            "与 softmax 相同的提取：取 $c = \\max_k o_k$ 时指数不会溢出，最大的一项是 "
+            "与 softmax 相同的提取：取 $s = \\max_k o_k$ 时指数不会溢出，最大的一项是 "
             "$e^0 = 1$，所以 $\\log$ 的参数不会为 0。",
         ),
         lse,

@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from derive.output.printing import code_block, to_latex
+from derive.output.printing import code_block, latex_sides
 from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -83,7 +83,8 @@ def prose(text: str, fmt: str) -> str:
 
 def step_view(number: int, checked: CheckedStep, lang: str, fmt: str = "md") -> StepView:
     step = checked.step
-    equation = f"{to_latex(step.lhs)} {RELATION_LATEX[step.relation]} {to_latex(step.rhs)}"
+    lhs, rhs = latex_sides(step.lhs, step.rhs)
+    equation = f"{lhs} {RELATION_LATEX[step.relation]} {rhs}"
     return StepView(
         number=number,
         name=step.name,

@@ -34,16 +34,35 @@ from derive.symbolic.functions import (
 
 
 class NotesLatexPrinter(LatexPrinter):
-    """SymPy's LaTeX with the notes' notation: `o_j` not `{o}_{j}`, the class dummy shown as k."""
+    """SymPy's LaTeX with the notes' notation and a textbook's habits.
 
-    def _print_Indexed(self, expr: sp.Indexed) -> str:
-        base = self._print(expr.base.label)
-        idx = ",".join(self._print(i) for i in expr.indices)
-        return f"{base}_{{{idx}}}"
+    - `o_j`, not `{o}_{j}`; `\\delta_{jc}` with the true class last; the class dummy shown as k.
+    - Index hygiene: a bound variable (of a sum or product) never prints with the name of a symbol
+      that is free in the same equation, or bound by an enclosing sum; it is renamed to the first
+      free name of `m`, `l`, `k'`, ... (`taken` holds the names free in the whole equation, since
+      one side's bound index must not read as the other side's free one).
+    - Term order: in a sum the positive terms come first (prediction minus label, `a - b` rather
+      than `-b + a`); in a product, plain factors (`y_k`, `x_a`) before functions, and
+      parenthesised sums last (`y_k \\log \\hat{y}_k`, `x_a (\\hat{y}_j - y_j)`).
+    """
 
     dummy_name = "k"
 
+    def __init__(self, settings: dict[str, Any] | None = None, taken: set[str] | None = None):
+        super().__init__({"mul_symbol": None, **(settings or {})})
+        self._taken: set[str] = set(taken or ())
+        self._renamed: dict[sp.Symbol, str] = {}
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        base = self._print(expr.base.label)
+        parts = [self._print(i) for i in expr.indices]
+        # `W_{aj}` for single-letter indices (as textbooks write it), `W_{a,j+1}` otherwise.
+        sep = "" if len(parts) > 1 and all(len(p) == 1 for p in parts) else ","
+        return f"{base}_{{{sep.join(parts)}}}"
+
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
+        if expr in self._renamed:
+            return self._renamed[expr]
         if expr == CLASS_DUMMY:
             return self.dummy_name
         if expr.name in S.LATEX_NAMES:
@@ -51,13 +70,108 @@ class NotesLatexPrinter(LatexPrinter):
         out: str = super()._print_Symbol(expr, style=style)
         return out
 
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp: str | None = None) -> str:
+        # The true class c last (`\\delta_{jc}`), otherwise the indices in alphabetical order.
+        first, second = sorted(expr.args, key=lambda t: (t == S.c, self._print(t)))
+        i, j = self._print(first), self._print(second)
+        sep = "" if len(i) == 1 and len(j) == 1 else ", "
+        tex = rf"\delta_{{{i}{sep}{j}}}"
+        return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+
+    # -- index hygiene
+
+    def _bound(self, expr: sp.Sum | sp.Product, print_it: Any) -> str:
+        saved_taken, saved_renamed = set(self._taken), dict(self._renamed)
+        try:
+            for var, *_ in expr.limits:
+                name = self._print(var)
+                if name in self._taken:
+                    name = next(c for c in _fresh_names(name) if c not in self._taken)
+                    self._renamed[var] = name
+                self._taken.add(name)
+            out: str = print_it(expr)
+            return out
+        finally:
+            self._taken, self._renamed = saved_taken, saved_renamed
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        return self._bound(expr, super()._print_Sum)
+
+    def _print_Product(self, expr: sp.Product) -> str:
+        return self._bound(expr, super()._print_Product)
+
+    # -- term order
+
+    def _as_ordered_terms(self, expr: sp.Basic, order: Any = None) -> list[sp.Basic]:
+        terms = list(super()._as_ordered_terms(expr, order=order))
+        return sorted(terms, key=lambda t: bool(t.could_extract_minus_sign()))
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        if expr.could_extract_minus_sign():
+            inner = -expr
+            body = self._print(inner)
+            return "- " + (rf"\left({body}\right)" if inner.is_Add else body)
+        factors = sorted(expr.as_ordered_factors(), key=_factor_rank)
+        saved = self._settings["order"]
+        self._settings["order"] = "none"
+        try:
+            out: str = super()._print_Mul(sp.Mul(*factors, evaluate=False))
+        finally:
+            self._settings["order"] = saved
+        return out
+
+
+def _fresh_names(name: str) -> list[str]:
+    """Names for a renamed bound index, in the order a textbook would reach for them."""
+    base = ["m", "l", "r", "s", "t"]
+    return [b for b in base if b != name] + [name + "'" * p for p in range(1, 4)]
+
+
+def _factor_rank(f: sp.Basic) -> int:
+    """Numbers, then plain factors, then functions and sums, then parenthesised sums last."""
+    if f.is_Number:
+        return 0
+    base = f.base if isinstance(f, sp.Pow) else f
+    if isinstance(base, sp.Symbol | sp.Indexed | sp.KroneckerDelta):
+        return 1
+    if isinstance(base, sp.Add):
+        return 3
+    return 2
+
+
+def _names(printer: NotesLatexPrinter, expr: sp.Basic) -> set[str]:
+    """The printed names of the symbols free in `expr` (derivative variables included: SymPy's
+    `free_symbols` of a `Derivative` leaves them out)."""
+    if isinstance(expr, sp.Symbol):
+        return {printer._print(expr)}
+    if isinstance(expr, sp.Sum | sp.Product):
+        inner = _names(printer, expr.function)
+        bound = {printer._print(var) for var, *_ in expr.limits}
+        limits = set().union(*(_names(printer, t) for _, *ends in expr.limits for t in ends))
+        return (inner - bound) | limits
+    if isinstance(expr, sp.Indexed):
+        return set().union(*(_names(printer, i) for i in expr.indices))
+    if isinstance(expr, sp.Derivative):
+        wrt = set().union(*(_names(printer, v) for v, _ in expr.variable_count))
+        return _names(printer, expr.expr) | wrt
+    if not isinstance(expr, sp.Basic):
+        return set()
+    return set().union(set(), *(_names(printer, a) for a in expr.args))
+
+
+def latex_sides(*sides: sp.Basic) -> list[str]:
+    """LaTeX of the sides of one equation, sharing one set of names in use.
+
+    A bound index on one side never takes the name of an index free on either side.
+    """
+    plain = NotesLatexPrinter()
+    taken = set().union(*(_names(plain, e) for e in sides))
+    return [str(NotesLatexPrinter(taken=taken).doprint(e)) for e in sides]
+
 
 def to_latex(expr: sp.Basic) -> str:
-    """LaTeX of an expression, with the class dummy renamed when it would clash with a free k."""
-    printer = NotesLatexPrinter({"mul_symbol": None})
-    if S.k in expr.free_symbols:
-        printer.dummy_name = "m"
-    return str(printer.doprint(expr))
+    """LaTeX of one expression (bound indices renamed where they would clash)."""
+    return latex_sides(expr)[0]
 
 
 # --------------------------------------------------------------------------- NumPy

@@ -284,7 +284,7 @@ class ConcreteK:
                 if not is_zero(e):
                     at = ", ".join(f"{s}={val}" for s, val in zip(idx, values, strict=True))
                     raise _fail(step, f"K={K} {at}: lhs - rhs = {sp.sstr(sp.simplify(e))}")
-        ks = f"{self.Ks[0]}…{self.Ks[-1]}" if len(self.Ks) > 1 else str(self.Ks[0])
+        ks = f"{self.Ks[0]}, \\dots, {self.Ks[-1]}" if len(self.Ks) > 1 else str(self.Ks[0])
         return Outcome(
             "proof",
             Prose(
