@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from importlib.resources import as_file
 from pathlib import Path
 from types import ModuleType
 
+from derive import resources
 from derive.errors import ModuleLoadError
 
+#: The source tree `derive/` was imported from (a checkout; site-packages for a wheel).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-GENERATED_DIR = REPO_ROOT / "generated"
+#: The catalogue's emitted files: the checkout's `generated/`, or the wheel's `derive/generated`.
+GENERATED_DIR = resources.generated_dir()
 
 
 def load_module_from_path(path: Path, module_name: str | None = None) -> ModuleType:
@@ -38,5 +42,7 @@ def load_module_from_path(path: Path, module_name: str | None = None) -> ModuleT
 
 
 def load_generated(name: str = "softmax_regression") -> ModuleType:
-    """Import `generated/<name>.py`, the committed module emitted by `derive emit`."""
-    return load_module_from_path(GENERATED_DIR / f"{name}.py")
+    """Import `generated/<name>.py`, the committed module emitted by `derive emit` (shipped in
+    the wheel as `derive/generated/<name>.py`)."""
+    with as_file(resources.generated() / f"{name}.py") as path:
+        return load_module_from_path(path)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from derive import resources
 from derive.output.printing import code_block, latex_sides
 from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 LANGS = ("en", "zh")
 
 RELATION_LATEX = {"=": "=", ">": ">", ">=": r"\ge"}
@@ -40,10 +39,16 @@ CHROME: dict[str, Prose] = {
 }
 
 
+def _template_source(name: str) -> str | None:
+    """A template's text, read through `importlib.resources` (checkout and wheel alike)."""
+    path = resources.templates() / name
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
 def environment() -> jinja2.Environment:
     """The one Jinja environment: strict, no autoescape (the output is code and TeX, not HTML)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=jinja2.FunctionLoader(_template_source),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

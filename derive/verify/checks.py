@@ -19,10 +19,12 @@ Tolerances, and why:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
@@ -426,6 +428,22 @@ def blocks(s: Subject) -> Result:
     return _result("blocked loss_and_grad vs the same over two halves", worst, IDENTITY_BOUND)
 
 
+@contextlib.contextmanager
+def _hypothesis_home_elsewhere() -> Iterator[None]:
+    """Keep Hypothesis out of the user's folder. `derandomize=True` already means no example
+    database; but Hypothesis also caches the constants it collects from loaded modules under
+    `./.hypothesis/`. A user's `derive verify` must leave nothing in their folder: give it a
+    temporary home for the run, removed after."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    with tempfile.TemporaryDirectory(prefix="derive-hypothesis-") as home:
+        set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            set_hypothesis_home_dir(None)
+
+
 @check
 def properties(s: Subject) -> Result:
     """db = column sums of dL/dO; for softmax losses: rows sum to 1, gradient rows to 0,
@@ -471,7 +489,8 @@ def properties(s: Subject) -> Result:
 
     name = "properties (hypothesis, 40 cases)"
     try:
-        prop()
+        with _hypothesis_home_elsewhere():
+            prop()
     except AssertionError:
         return Result(name, worst[0], bound, "FAIL", note)
     return _result(name, worst[0], bound, note)
