@@ -34,6 +34,7 @@ import mpmath
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from scipy import special
 
 Array = np.ndarray[Any, Any]
@@ -434,8 +435,6 @@ def _hypothesis_home_elsewhere() -> Iterator[None]:
     database; but Hypothesis also caches the constants it collects from loaded modules under
     `./.hypothesis/`. A user's `derive verify` must leave nothing in their folder: give it a
     temporary home for the run, removed after."""
-    from hypothesis.configuration import set_hypothesis_home_dir
-
     with tempfile.TemporaryDirectory(prefix="derive-hypothesis-") as home:
         set_hypothesis_home_dir(home)
         try:
