@@ -242,6 +242,8 @@ def loss_and_grad(
     W: Any,
     b: Any,
     check: bool = True,
+    *,
+    reduction: str = "mean",
 ) -> tuple[Any, Array, Array]:
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
 
@@ -250,7 +252,11 @@ def loss_and_grad(
     and `dL/db = 1^T G / n`.
     One pass over X in blocks of rows, no n x d temporaries.
     `check=False` skips validation (for hot loops over inputs already known good).
+    `reduction="sum"` returns `n` times each of the three instead: sums over the rows, which add
+    up exactly over any split of the rows into blocks (step "batch_sum"), for data in chunks.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if check:
         X, W, b = _layer(X, W, b)
         _, Y = _targets("y", y, X.shape[0], W.shape[1], X.dtype)
@@ -288,6 +294,8 @@ def loss_and_grad(
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
         db += G.sum(axis=0)
+    if reduction == "sum":
+        return X.dtype.type(total), dW, db
     dW /= n
     db /= n
     return X.dtype.type(total / n), dW, db

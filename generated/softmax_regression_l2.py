@@ -354,6 +354,7 @@ def loss_and_grad(
     b: Any,
     check: bool = True,
     *,
+    reduction: str = "mean",
     lam: float = 0.0001,
 ) -> tuple[Any, Array, Array]:
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
@@ -363,7 +364,11 @@ def loss_and_grad(
     and `dL/db = 1^T G / n`, plus the weight decay $\frac{\lambda \operatorname{tr}\left(W^{T} W \right)}{2}$ and its gradient.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
+    `reduction="sum"` returns `n` times each of the three instead: sums over the rows, which add
+    up exactly over any split of the rows into blocks (step "batch_sum"), for data in chunks.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if check:
         _param("lam", lam, 0.0, None, True, False)
         X, W, b = _layer(X, W, b)
@@ -411,9 +416,13 @@ def loss_and_grad(
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
         db += G.sum(axis=0)
+    # NOTE: the penalty is no row sum; the summed form carries it once per row.
+    total += n * float(1 / 2 * lam * np.vdot(W, W))
+    if reduction == "sum":
+        dW += n * (lam * W)
+        return X.dtype.type(total), dW, db
     dW /= n
     db /= n
-    total += n * float(1 / 2 * lam * np.vdot(W, W))
     dW += lam * W
     return X.dtype.type(total / n), dW, db
 

@@ -23,6 +23,7 @@ from derive.losses.calculus import (
 )
 from derive.losses.model import LossModel
 from derive.symbolic.explicit import (
+    Batch,
     any_loss_gradient,
     gradient_matrix,
     jacobian,
@@ -88,6 +89,24 @@ def _batch_b(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
     batch = make_batch(n, d, K, simplex=False)
     L, dL_dO = any_loss_gradient(batch)
     return jacobian(L, batch.b), dL_dO.T * sp.ones(n, 1)
+
+
+def _row_sums(batch: Batch) -> sp.Matrix:
+    """`n L`, `n dL/dW` and `n dL/db` of a batch, flattened into one column."""
+    L, _ = any_loss_gradient(batch)
+    n = batch.n
+    return sp.Matrix([n * L, *(n * jacobian(L, batch.W)), *(n * jacobian(L, batch.b))])
+
+
+def _batch_sum(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
+    """The whole batch's row sums against the sums of its first rows and of the rest."""
+    batch = make_batch(n, d, K, simplex=False)
+    split = n // 2
+
+    def rows(lo: int, hi: int) -> Batch:
+        return Batch(batch.X[lo:hi, :], batch.W, batch.b, batch.Y[lo:hi, :], batch.O[lo:hi, :])
+
+    return _row_sums(batch), _row_sums(rows(0, split)) + _row_sums(rows(split, n))
 
 
 def _weight_decay(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
@@ -169,6 +188,25 @@ def _generic_wording(model: LossModel) -> dict[str, Wording]:
             Prose("The batch gradient for $b$", "批量上 $b$ 的梯度"),
             Prose("The column sums of $G$.", "$G$ 的列和。"),
         ),
+        "batch_sum": Wording(
+            Prose("Sums over blocks of rows", "按行分块求和"),
+            Prose(
+                "$L$ is the mean of the per-sample losses, so $n L$, $n \\, \\partial L / "
+                "\\partial W$ and $n \\, \\partial L / \\partial b$ are sums over the rows: "
+                "for rows split into blocks $c$ of $n_c$ rows each, they are the sums of the "
+                "blocks' own $n_c L_c$, $n_c \\, \\partial L_c / \\partial W$ and "
+                "$n_c \\, \\partial L_c / \\partial b$. Proved for all three and an arbitrary "
+                'differentiable per-sample loss. The code\'s `reduction="sum"` returns these '
+                "sums (chunks of a data set too large for one machine add them up); the mean "
+                "divides them by $n$.",
+                "$L$ 是各样本损失的平均，所以 $n L$、$n \\, \\partial L / \\partial W$ 和 "
+                "$n \\, \\partial L / \\partial b$ 都是对行的求和：把行分成若干块 $c$（每块 "
+                "$n_c$ 行），它们等于各块自身的 $n_c L_c$、$n_c \\, \\partial L_c / \\partial W$ "
+                "与 $n_c \\, \\partial L_c / \\partial b$ 之和。对这三者及任意可微的单样本损失"
+                '证明。代码中的 `reduction="sum"` 返回这些和（一台机器放不下的数据集按块相加）；'
+                "平均值再除以 $n$。",
+            ),
+        ),
         "weight_decay": Wording(
             Prose("Weight decay", "权重衰减"),
             Prose(
@@ -228,6 +266,9 @@ def final_forms(model: LossModel, forms: Forms) -> dict[str, sp.Basic]:
         "logits": S.Xm * S.Wm + S.ones_n * S.bm.T,
         "dW": S.Xm.T * S.Gm,
         "db": S.Gm.T * S.ones_n,
+        # Step "batch_sum": the loss and both gradients are row sums divided by this; the code's
+        # summed form (`reduction="sum"`) skips the division and scales the penalty by it.
+        "batch_rows": S.n,
     }
     if forms.hessian is not None and forms.hvp is not None:
         out["hessian"], out["hvp"] = forms.hessian, forms.hvp
@@ -304,6 +345,12 @@ def core_steps(
         display(r"\frac{\partial L}{\partial b}"),
         S.Gm.T * S.ones_n,
         (Elementwise(_batch_b, shapes=BATCH_SHAPES),),
+    )
+    steps["batch_sum"] = step(
+        "batch_sum",
+        display(r"n \frac{\partial L}{\partial W}"),
+        sp.Sum(display(r"n_c \frac{\partial L_c}{\partial W}"), (display("c"), 1, display("C"))),
+        (Elementwise(_batch_sum, shapes=((2, 2, 2), (3, 2, 3))),),
     )
     if model.weight_decay:
         steps["weight_decay"] = step(

@@ -150,6 +150,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "logits_inplace": _in_place_sum("O", forms["logits"], chain),
         "chain_W": chain.doprint(forms["dW"]),
         "chain_b": chain.doprint(forms["db"]),
+        "batch_rows": chain.doprint(forms["batch_rows"]),
         "decay": None,
         # softmax / log_softmax / logsumexp belong to the API of every softmax-family module.
         "public_kernels": distribution,

@@ -13,19 +13,23 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from derive.errors import DeriveError, OutputDirError
+from derive.train import dask_engine
 from derive.train import data as datasets
 from derive.train.compare import compare_with_sklearn
+from derive.train.dask_engine import DaskData
 from derive.train.data import Dataset, DatasetError, FloatArray, IntArray
 from derive.train.objective import (
     INSTALL_HINT,
     OBJECTIVE_TEXT,
+    BatchWrapper,
     EpochRecord,
     FitResult,
+    Monitor,
     SoftmaxModel,
     TrainConfig,
     confusion_matrix,
@@ -81,7 +85,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         nargs=2,
         metavar=("X.npy", "y.npy"),
-        help="your own arrays: features (n, d) and labels (n,)",
+        help="your own arrays: features (n, d) and labels (n,); with --engine dask each may also "
+        "be a folder or a quoted glob of .npy shards (paired in sorted order) or a .zarr array",
     )
     data.add_argument("--data-dir", metavar="PATH", help="folder with the four IDX files")
     data.add_argument(
@@ -122,6 +127,52 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="BLAS/OpenMP threads while fitting, for both derive and scikit-learn (default: 1; "
         "pools of several libraries spinning at once slow small fits by 10-50x)",
     )
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--engine",
+        choices=["memory", "dask"],
+        default="memory",
+        help="memory: NumPy arrays in this process (default); dask: data in row chunks on a "
+        "Dask cluster, read lazily from disk (needs the [dask] extra)",
+    )
+    engine.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="dask: the scheduler to use, e.g. tcp://host:8786 (default: a new LocalCluster)",
+    )
+    engine.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        help="dask: LocalCluster worker processes (default: 2)",
+    )
+    engine.add_argument(
+        "--memory-limit",
+        default="auto",
+        metavar="SIZE",
+        help="dask: LocalCluster memory limit per worker, e.g. 2GiB (default: auto, the "
+        "machine's memory shared out; none: no limit)",
+    )
+    engine.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        metavar="N",
+        help="dask: rows per chunk (default: about 32 MiB of float64 per chunk)",
+    )
+    engine.add_argument(
+        "--persist",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="dask: keep the data in the workers' memory (auto: when it takes at most half of "
+        "their limit; otherwise every pass reads it from disk)",
+    )
+    engine.add_argument(
+        "--n-classes",
+        type=_positive_int,
+        metavar="K",
+        help="dask with --data: labels are 0..K-1 (default: the largest label + 1, every class "
+        "below it present)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--compare-sklearn", action="store_true", help="fit LogisticRegression too")
     out.add_argument("--plot", metavar="PNG", help="loss/accuracy curves and confusion matrix")
@@ -146,6 +197,9 @@ def _missing_extras(args: argparse.Namespace) -> list[str]:
         needed.append(("matplotlib", "matplotlib", "--plot"))
     if not args.quiet:
         needed.append(("tqdm", "tqdm", "the progress bar; --quiet skips it"))
+    if args.engine == "dask":
+        needed.append(("dask.array", "dask[array]", "--engine dask"))
+        needed.append(("distributed", "distributed", "--engine dask"))
     missing: list[str] = []
     for module, package, why in needed:
         try:
@@ -171,11 +225,51 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
     return datasets.load_idx_dataset(args.dataset, args.data_dir)
 
 
+class Backend(Protocol):
+    """Where the data lives and how passes over it run: in memory, or on a Dask cluster."""
+
+    @property
+    def data(self) -> Dataset | DaskData: ...
+
+    def fit(
+        self, config: TrainConfig, monitor: Monitor | None, wrap_batches: BatchWrapper | None
+    ) -> FitResult: ...
+
+    def evaluate(self, W: FloatArray, b: FloatArray, l2: float, step: int) -> EpochRecord: ...
+
+    def confusion(self, W: FloatArray, b: FloatArray) -> IntArray: ...
+
+
+class MemoryBackend:
+    """The in-memory engine: NumPy arrays in this process."""
+
+    def __init__(self, model: SoftmaxModel, data: Dataset):
+        self.model, self._data = model, data
+
+    @property
+    def data(self) -> Dataset:
+        return self._data
+
+    def fit(
+        self, config: TrainConfig, monitor: Monitor | None, wrap_batches: BatchWrapper | None
+    ) -> FitResult:
+        if wrap_batches is None:
+            return fit(self.model, self._data, config, monitor=monitor)
+        return fit(self.model, self._data, config, monitor=monitor, wrap_batches=wrap_batches)
+
+    def evaluate(self, W: FloatArray, b: FloatArray, l2: float, step: int) -> EpochRecord:
+        return evaluate(self.model, self._data, W, b, l2, step)
+
+    def confusion(self, W: FloatArray, b: FloatArray) -> IntArray:
+        data = self._data
+        return confusion_matrix(data.y_test, self.model.predict(data.X_test, W, b), data.n_classes)
+
+
 class _Reporter:
     """Progress bar and one line per epoch (or per 10 L-BFGS iterations) on the console."""
 
-    def __init__(self, model: SoftmaxModel, data: Dataset, config: TrainConfig, quiet: bool):
-        self.model, self.data, self.config, self.quiet = model, data, config, quiet
+    def __init__(self, backend: Backend, config: TrainConfig, quiet: bool):
+        self.backend, self.config, self.quiet = backend, config, quiet
         self.history: list[EpochRecord] = []
         self.show_bar = not quiet and sys.stderr.isatty()
         self._bar: Any = None
@@ -202,7 +296,7 @@ class _Reporter:
         )
 
     def __call__(self, step: int, W: FloatArray, b: FloatArray) -> None:
-        record = evaluate(self.model, self.data, W, b, self.config.l2, step)
+        record = self.backend.evaluate(W, b, self.config.l2, step)
         self.history.append(record)
         if self.config.optimizer == "lbfgs":
             if self.show_bar:
@@ -290,7 +384,7 @@ def _save_npz(path: Path, result: FitResult, classes: Sequence[str]) -> None:
 
 
 def summary(
-    data: Dataset,
+    data: Dataset | DaskData,
     config: TrainConfig,
     result: FitResult,
     history: list[EpochRecord],
@@ -353,20 +447,49 @@ def _run(args: argparse.Namespace) -> None:
         tol=args.tol,
     )
     model = load_model(args.module)
+    if args.engine == "memory":
+        _fit_and_report(args, config, MemoryBackend(model, load_dataset(args)))
+        return
+    if args.compare_sklearn:
+        raise DeriveError("--compare-sklearn: needs the in-memory engine (drop --engine dask)")
+    with dask_engine.open_backend(
+        model,
+        args.scheduler,
+        args.workers,
+        dask_engine.memory_limit_arg(args.memory_limit),
+        args.persist,
+        lambda rows: _dask_data(args, rows),
+        args.chunk_rows,
+    ) as backend:
+        _fit_and_report(args, config, backend)
+
+
+def _dask_data(args: argparse.Namespace, chunk_rows: int | None) -> DaskData:
+    """The data for `--engine dask`: shards read lazily, or a built-in set chunked in memory."""
+    if args.data is not None:
+        return dask_engine.from_files(
+            args.data[0], args.data[1], args.test_size, args.seed, chunk_rows, args.n_classes
+        )
     data = load_dataset(args)
+    rows = chunk_rows or dask_engine.default_chunk_rows(data.n_features)
+    return dask_engine.from_dataset(data, rows)
+
+
+def _fit_and_report(args: argparse.Namespace, config: TrainConfig, backend: Backend) -> None:
+    data = backend.data
     print(
         f"{data.name}: {data.X_train.shape[0]} train / {data.X_test.shape[0]} test, "
         f"{data.n_features} features, {data.n_classes} classes ({data.split})"
     )
-    reporter = _Reporter(model, data, config, args.quiet)
+    reporter = _Reporter(backend, config, args.quiet)
     try:
         with blas_threads(args.blas_threads):
-            result = fit(model, data, config, monitor=reporter, wrap_batches=reporter.wrap_batches)
+            result = backend.fit(config, reporter, reporter.wrap_batches)
     finally:
         reporter.close()
     history = reporter.history
     if not history or history[-1].step != result.n_iter:
-        history.append(evaluate(model, data, result.W, result.b, config.l2, result.n_iter))
+        history.append(backend.evaluate(result.W, result.b, config.l2, result.n_iter))
     final = history[-1]
     unit = "epochs" if config.optimizer == "sgd" else "iterations"
     status = "" if result.converged else "NOT converged: "
@@ -378,13 +501,11 @@ def _run(args: argparse.Namespace) -> None:
         f"final: train loss {final.train_loss:.6f}  objective {final.train_objective:.10g}  "
         f"train acc {final.train_acc:.4f}  test acc {final.test_acc:.4f}"
     )
-    confusion = confusion_matrix(
-        data.y_test, model.predict(data.X_test, result.W, result.b), data.n_classes
-    )
+    confusion = backend.confusion(result.W, result.b)
     comparison = None
-    if args.compare_sklearn:
+    if args.compare_sklearn and isinstance(backend, MemoryBackend):
         with blas_threads(args.blas_threads):
-            comparison = compare_with_sklearn(model, data, result, config)
+            comparison = compare_with_sklearn(backend.model, backend.data, result, config)
         print(_comparison_table(comparison))
     if args.plot:
         title = f"{data.name}, {config.optimizer}, l2={config.l2:g}: test acc {final.test_acc:.2%}"

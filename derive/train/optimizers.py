@@ -116,7 +116,6 @@ def fit_lbfgs(
     which picks the same representative as scikit-learn among the solutions that differ by a
     constant added to all logits, so parameters can be compared, not only predictions.
     """
-
     d = X.shape[1]
     k = n_classes
     x0 = np.zeros(d * k + k)
@@ -126,6 +125,20 @@ def fit_lbfgs(
     def fun(x: FloatArray) -> tuple[float, FloatArray]:
         f, dW, db = objective_and_grad(model, X, y, x[: d * k].reshape(d, k), x[d * k :], l2)
         return f, np.concatenate([np.ravel(dW), np.ravel(db)])
+
+    return run_lbfgs(fun, x0, d, k, config, monitor)
+
+
+def run_lbfgs(
+    fun: Callable[[FloatArray], tuple[float, FloatArray]],
+    x0: FloatArray,
+    d: int,
+    k: int,
+    config: TrainConfig,
+    monitor: Monitor | None = None,
+) -> FitResult:
+    """SciPy's L-BFGS-B on `fun` (value and flat gradient of `[W.ravel(), b]`), timed without
+    the monitor; shared by the in-memory and the Dask engines so that both stop alike."""
 
     callback: Callable[[OptimizeResult], None] | None = None
     monitor_seconds = 0.0

@@ -87,7 +87,11 @@ class Subject:
     def params(self) -> dict[str, float]:
         """The loss parameters of `loss_and_grad` at their defaults (weight decay included)."""
         sig = inspect.signature(self.m.loss_and_grad)
-        return {n: float(p.default) for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
+        return {
+            n: float(p.default)
+            for n, p in sig.parameters.items()
+            if p.kind is p.KEYWORD_ONLY and isinstance(p.default, float)
+        }
 
     def targets_for(self, rng: np.random.Generator, n: int, K: int, soft: bool) -> Array:
         if self.targets == "distribution":
@@ -441,6 +445,24 @@ def _hypothesis_home_elsewhere() -> Iterator[None]:
             yield
         finally:
             set_hypothesis_home_dir(None)
+
+
+@check
+def summed_chunks(s: Subject) -> Result:
+    """`reduction="sum"` over three uneven chunks adds up to n times the mean over all rows."""
+    name = "reduction='sum' over chunks vs n x mean"
+    if "reduction" not in inspect.signature(s.m.loss_and_grad).parameters:
+        return Result(name, math.inf, IDENTITY_BOUND, "FAIL", "no reduction= option")
+    n = 1000
+    X, y, W, b = s.problem(_rng(10), n, 5, 4, soft=False)
+    mean = s.m.loss_and_grad(X, y, W, b)
+    cuts = [(0, 1), (1, 611), (611, n)]
+    parts = [s.m.loss_and_grad(X[i:j], y[i:j], W, b, reduction="sum") for i, j in cuts]
+    worst = max(
+        _rel(n * np.asarray(mean[i]), np.sum([np.asarray(p[i]) for p in parts], axis=0))
+        for i in range(3)
+    )
+    return _result(name, worst, IDENTITY_BOUND)
 
 
 @check
