@@ -53,6 +53,10 @@ x = sp.IndexedBase("x", real=True)  # one sample's features
 W = sp.IndexedBase("W", real=True)  # weights, d x K
 b = sp.IndexedBase("b", real=True)  # bias, K
 p = sp.IndexedBase("p", positive=True)  # a probability vector (used in the PSD argument)
+yhat = sp.IndexedBase("yhat", positive=True)  # the prediction softmax(o), printed \hat{y}
+# A batch entry by entry: row i of Y is the label of sample i, row i of Yhat its prediction.
+Y_entries = sp.IndexedBase("Y", real=True)
+Yhat_entries = sp.IndexedBase("Yhat", positive=True)
 P = sp.IndexedBase("P", positive=True)  # per-sample likelihoods P(y_i | x_i)
 
 # The constant subtracted from every logit (shift invariance; `max_k o_k` in the code). Not `c`:

@@ -32,7 +32,9 @@ MODEL = LossModel(
     # Its Hessian is a page of nested sums; this example stops at the gradient.
     second_order=False,
     description=Prose(
-        "cross-entropy with each class weighted by $(1 - p_k)^\\gamma$",
-        "每个类别按 $(1 - p_k)^\\gamma$ 加权的交叉熵",
+        "cross-entropy with each class weighted by $(1 - \\hat{y}_k)^\\gamma$, where "
+        "$\\hat{y} = \\operatorname{softmax}(o)$",
+        "每个类别按 $(1 - \\hat{y}_k)^\\gamma$ 加权的交叉熵，其中 "
+        "$\\hat{y} = \\operatorname{softmax}(o)$",
     ),
 )

@@ -36,7 +36,10 @@ def test_the_story_is_complete(checked: CheckedDerivation) -> None:
         "one_hot",
         "softmax_shift_invariance",
         "softmax_argmax",
+        "likelihood_one_hot",
+        "log_likelihood",
         "maximum_likelihood",
+        "cross_entropy",
         "loss_in_logits",
         "gradient_logits",
         "chain_rule_W",
@@ -72,6 +75,17 @@ def test_dropping_the_label_term_stops_the_pipeline_at_that_step() -> None:
         ("softmax_sums_to_one", sp.Integer(2)),
         ("loss_in_logits", sp.log(sp.Sum(sp.exp(S.o[S.m]), (S.m, 1, S.K)))),
         ("hessian_logits", sp.Integer(0)),
+        # the likelihood story: P(y | x) is not yhat_j, the NLL is not +sum y log yhat
+        ("likelihood_one_hot", S.yhat[S.j]),
+        ("log_likelihood", sp.Sum(S.y[S.j] * sp.log(S.yhat[S.j]), (S.j, 1, S.K))),
+        (
+            "maximum_likelihood",
+            sp.Sum(
+                sp.Sum(S.Y_entries[S.i, S.j] * sp.log(S.Yhat_entries[S.i, S.j]), (S.j, 1, S.K)),
+                (S.i, 1, S.n),
+            ),
+        ),
+        ("softmax_argmax", sp.exp(S.o[S.k] - S.o[S.j])),
     ],
 )
 def test_each_kind_of_check_can_fail(name: str, rhs: sp.Expr) -> None:

@@ -1,4 +1,8 @@
-"""The LaTeX notes compile: pdflatex for English, xelatex + ctex for Chinese."""
+"""The LaTeX notes compile (pdflatex for English, xelatex + ctex for Chinese) and fit the page.
+
+"Fit" is read from TeX's own log: no overfull box wider than 5 pt, and no warning about text
+commands in math mode (`K = 2…8` once gave one per step).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,48 @@ from pathlib import Path
 
 import pytest
 
+from derive.losses.derivation import loss_derivation
+from derive.losses.user_model import load_user_model
+from derive.output import build
 from derive.output.loader import GENERATED_DIR
-from derive.output.pdf import INSTALL_HINT, compile_pdf, engine_for
+from derive.output.pdf import INSTALL_HINT, compile_with_log, engine_for, overfull_boxes
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+#: TeX reports boxes a fraction of a point over; 5 pt is invisible on the page.
+TOLERANCE_PT = 5.0
+
+
+def _compiled(tex: Path, tmp_path: Path) -> str:
+    engine = engine_for(tex.name)
+    if shutil.which(engine) is None:
+        pytest.skip(f"{engine} not installed: {INSTALL_HINT}")
+    pdf, log = compile_with_log(tex, tmp_path)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert pdf.stat().st_size > 10_000
+    return log
+
+
+def _fits(log: str) -> None:
+    wide = [w for w in overfull_boxes(log) if w > TOLERANCE_PT]
+    assert wide == [], f"overfull boxes (pt too wide): {wide}"
+    assert "invalid in math mode" not in log
 
 
 @pytest.mark.tex
 @pytest.mark.parametrize("name", sorted(p.name for p in GENERATED_DIR.glob("*.tex")))
-def test_notes_compile(name: str, tmp_path: Path) -> None:
-    engine = engine_for(name)
-    if shutil.which(engine) is None:
-        pytest.skip(f"{engine} not installed: {INSTALL_HINT}")
-    pdf = compile_pdf(GENERATED_DIR / name, tmp_path)
-    assert pdf.read_bytes().startswith(b"%PDF")
-    assert pdf.stat().st_size > 10_000
+def test_notes_compile_and_fit_the_page(name: str, tmp_path: Path) -> None:
+    _fits(_compiled(GENERATED_DIR / name, tmp_path))
+
+
+def test_the_log_parser_sees_an_overfull_box() -> None:
+    log = "Overfull \\hbox (163.5pt too wide) in paragraph at lines 3--4\nOverfull \\hbox (0.9pt"
+    assert overfull_boxes(log + " too wide) detected at line 9\n") == [163.5, 0.9]
+
+
+@pytest.mark.tex
+@pytest.mark.slow
+def test_the_focal_example_notes_fit_the_page(tmp_path: Path) -> None:
+    checked = loss_derivation(load_user_model(EXAMPLES / "focal_loss.py")).check()
+    written = build.write(build.notes_artifacts(checked), tmp_path / "notes")
+    for tex in sorted(p for p in written if p.suffix == ".tex"):
+        _fits(_compiled(tex, tmp_path / tex.stem))

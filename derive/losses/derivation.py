@@ -395,7 +395,7 @@ def loss_derivation(model: LossModel) -> Derivation:
             "What `predict_proba` returns for each class.",
             "`predict_proba` 对每个类别返回的值。",
         ),
-        display(r"\hat{y}_{j}"),
+        S.yhat[S.j],
         model.prediction,
         definition=True,
     )

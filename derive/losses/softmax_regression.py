@@ -34,7 +34,7 @@ from derive.symbolic.steps import (
 )
 
 LOSS = sp.Symbol(r"\ell")
-YHAT = sp.IndexedBase("yhat", positive=True)
+YHAT = S.yhat
 
 
 def _linear_layer(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
@@ -148,34 +148,74 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "两个概率之比为 $e^{o_j - o_k}$，当且仅当 $o_j > o_k$ 时大于 1；所以 argmax "
                 "返回的最大概率下标就是最大输出的下标，预测时不必计算 softmax。",
             ),
-            softmax_expr(j) / softmax_expr(k),
+            YHAT[j] / YHAT[k],
             sp.exp(o[j] - o[k]),
-            (GeneralK((canonical_sums, sp.powsimp)), concrete),
+            (GeneralK((softmax_for_yhat, canonical_sums, sp.powsimp)),),
+        ),
+        Step(
+            "likelihood_one_hot",
+            Prose(
+                "The likelihood of a label is the probability of its class",
+                "一个标签的似然就是真实类别的预测概率",
+            ),
+            Prose(
+                "The model gives class $j$ the probability $\\hat{y}_j$, so it gives the label $y$ "
+                "the probability $P(y \\mid x) = \\prod_j \\hat{y}_j^{y_j}$. For a one-hot "
+                "label every factor with $y_j = 0$ is 1, and what is left is the probability "
+                "predicted for the true class $c$.",
+                "模型给类别 $j$ 的概率是 $\\hat{y}_j$，所以标签 $y$ 的概率是 "
+                "$P(y \\mid x) = \\prod_j \\hat{y}_j^{y_j}$。对独热编码的标签，"
+                "$y_j = 0$ 的因子都等于 1，剩下的就是对真实类别 $c$ 的预测概率。",
+            ),
+            sp.Product(YHAT[j] ** sp.KroneckerDelta(j, c), (j, 1, K)),
+            YHAT[c],
+            (GeneralK((product_as_exp_of_sum, refine_indices(c))), concrete),
+        ),
+        Step(
+            "log_likelihood",
+            Prose(
+                "Its negative log is the cross-entropy",
+                "取负对数就是交叉熵",
+            ),
+            Prose(
+                "$-\\log$ turns the product into a sum and the powers into factors: the negative "
+                "log-likelihood of one sample is the cross-entropy between the label $y$ and the "
+                "prediction $\\hat{y}$. This is the loss $\\ell$; it holds for soft labels too.",
+                "套上 $-\\log$，累乘变累加，指数变成系数：一个样本的负对数似然就是标签 $y$ 与预测 "
+                "$\\hat{y}$ 之间的交叉熵。这就是损失 $\\ell$；对软标签同样成立。",
+            ),
+            -sp.log(sp.Product(YHAT[j] ** S.y[j], (j, 1, K))),
+            -sp.Sum(S.y[j] * sp.log(YHAT[j]), (j, 1, K)),
+            (GeneralK((expand_logs, expand_logs)), concrete),
         ),
         Step(
             "maximum_likelihood",
-            Prose("Maximum likelihood: the product becomes a sum", "极大似然估计：累乘变累加"),
             Prose(
-                "Training maximises the joint probability of the labels, "
-                "$\\prod_i P(y^{(i)} \\mid x^{(i)})$. Taking $-\\log$ turns the product into a "
-                "sum and the maximisation into a minimisation: this is where the loss comes from.",
-                "训练要最大化所有标签的联合概率 $\\prod_i P(y^{(i)} \\mid x^{(i)})$。外面套一个 "
-                "$-\\log$，累乘就变成累加，最大化也变成最小化：损失函数就是这样来的。",
+                "Maximum likelihood: the product becomes a sum of cross-entropies",
+                "极大似然估计：累乘变累加，得到交叉熵之和",
             ),
-            -sp.log(sp.Product(S.P[S.i], (S.i, 1, S.n))),
-            sp.Sum(-sp.log(S.P[S.i]), (S.i, 1, S.n)),
-            (GeneralK((expand_logs, sp.expand), size="n"),),
-        ),
-        Step(
-            "cross_entropy_definition",
-            Prose("Cross-entropy loss", "交叉熵损失函数"),
             Prose(
-                "The per-sample term is the cross-entropy between the label and the prediction.",
-                "每个样本的损失就是标签与预测之间的交叉熵。",
+                "Training maximises the joint probability of all labels, the product over the "
+                "samples (row $i$ of $Y$ and $\\hat{Y}$ is sample $i$). Taking $-\\log$ turns the "
+                "product into a sum and the maximisation into a minimisation, and each term is one "
+                "sample's cross-entropy: minimising the (mean) cross-entropy loss is maximum "
+                "likelihood. This is where the loss comes from.",
+                "训练要最大化所有标签的联合概率，即对所有样本的累乘（$Y$ 和 $\\hat{Y}$ 的第 $i$ 行"
+                "是第 $i$ 个样本）。外面套一个 $-\\log$，累乘就变成累加，最大化也变成最小化，而每一"
+                "项正是一个样本的交叉熵：最小化（平均）交叉熵损失函数等价于极大似然估计。"
+                "损失函数就是这样来的。",
             ),
-            LOSS,
-            model.loss,
-            definition=True,
+            -sp.log(
+                sp.Product(
+                    sp.Product(S.Yhat_entries[S.i, j] ** S.Y_entries[S.i, j], (j, 1, K)),
+                    (S.i, 1, S.n),
+                )
+            ),
+            sp.Sum(
+                -sp.Sum(S.Y_entries[S.i, j] * sp.log(S.Yhat_entries[S.i, j]), (j, 1, K)),
+                (S.i, 1, S.n),
+            ),
+            (GeneralK((expand_logs, expand_logs, nested_sums_as_one), size="n"),),
         ),
         Step(
             "cross_entropy_one_hot",
@@ -189,9 +229,21 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "概率取 $-\\log$。这个概率越大，损失越小：最小化交叉熵损失函数等价于最大化训练数据"
                 "集所有标签类别的联合预测概率。",
             ),
-            -sp.Sum(sp.KroneckerDelta(j, c) * sp.log(yhat_j), (j, 1, K)),
-            -sp.log(softmax_expr(c)),
+            -sp.Sum(sp.KroneckerDelta(j, c) * sp.log(YHAT[j]), (j, 1, K)),
+            -sp.log(YHAT[c]),
             (GeneralK((refine_indices(c),)), concrete),
+        ),
+        Step(
+            "cross_entropy",
+            Prose("The cross-entropy loss in the logits", "用输出 $o$ 写出交叉熵损失函数"),
+            Prose(
+                "Substituting the softmax for $\\hat{y}$ writes the loss in the logits, the "
+                "variables the gradient is taken in.",
+                "把 softmax 代入 $\\hat{y}$，就把损失写成输出 $o$ 的函数，也就是求梯度的变量。",
+            ),
+            -sp.Sum(S.y[k] * sp.log(YHAT[k]), (k, 1, K)),
+            model.loss,
+            (GeneralK((softmax_for_yhat, canonical_sums)),),
         ),
     )
     logsumexp_shift = Step(
@@ -364,6 +416,42 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         final_forms=final_forms(model, forms),
         model=model,
     )
+
+
+def softmax_for_yhat(expr: sp.Expr) -> sp.Expr:
+    """Substitute the definition `yhat_t = e^{o_t} / sum_m e^{o_m}` (step `softmax_definition`)."""
+    out: sp.Expr = expr.replace(
+        lambda t: isinstance(t, sp.Indexed) and t.base == YHAT,
+        lambda t: softmax_expr(t.indices[0]),
+    )
+    return out
+
+
+def product_as_exp_of_sum(expr: sp.Expr) -> sp.Expr:
+    """`prod_j a_j = exp(sum_j log a_j)` for positive factors (every `yhat_j` is positive)."""
+    out: sp.Expr = expr.replace(
+        lambda t: isinstance(t, sp.Product),
+        lambda t: sp.exp(sp.Sum(expand_logs(sp.log(t.function)), *t.limits)),
+    )
+    return out
+
+
+def nested_sums_as_one(expr: sp.Expr) -> sp.Expr:
+    """`sum_i (-sum_j f) = -sum_{i,j} f`: constants out of sums, nested sums as one double sum.
+
+    (Not `canonical_sums`, which would give the inner and outer index one name.)
+    """
+
+    def pull(s: sp.Sum) -> sp.Expr:
+        f = s.function
+        if f.could_extract_minus_sign():
+            return -pull(sp.Sum(-f, *s.limits))
+        if isinstance(f, sp.Sum):
+            return sp.Sum(f.function, *f.limits, *s.limits)
+        return s
+
+    out: sp.Expr = expr.replace(lambda t: isinstance(t, sp.Sum), pull)
+    return out
 
 
 def _probability_simplex(expr: sp.Expr) -> sp.Expr:

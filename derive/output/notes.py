@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import sympy as sp
 
+from derive import notation as S
 from derive import resources
-from derive.output.printing import code_block, latex_sides
-from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose
+from derive.output.layout import break_lines
+from derive.output.printing import code_block, latex_sides, latex_terms, names_in_use
+from derive.symbolic.functions import to_raw
+from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose, Step, canonical_sums
 
 LANGS = ("en", "zh")
 
@@ -66,9 +70,65 @@ class StepView:
     title: str
     reason: str
     equation: str
+    #: The equation in display lines (one unless it is too wide for the page).
+    lines: list[str]
     checks: list[str]
     definition: bool
     numeric_only: bool
+
+
+@dataclass(frozen=True)
+class Display:
+    """How a step's equation is shown: its left side by name where an earlier step named it, and
+    whether the softmax of the logits prints as the prediction it was defined to be."""
+
+    lhs: sp.Basic
+    softmax_as: sp.IndexedBase | None
+
+
+def _defines_prediction(step: Step) -> bool:
+    """`yhat_j = exp(o_j) / sum_m exp(o_m)`: from here on, softmax(o)_j may print as yhat_j."""
+    if step.lhs != S.yhat[S.j] or step.relation != "=":
+        return False
+    softmax = sp.exp(S.o[S.j]) / sp.Sum(sp.exp(S.o[S.m]), (S.m, 1, S.K))
+    return bool(canonical_sums(to_raw(step.rhs)) == canonical_sums(softmax))
+
+
+def displays(steps: tuple[CheckedStep, ...]) -> list[Display]:
+    """The display of each step, in order.
+
+    A side an earlier step has equated with a name (`ell = ...`, then `ell` = its form in the
+    logits, and so on) is shown by that name on the left, and a derivative of it as
+    `d ell / d o_j`: the reader has just seen the long form on the previous line. Only exact
+    equality with a proved (or defining) step's side counts.
+    """
+    known: dict[sp.Basic, sp.Basic] = {}
+    softmax_as: sp.IndexedBase | None = None
+    out = []
+    for checked in steps:
+        step = checked.step
+        lhs = known.get(step.lhs)
+        if lhs is None and isinstance(step.lhs, sp.Derivative) and step.lhs.expr in known:
+            lhs = sp.Derivative(known[step.lhs.expr], *step.lhs.variable_count)
+        out.append(Display(step.lhs if lhs is None else lhs, softmax_as))
+        if step.relation == "=":
+            if lhs is not None:
+                known.setdefault(step.rhs, lhs)
+            elif isinstance(step.lhs, sp.Symbol):
+                known.setdefault(step.rhs, step.lhs)
+        if _defines_prediction(step):
+            softmax_as = S.yhat
+    return out
+
+
+def equation_lines(step: Step, shown: Display) -> tuple[str, list[str]]:
+    """The equation on one line (Markdown) and broken to fit the page (LaTeX)."""
+    lhs, rhs = latex_sides(shown.lhs, step.rhs, softmax_as=shown.softmax_as)
+    relation = RELATION_LATEX[step.relation]
+    taken = names_in_use(shown.lhs, step.rhs)
+    return f"{lhs} {relation} {rhs}", break_lines(
+        lhs, relation, latex_terms(step.rhs, taken, shown.softmax_as)
+    )
 
 
 _CODE_SPAN = re.compile(r"`([^`]*)`")
@@ -86,20 +146,27 @@ def prose(text: str, fmt: str) -> str:
     return _CODE_SPAN.sub(texttt, text)
 
 
-def step_view(number: int, checked: CheckedStep, lang: str, fmt: str = "md") -> StepView:
+def step_view(
+    number: int, checked: CheckedStep, lang: str, fmt: str = "md", shown: Display | None = None
+) -> StepView:
     step = checked.step
-    lhs, rhs = latex_sides(step.lhs, step.rhs)
-    equation = f"{lhs} {RELATION_LATEX[step.relation]} {rhs}"
+    equation, lines = equation_lines(step, shown or Display(step.lhs, None))
     return StepView(
         number=number,
         name=step.name,
         title=prose(step.title(lang), fmt),
         reason=prose(step.reason(lang), fmt),
         equation=equation,
+        lines=lines,
         checks=[o.text(lang) for o in checked.outcomes],
         definition=step.definition,
         numeric_only=not checked.proved,
     )
+
+
+def step_views(checked: CheckedDerivation, lang: str, fmt: str = "md") -> list[StepView]:
+    shown = displays(checked.steps)
+    return [step_view(i, s, lang, fmt, shown[i - 1]) for i, s in enumerate(checked.steps, start=1)]
 
 
 def context(
@@ -113,7 +180,7 @@ def context(
         "lang": lang,
         "title": prose(d.title(lang), fmt),
         "intro": prose(d.intro(lang), fmt),
-        "steps": [step_view(i, s, lang, fmt) for i, s in enumerate(checked.steps, start=1)],
+        "steps": step_views(checked, lang, fmt),
         "words": {key: text(lang) for key, text in CHROME.items()},
         "cjk": lang == "zh",
     }
@@ -138,7 +205,7 @@ def render_markdown(checked: CheckedDerivation, lang: str) -> str:
 
 def latex_fragment(checked: CheckedDerivation) -> str:
     """The equations alone, one `align*` block: what Jupyter's `_repr_latex_` shows."""
-    rows = [step_view(i, s, "en") for i, s in enumerate(checked.steps, start=1)]
+    rows = step_views(checked, "en")
     body = r" \\ ".join(
         r"&\text{" + r.title.replace("$", "") + r"}:\quad " + r.equation for r in rows
     )

@@ -5,6 +5,7 @@ English notes compile with pdflatex, Chinese ones with xelatex (ctex needs a Uni
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,8 +23,22 @@ def engine_for(tex_name: str) -> str:
     return "xelatex" if ".zh." in tex_name else "pdflatex"
 
 
+#: TeX's report of a line wider than the text (what runs off the page).
+_OVERFULL = re.compile(r"^Overfull \\hbox \(([0-9.]+)pt too wide\)", re.MULTILINE)
+
+
+def overfull_boxes(log: str) -> list[float]:
+    """The widths (pt) by which each overfull box in a TeX log sticks out of the text."""
+    return [float(w) for w in _OVERFULL.findall(log)]
+
+
 def compile_pdf(tex: Path, out_dir: Path) -> Path:
     """Compile `tex` in a scratch directory and copy the PDF to `out_dir`."""
+    return compile_with_log(tex, out_dir)[0]
+
+
+def compile_with_log(tex: Path, out_dir: Path) -> tuple[Path, str]:
+    """`compile_pdf`, and the engine's log (overfull boxes, warnings)."""
     engine = engine_for(tex.name)
     if shutil.which(engine) is None:
         raise LatexEngineMissing(
@@ -47,4 +62,5 @@ def compile_pdf(tex: Path, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / pdf.name
         shutil.copyfile(pdf, target)
-        return target
+        log = src.with_suffix(".log").read_text(encoding="utf-8", errors="replace")
+        return target, log

@@ -48,10 +48,49 @@ class NotesLatexPrinter(LatexPrinter):
 
     dummy_name = "k"
 
-    def __init__(self, settings: dict[str, Any] | None = None, taken: set[str] | None = None):
+    def __init__(
+        self,
+        settings: dict[str, Any] | None = None,
+        taken: set[str] | None = None,
+        softmax_as: sp.IndexedBase | None = None,
+    ):
         super().__init__({"mul_symbol": None, **(settings or {})})
         self._taken: set[str] = set(taken or ())
         self._renamed: dict[sp.Symbol, str] = {}
+        #: Once a derivation has defined `yhat_j = softmax(o)_j`, the stable softmax of the logits
+        #: prints as that name (`\\hat{y}_j`, `\\log \\hat{y}_j`): the results read in the
+        #: prediction, as a textbook writes them.
+        self.softmax_as = softmax_as
+
+    def _print(self, expr: Any, **kwargs: Any) -> str:
+        # The stable functions print themselves (`_latex`); the softmax of the logits is
+        # intercepted here when the derivation has named it.
+        if (
+            self.softmax_as is not None
+            and isinstance(expr, Softmax | LogSoftmax)
+            and expr.args[0] == S.o[ROW]
+        ):
+            exp = kwargs.get("exp")
+            tex = self._print(self.softmax_as[expr.args[1]])
+            if isinstance(expr, LogSoftmax):
+                tex = r"\log " + tex
+                return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+            return tex if exp is None else f"{tex}^{{{exp}}}"
+        out: str = super()._print(expr, **kwargs)
+        return out
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        """`\\frac{\\partial \\ell}{\\partial o_j}` for a named function (a display symbol)."""
+        if not isinstance(expr.expr, sp.Symbol):
+            out: str = super()._print_Derivative(expr)
+            return out
+        order = sum(count for _, count in expr.variable_count)
+        top = r"\partial" if order == 1 else rf"\partial^{{{order}}}"
+        below = " ".join(
+            r"\partial " + self._print(v) + ("" if c == 1 else f"^{{{c}}}")
+            for v, c in expr.variable_count
+        )
+        return rf"\frac{{{top} {self._print(expr.expr)}}}{{{below}}}"
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         base = self._print(expr.base.label)
@@ -81,24 +120,46 @@ class NotesLatexPrinter(LatexPrinter):
     # -- index hygiene
 
     def _bound(self, expr: sp.Sum | sp.Product, print_it: Any) -> str:
+        """Print a sum or product with its (outermost) index renamed where it would clash."""
         saved_taken, saved_renamed = set(self._taken), dict(self._renamed)
         try:
-            for var, *_ in expr.limits:
-                name = self._print(var)
-                if name in self._taken:
-                    name = next(c for c in _fresh_names(name) if c not in self._taken)
-                    self._renamed[var] = name
-                self._taken.add(name)
+            var = expr.limits[-1][0]
+            name = self._print(var)
+            if name in self._taken:
+                name = next(c for c in _fresh_names(name) if c not in self._taken)
+                self._renamed[var] = name
+            self._taken.add(name)
             out: str = print_it(expr)
             return out
         finally:
             self._taken, self._renamed = saved_taken, saved_renamed
 
+    def _big_operator(self, command: str, expr: sp.Sum | sp.Product) -> str:
+        """`\\sum_{i=1}^{n} \\sum_{j=1}^{K} f`: several limits print as nested operators (the
+        last limit outermost), a sum or negative body in brackets."""
+        var, lo, hi = expr.limits[-1]
+        rest = expr.limits[:-1]
+        body = type(expr)(expr.function, *rest) if rest else expr.function
+        tex = self._print(body)
+        if isinstance(body, sp.Add) or (not rest and body.could_extract_minus_sign()):
+            tex = rf"\left({tex}\right)"
+        head = rf"\{command}_{{{self._print(var)}={self._print(lo)}}}^{{{self._print(hi)}}}"
+        return f"{head} {tex}"
+
     def _print_Sum(self, expr: sp.Sum) -> str:
-        return self._bound(expr, super()._print_Sum)
+        return self._bound(expr, lambda e: self._big_operator("sum", e))
 
     def _print_Product(self, expr: sp.Product) -> str:
-        return self._bound(expr, super()._print_Product)
+        return self._bound(expr, lambda e: self._big_operator("prod", e))
+
+    def _print_log(self, expr: sp.log, exp: str | None = None) -> str:
+        """`\\log \\hat{y}_j` for a plain argument, `\\log{\\left(...\\right)}` otherwise."""
+        (arg,) = expr.args
+        if not isinstance(arg, sp.Symbol | sp.Indexed):
+            out: str = super()._print_log(expr, exp)
+            return out
+        tex = r"\log " + self._print(arg)
+        return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
     # -- term order
 
@@ -159,14 +220,38 @@ def _names(printer: NotesLatexPrinter, expr: sp.Basic) -> set[str]:
     return set().union(set(), *(_names(printer, a) for a in expr.args))
 
 
-def latex_sides(*sides: sp.Basic) -> list[str]:
+def names_in_use(*sides: sp.Basic) -> set[str]:
+    """The printed names free in the sides of one equation."""
+    plain = NotesLatexPrinter()
+    return set().union(*(_names(plain, e) for e in sides))
+
+
+def latex_sides(*sides: sp.Basic, softmax_as: sp.IndexedBase | None = None) -> list[str]:
     """LaTeX of the sides of one equation, sharing one set of names in use.
 
     A bound index on one side never takes the name of an index free on either side.
     """
-    plain = NotesLatexPrinter()
-    taken = set().union(*(_names(plain, e) for e in sides))
-    return [str(NotesLatexPrinter(taken=taken).doprint(e)) for e in sides]
+    taken = names_in_use(*sides)
+    printer = NotesLatexPrinter(taken=taken, softmax_as=softmax_as)
+    return [str(printer.doprint(e)) for e in sides]
+
+
+def latex_terms(expr: sp.Basic, taken: set[str], softmax_as: sp.IndexedBase | None) -> list[str]:
+    """The top-level terms of a sum, each with its sign (`"- a"`, `"+ b"`; the first unsigned):
+    where a long equation may break."""
+    printer = NotesLatexPrinter(taken=taken, softmax_as=softmax_as)
+    if not isinstance(expr, sp.Add):
+        return [str(printer.doprint(expr))]
+    out = []
+    for number, term in enumerate(printer._as_ordered_terms(expr)):
+        negative = bool(term.could_extract_minus_sign())
+        body = -term if negative and number > 0 else term
+        tex = str(printer.doprint(body))
+        if printer._needs_add_brackets(body):
+            tex = rf"\left({tex}\right)"
+        sign = "- " if negative and number > 0 else ("+ " if number > 0 else "")
+        out.append(sign + tex)
+    return out
 
 
 def to_latex(expr: sp.Basic) -> str:
