@@ -59,10 +59,15 @@ def cmd_latex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _code_kind(args: argparse.Namespace) -> str:
+    """The artifact kind of `--target`: "code" is the NumPy module."""
+    return "code" if args.target == "numpy" else str(args.target)
+
+
 def cmd_emit(args: argparse.Namespace) -> int:
     if args.model or args.formula:
         return _emit_user_model(args)
-    for path in build.write(_generate(args, ("code",)), Path(args.out)):
+    for path in build.write(_generate(args, (_code_kind(args),)), Path(args.out)):
         print(f"  wrote {path}")
     return 0
 
@@ -82,19 +87,31 @@ def _emit_user_model(args: argparse.Namespace) -> int:
     checked = loss_derivation(model).check()
     print(f"{model.name}: derivation checked in {time.perf_counter() - t0:.1f} s")
     out = Path(args.out)
-    for path in build.write(build.notes_artifacts(checked) | build.code_artifacts(checked), out):
+    arts = build.notes_artifacts(checked) | build.code_artifacts(checked)
+    if args.target != "numpy":
+        arts |= build.framework_artifacts(checked, args.target)
+    for path in build.write(arts, out):
         print(f"  wrote {path}")
     args.module, args.loss = str(out / f"{model.name}.py"), None
-    return cmd_verify(args)
+    code = cmd_verify(argparse.Namespace(**{**vars(args), "target": "numpy"}))
+    if args.target == "numpy":
+        return code
+    args.module = str(out / build.FRAMEWORK_DIRS[args.target] / f"{model.name}.py")
+    return cmd_verify(args) or code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    paths = (
-        [Path(args.module)] if args.module else [Path(args.out) / f"{n}.py" for n in _names(args)]
-    )
+    target = getattr(args, "target", "numpy")
+    folder = Path(args.out) / build.FRAMEWORK_DIRS.get(target, "")
+    paths = [Path(args.module)] if args.module else [folder / f"{n}.py" for n in _names(args)]
     ok = True
     for path in paths:
-        results = verify.run(load_module_from_path(path))
+        if target == "numpy":
+            results = verify.run(load_module_from_path(path))
+        else:
+            from derive.verify import frameworks
+
+            results = frameworks.run(frameworks.load(path, target), target)
         print(f"verify {path}")
         print(verify.table(results))
         ok &= all(r.passed for r in results)
@@ -158,6 +175,14 @@ def parser() -> argparse.ArgumentParser:
     emit.set_defaults(func=cmd_emit)
     ver = add("verify", "check an emitted module numerically and print the table")
     ver.add_argument("--module", help="path of a module to verify (default: the emitted ones)")
+    for sp in (emit, ver):
+        sp.add_argument(
+            "--target",
+            choices=["numpy", *build.FRAMEWORK_DIRS],
+            default="numpy",
+            help="the array library of the emitted module (default: numpy); framework modules "
+            "go to <out>/torch/, <out>/jax/, <out>/array_api/",
+        )
     ver.set_defaults(func=cmd_verify)
     add("check", "fail with a diff when generated/ is stale").set_defaults(func=cmd_check)
     add("all", "latex + emit + verify: the main job").set_defaults(func=cmd_all)

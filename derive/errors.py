@@ -45,5 +45,9 @@ class ModuleLoadError(DeriveError):
     """An emitted module could not be found or imported."""
 
 
+class FrameworkMissing(DeriveError):
+    """A framework target was asked for but its framework is not installed."""
+
+
 class LatexEngineMissing(DeriveError):
     """`--pdf` was asked for but no TeX engine is installed."""

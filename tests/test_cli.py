@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from derive.cli import main
+from derive.output import build
 from derive.output.loader import GENERATED_DIR
 
 
@@ -40,6 +41,8 @@ def test_check_fails_with_a_diff_when_stale(
     one = ["--loss", "softmax_regression", "--out", str(tmp_path)]
     assert main(["latex", *one]) == 0
     assert main(["emit", *one]) == 0
+    for target in build.FRAMEWORK_DIRS:  # printing only: no framework needs to be installed
+        assert main(["emit", "--target", target, *one]) == 0
     assert main(["check", *one]) == 0
     md = tmp_path / "softmax_regression.md"
     md.write_text(md.read_text().replace("Softmax regression", "Softmax regresion", 1))

@@ -23,7 +23,9 @@ from derive.output.loader import GENERATED_DIR
 from derive.output.notes import LANGS, render
 from derive.symbolic.steps import CheckedDerivation
 
-KINDS = ("notes", "code")
+#: Framework targets and the folder (under the output folder) their modules are written to.
+FRAMEWORK_DIRS = {"torch": "torch"}
+KINDS = ("notes", "code", *FRAMEWORK_DIRS)
 
 
 def _suffix(lang: str) -> str:
@@ -46,6 +48,14 @@ def code_artifacts(checked: CheckedDerivation) -> dict[str, str]:
     return {f"{checked.derivation.name}.py": emit_module(checked)}
 
 
+def framework_artifacts(checked: CheckedDerivation, target: str) -> dict[str, str]:
+    """`<target folder>/<name>.py`: the module for a framework target (torch, jax, array-api)."""
+    from derive.output.frameworks import emit_framework_module
+
+    name = checked.derivation.name
+    return {f"{FRAMEWORK_DIRS[target]}/{name}.py": emit_framework_module(checked, target)}
+
+
 def artifacts_for(
     name: str, kinds: tuple[str, ...] = KINDS, workers: int = 1
 ) -> tuple[dict[str, str], float]:
@@ -59,6 +69,9 @@ def artifacts_for(
         out |= notes_artifacts(checked)
     if "code" in kinds:
         out |= code_artifacts(checked)
+    for target in FRAMEWORK_DIRS:
+        if target in kinds:
+            out |= framework_artifacts(checked, target)
     return out, seconds
 
 

@@ -21,10 +21,12 @@ import sympy as sp
 
 from derive import notation as S
 from derive.losses.model import LossModel
+from derive.output.forms import labels_form as _labels_form
+from derive.output.forms import split_label_delta as _split_label_delta
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
 from derive.symbolic.functions import stabilize
-from derive.symbolic.steps import CheckedDerivation, refine_indices
+from derive.symbolic.steps import CheckedDerivation
 
 TEMPLATE = "module.py.j2"
 
@@ -33,27 +35,6 @@ TEMPLATE = "module.py.j2"
 BLOCK_ROWS = 4096
 
 ARRAYS = {"o": "O", "y": "Y", "v": "V"}
-
-
-def _labels_form(expr: sp.Expr) -> sp.Expr:
-    """`expr` for a one-hot target at class c: substitute `y_k = delta_{kc}` and evaluate sums."""
-    onehot = expr.replace(
-        lambda e: isinstance(e, sp.Indexed) and e.base == S.y,
-        lambda e: sp.KroneckerDelta(e.indices[0], S.c),
-    )
-    out: sp.Expr = refine_indices(S.c)(onehot)
-    return out
-
-
-def _split_label_delta(gradient: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
-    """`g_j = A_j + delta_{jc} B`: return (A, B with j = c)."""
-    delta = sp.KroneckerDelta(S.j, S.c)
-    expanded = sp.expand(gradient.xreplace({sp.KroneckerDelta(S.c, S.j): delta}))
-    coeff = expanded.coeff(delta)
-    rest = sp.expand(expanded - coeff * delta)
-    if rest.has(sp.KroneckerDelta):
-        raise NotImplementedError(f"gradient is not affine in the one-hot label: {gradient}")
-    return rest, coeff.xreplace({S.j: S.c})
 
 
 @dataclass(frozen=True)

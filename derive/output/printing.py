@@ -17,7 +17,7 @@ from typing import Any
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
-from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.numpy import JaxPrinter, NumPyPrinter
 
 from derive import notation as S
 from derive.symbolic.functions import (
@@ -272,9 +272,16 @@ KERNELS: dict[type, str] = {
 
 
 class VectorPrinter(NumPyPrinter):
-    """Whole-array NumPy code for class-indexed expressions (see the module docstring)."""
+    """Whole-array NumPy code for class-indexed expressions (see the module docstring).
+
+    The array library appears only in `ns` and the hooks below (`_class_sum`, `_at_label`,
+    `_column_sums`, `_sum_of_squares`): the framework printers at the end of this file override
+    those and nothing else.
+    """
 
     printmethod = "_vectorcode"
+    #: The name the emitted module imports its array library as.
+    ns = "np"
 
     def __init__(
         self,
@@ -290,8 +297,30 @@ class VectorPrinter(NumPyPrinter):
         self.kernels_used: set[str] = set()
 
     def _module_format(self, fqn: str, register: bool = True) -> str:
-        # `numpy.exp` prints as `np.exp`: the emitted module imports numpy as np.
-        return "np." + fqn.split(".", 1)[1] if fqn.startswith("numpy.") else fqn
+        # `numpy.exp` prints as `np.exp` (`jax.numpy.exp` as `jnp.exp`): the emitted module
+        # imports its array library under the name `ns`.
+        for module in ("jax.numpy.", "numpy."):
+            if fqn.startswith(module):
+                return f"{self.ns}.{fqn.removeprefix(module)}"
+        return fqn
+
+    # ------------------------------------------------------------------ hooks per array library
+
+    def _class_sum(self, code: str) -> str:
+        """A sum over the class axis that keeps it (an (n, 1) column)."""
+        return f"{self.ns}.sum({code}, axis=-1, keepdims=True)"
+
+    def _at_label(self, code: str) -> str:
+        """Each row's entry at its label, as an (n, 1) column."""
+        # Plain fancy indexing (with `_rows = np.arange(n)` in scope) is ~3x cheaper per call
+        # than np.take_along_axis, which builds its index arrays each time.
+        return f"{code}[_rows, {self.gather}][:, None]"
+
+    def _column_sums(self, code: str) -> str:
+        return f"{code}.sum(axis=0)"
+
+    def _sum_of_squares(self, code: str) -> str:
+        return f"{self.ns}.vdot({code}, {code})"
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         name = self.arrays[expr.base.label.name]
@@ -299,9 +328,7 @@ class VectorPrinter(NumPyPrinter):
         if idx == S.c:
             if self.gather is None:
                 raise ValueError("the label index c needs a gather array")
-            # Plain fancy indexing (with `_rows = np.arange(n)` in scope) is ~3x cheaper per call
-            # than np.take_along_axis, which builds its index arrays each time.
-            return f"{name}[_rows, {self.gather}][:, None]"
+            return self._at_label(name)
         return name + self.axes.get(idx, "")
 
     def _target_product(self, expr: sp.Expr) -> str:
@@ -322,7 +349,7 @@ class VectorPrinter(NumPyPrinter):
         return out
 
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
-        return "np.eye(K, dtype=dtype)"
+        return f"{self.ns}.eye(K, dtype=dtype)"
 
     def _kernel(self, expr: sp.Function) -> str:
         name = KERNELS[type(expr)]
@@ -330,8 +357,7 @@ class VectorPrinter(NumPyPrinter):
         if isinstance(expr, Sigmoid | Softplus):  # elementwise: the argument carries the axes
             return f"{name}({self._print(expr.args[0])})"
         if len(expr.args) > 1 and expr.args[1] == S.c and self.gather is not None:
-            whole = f"{name}({self._print(expr.args[0])})"
-            return f"{whole}[_rows, {self.gather}][:, None]"
+            return self._at_label(f"{name}({self._print(expr.args[0])})")
         axis = self.axes.get(expr.args[1], "") if len(expr.args) > 1 else ""
         return f"{name}({self._print(expr.args[0])}){axis}"
 
@@ -351,7 +377,7 @@ class VectorPrinter(NumPyPrinter):
         # NOTE: a term constant along the row would sum to K times itself, but np.sum over the
         # class axis of an (n, 1) array does not multiply by K; `stabilize` rewrites such sums to
         # `K * term` before printing, and common subexpressions are only extracted afterwards.
-        return f"np.sum({self._target_product(expr.function)}, axis=-1, keepdims=True)"
+        return self._class_sum(self._target_product(expr.function))
 
     # Matrix forms of the chain rule. `A.T @ B` prints as `(B.T @ A).T`: the same product, in the
     # layout OpenBLAS runs faster on the 2-core dev/CI machine (AMD EPYC, OpenBLAS 0.3.31,
@@ -363,7 +389,7 @@ class VectorPrinter(NumPyPrinter):
     def _print_MatMul(self, expr: sp.MatMul) -> str:
         args = list(expr.args)
         if len(args) == 2 and args[1] == S.ones_n and isinstance(args[0], sp.Transpose):
-            return f"{self._print(args[0].arg)}.sum(axis=0)"
+            return self._column_sums(self._print(args[0].arg))
         if len(args) == 2 and isinstance(args[0], sp.Transpose):
             return f"({self._print(args[1])}.T @ {self._print(args[0].arg)}).T"
         if len(args) == 2 and args[0] == S.ones_n and isinstance(args[1], sp.Transpose):
@@ -378,8 +404,7 @@ class VectorPrinter(NumPyPrinter):
         # tr(A^T A) is the squared Frobenius norm: a dot product, not a d x d GEMM.
         arg = expr.arg
         if isinstance(arg, sp.MatMul) and len(arg.args) == 2 and arg.args[0] == arg.args[1].T:
-            name = self._print(arg.args[1])
-            return f"np.vdot({name}, {name})"
+            return self._sum_of_squares(self._print(arg.args[1]))
         raise NotImplementedError(f"trace of {arg}")
 
     def _print_MatAdd(self, expr: sp.MatAdd) -> str:
@@ -387,7 +412,7 @@ class VectorPrinter(NumPyPrinter):
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         if expr.exp == 2:
-            return f"np.square({self._print(expr.base)})"
+            return f"{self.ns}.square({self._print(expr.base)})"
         if expr.exp.is_Integer and expr.exp < 0:
             inv = expr.base if expr.exp == -1 else sp.Pow(expr.base, -expr.exp, evaluate=False)
             return f"(1 / {self.parenthesize(inv, 100)})"
@@ -557,3 +582,83 @@ def _split_sum(stmt: str, indent: str) -> str | None:
     inner = indent + "    "
     body = [inner + (f"{op} " if op else "") + _operand(node, level) for op, node in operands]
     return f"{indent}{target} {assign} (\n" + "\n".join(body) + f"\n{indent})"
+
+
+# --------------------------------------------------------------------------- framework targets
+#
+# The same whole-array code for PyTorch, JAX and the array API standard. Each printer changes the
+# library's name and the few calls whose spelling differs; the stable kernels (`_softmax`, ...)
+# print as the same private names, which each target's template binds to its library's own
+# max-shifted kernel (torch.logsumexp, jax.nn.logsumexp, ...).
+
+
+class TorchVectorPrinter(VectorPrinter):
+    """PyTorch: `torch.sum(x, dim=-1, keepdim=True)`, labels gathered with `Tensor.gather`.
+
+    SymPy's `TorchPrinter` prints elementwise functions as `torch.<name>`; the NumPy names that
+    reach these printers (log, exp, log1p, sqrt, square) are spelled the same in torch, so the
+    namespace is all that changes (a wrong name would fail the emitted module's tests).
+    """
+
+    ns = "torch"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        # torch.square takes tensors only: a squared parameter (T**2) stays a Python float.
+        if expr.exp == 2 and not expr.base.has(sp.Indexed, sp.Function):
+            return f"{self.parenthesize(expr.base, 100)} ** 2"
+        return super()._print_Pow(expr, rational=rational)
+
+    def _class_sum(self, code: str) -> str:
+        return f"torch.sum({code}, dim=-1, keepdim=True)"
+
+    def _at_label(self, code: str) -> str:
+        return f"{code}.gather(-1, {self.gather}[:, None])"
+
+    def _column_sums(self, code: str) -> str:
+        return f"torch.sum({code}, dim=0)"
+
+    def _sum_of_squares(self, code: str) -> str:
+        return f"torch.sum({code} * {code})"
+
+
+class JaxVectorPrinter(VectorPrinter, JaxPrinter):
+    """JAX: SymPy's `JaxPrinter` (`jax.numpy` functions, printed as `jnp.`), whole-array."""
+
+    ns = "jnp"
+
+    def _at_label(self, code: str) -> str:
+        return f"jnp.take_along_axis({code}, {self.gather}[:, None], axis=-1)"
+
+    def _column_sums(self, code: str) -> str:
+        return f"jnp.sum({code}, axis=0)"
+
+    def _sum_of_squares(self, code: str) -> str:
+        return f"jnp.vdot({code}, {code})"
+
+
+class ArrayApiVectorPrinter(VectorPrinter):
+    """The array API standard: every call through `xp = array_namespace(...)`, no methods.
+
+    Labels are not gathered here: the standard has no integer-array indexing, so the module
+    turns labels into one-hot rows and uses the forms derived for probability targets.
+    """
+
+    ns = "xp"
+
+    def _at_label(self, code: str) -> str:
+        raise NotImplementedError("the array API target uses one-hot targets, not a gather")
+
+    def _column_sums(self, code: str) -> str:
+        return f"xp.sum({code}, axis=0)"
+
+    def _sum_of_squares(self, code: str) -> str:
+        return f"xp.sum({code} * {code})"
+
+
+#: The printer of each emit target.
+PRINTERS: dict[str, type[VectorPrinter]] = {
+    "numpy": VectorPrinter,
+    "torch": TorchVectorPrinter,
+    "jax": JaxVectorPrinter,
+    "array-api": ArrayApiVectorPrinter,
+}

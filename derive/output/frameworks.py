@@ -1,0 +1,149 @@
+"""Template contexts for the framework targets: PyTorch, JAX and the array API standard.
+
+The same checked final forms as the NumPy module (`derive.output.forms`), printed by each
+target's printer (`derive.output.printing.PRINTERS`); the templates `torch.py.j2`, `jax.py.j2`
+and `array_api.py.j2` lay the printed statements out inside an autograd `Function`, `custom_jvp`
+rules or array-API functions, and hold no formula.
+
+What each target gets, per loss:
+- the per-sample loss, its gradient `dl/do` and (where the model derives second order) the
+  Hessian-vector product `H v`, for probability/real targets `Y` (n, K);
+- for integer labels (torch and JAX; softmax-family losses), the same three forms with
+  `y_k = delta_{kc}` substituted, the gradient split into `A_j + delta_{jc} B` so that no one-hot
+  matrix is built (the array API has no integer-array indexing: it uses one-hot rows with the
+  probability forms);
+- the prediction, and the weight-decay penalty with its gradient and Hessian-vector product.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sympy as sp
+
+from derive import notation as S
+from derive.losses.model import LossModel
+from derive.output.codegen import _param_views
+from derive.output.forms import labels_form, split_label_delta, stable
+from derive.output.notes import environment, one_trailing_newline
+from derive.output.printing import PRINTERS, formatted, print_assignments, to_latex, vectorised
+from derive.symbolic.steps import CheckedDerivation
+
+#: Emit targets besides NumPy, and their templates.
+TEMPLATES: dict[str, str] = {
+    "torch": "torch.py.j2",
+}
+
+ARRAYS = {"o": "O", "y": "Y", "v": "V"}
+
+
+def _lines(
+    printer: Any, name: str, expr: sp.Expr, copy: str | None, params: list[str]
+) -> list[str]:
+    """`name = expr` as statements; a result that is an input array itself is copied (`copy`),
+    because the label term is added to it in place. The parameters and the class count the
+    statements use are bound first (from the `params` tuple and the logits' shape)."""
+    lines = print_assignments(printer, [(name, expr)])
+    inputs = set(printer.arrays.values())
+    out = []
+    for line in lines:
+        target, _, value = line.partition(" = ")
+        out.append(f"{target} = {value}{copy}" if copy and value in inputs else line)
+    used = [(i, p) for i, p in enumerate(["K", *params]) if re.search(rf"\b{p}\b", " ".join(out))]
+    bind = [f"{p} = O.shape[-1]" if i == 0 else f"{p} = params[{i - 1}]" for i, p in used]
+    return bind + out
+
+
+def _label_term(printer: Any, term: sp.Expr) -> dict[str, Any] | None:
+    """`B` of `A_j + delta_{jc} B`, printed; `row` says whether it varies by sample."""
+    if term == 0:
+        return None
+    printed = formatted(printer.doprint(vectorised(term)))
+    return {"code": printed, "row": bool(term.atoms(sp.Indexed) | term.atoms(sp.Function))}
+
+
+def _labels_block(
+    printer: Any, name: str, expr: sp.Expr, copy: str | None, params: list[str]
+) -> dict[str, Any]:
+    """The labels form of a per-class quantity (gradient or HVP): `A` statements and `B`."""
+    every, at_label = split_label_delta(labels_form(expr))
+    return {
+        "lines": _lines(printer, name, stable(every), copy, params),
+        "term": _label_term(printer, stable(at_label)),
+        "latex": to_latex(stable(labels_form(expr))),
+    }
+
+
+def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]:
+    """Everything the target's template needs, printed; the template adds layout only."""
+    d = checked.derivation
+    model: LossModel = d.model
+    forms = d.final_forms
+    printer_class = PRINTERS[target]
+    soft = printer_class(ARRAYS)
+    loss, gradient = stable(forms["loss"]), stable(forms["gradient"])
+    prediction = stable(forms["prediction"])
+    second_order = "hvp" in forms
+    params = _param_views(model)
+    call_params = [p for p in params if p["name"] != S.lam.name]
+    names = [p["name"] for p in call_params]
+    context: dict[str, Any] = {
+        "template": TEMPLATES[target],
+        "name": d.name,
+        "title": d.title("en"),
+        "targets": model.targets,
+        "params": params,
+        "call_params": call_params,
+        "second_order": second_order,
+        "loss": {"lines": _lines(soft, "loss_rows", loss, None, names), "latex": to_latex(loss)},
+        "grad": {"lines": _lines(soft, "G", gradient, None, names), "latex": to_latex(gradient)},
+        "prediction": {
+            "lines": _lines(soft, "P", prediction, None, []),
+            "latex": to_latex(prediction),
+        },
+        "labels": None,
+        "decay": None,
+    }
+    printed = [loss, gradient, prediction]
+    if second_order:
+        hvp = stable(forms["hvp"])
+        printed.append(hvp)
+        context["hvp"] = {"lines": _lines(soft, "HV", hvp, None, names), "latex": to_latex(hvp)}
+    if model.targets == "distribution" and target != "array-api":
+        labels = printer_class(ARRAYS, gather="labels")
+        copy = ".clone()" if target == "torch" else None
+        loss_c = stable(labels_form(forms["loss"]))
+        context["labels"] = {
+            "loss": {
+                "lines": _lines(labels, "loss_rows", loss_c, None, names),
+                "latex": to_latex(loss_c),
+            },
+            "grad": _labels_block(labels, "G", forms["gradient"], copy, names),
+            "hvp": _labels_block(labels, "HV", forms["hvp"], copy, names) if second_order else None,
+        }
+    if model.weight_decay:
+        decay = printer_class({"W": "W", "V": "V"})
+        grad = forms["decay_grad"]
+        # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.
+        if sp.expand(grad.xreplace({S.Wm: 2 * S.Wm}) - 2 * grad) != sp.ZeroMatrix(*S.Wm.shape):
+            raise NotImplementedError(f"weight decay gradient is not linear in W: {grad}")
+        context["decay"] = {
+            "loss": formatted(decay.doprint(forms["decay_loss"])),
+            "grad": formatted(decay.doprint(grad)),
+            "hvp": formatted(decay.doprint(grad.xreplace({S.Wm: S.Vm}))),
+            "latex": to_latex(forms["decay_loss"]),
+        }
+    context["stable"] = not any(e.atoms(sp.exp) for e in printed)
+    used = set(soft.kernels_used)
+    if context["labels"] is not None:
+        used |= labels.kernels_used
+    context["kernels"] = sorted(used)
+    return context
+
+
+def emit_framework_module(checked: CheckedDerivation, target: str) -> str:
+    """The target module's source text: deterministic for a given derivation."""
+    context = framework_context(checked, target)
+    text = environment().get_template(context["template"]).render(context)
+    return one_trailing_newline(text)
