@@ -603,9 +603,10 @@ class TorchVectorPrinter(VectorPrinter):
     ns = "torch"
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
-        # torch.square takes tensors only: a squared parameter (T**2) stays a Python float.
+        # torch.square takes tensors only: a squared parameter stays a Python float (T * T).
         if expr.exp == 2 and not expr.base.has(sp.Indexed, sp.Function):
-            return f"{self.parenthesize(expr.base, 100)} ** 2"
+            base = self.parenthesize(expr.base, 100)
+            return f"({base} * {base})"
         return super()._print_Pow(expr, rational=rational)
 
     def _class_sum(self, code: str) -> str:

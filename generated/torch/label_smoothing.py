@@ -91,7 +91,7 @@ def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\mathbf{o}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$"""
+    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     _t0 = _softmax(O)
     HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True))
     return torch.broadcast_to(HV, O.shape)
@@ -112,7 +112,7 @@ def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \varepsilon \delta_{c j} - \delta_{c j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = \varepsilon \delta_{jc} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     G = _softmax(O) - eps / K
@@ -125,7 +125,7 @@ def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 def _hvp_labels(
     O: torch.Tensor, labels: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\mathbf{o}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$"""
+    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     _t0 = _softmax(O)
     HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True))
     HV = torch.broadcast_to(HV, O.shape).contiguous()
@@ -207,15 +207,21 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise TypeError(f"input: expected a floating-point tensor, got {type(input).__name__}")
     if input.dim() != 2 or input.shape[0] == 0 or input.shape[1] == 0:
-        raise ValueError(f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}")
+        raise ValueError(
+            f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}"
+        )
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target: expected a tensor, got {type(target).__name__}")
     if target.requires_grad:
-        raise ValueError("target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)")
+        raise ValueError(
+            "target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)"
+        )
     if not target.is_floating_point():
         n, K = input.shape
         if target.shape != (n,) or target.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"target: expected int64 class indices of shape ({n},), got {target.dtype} {tuple(target.shape)}")
+            raise ValueError(
+                f"target: expected int64 class indices of shape ({n},), got {target.dtype} {tuple(target.shape)}"
+            )
         # NOTE: a value check is data-dependent; under torch.compile the gather's own bounds
         # check reports a bad label instead.
         if not torch.compiler.is_compiling() and bool((target < 0).any() | (target >= K).any()):
@@ -228,7 +234,9 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
         )
 
 
-def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", eps: float = 0.1) -> torch.Tensor:
+def loss(
+    input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", eps: float = 0.1
+) -> torch.Tensor:
     r"""The Label-smoothed cross-entropy loss of logits `input` (n, K) against `target`.
 
     Per sample, $\ell = \varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$ (class indices:
@@ -236,7 +244,7 @@ def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", eps
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)
-    params = (_param("eps", eps, 0.0, 1.0, True, False), )
+    params = (_param("eps", eps, 0.0, 1.0, True, False),)
     rows = _LossRows.apply(input, target, params)
     if reduction == "none":
         return rows

@@ -65,7 +65,7 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \sum_{k=1}^{K} \operatorname{softplus}\left(- o_{k}\right) y_{k} - \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) y_{k} + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right)$"""
+    r"""$\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$"""
     _t0 = _softplus(O)
     loss_rows = (
         torch.sum(_t0, dim=-1, keepdim=True)
@@ -84,7 +84,7 @@ def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \left(1 - \sigma\left(o_{j}\right)\right) \sigma\left(o_{j}\right) v_{j}$"""
+    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$"""
     _t0 = _sigmoid(O)
     HV = _t0 * (1 - _t0) * V
     return torch.broadcast_to(HV, O.shape)
@@ -163,11 +163,15 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise TypeError(f"input: expected a floating-point tensor, got {type(input).__name__}")
     if input.dim() != 2 or input.shape[0] == 0 or input.shape[1] == 0:
-        raise ValueError(f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}")
+        raise ValueError(
+            f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}"
+        )
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target: expected a tensor, got {type(target).__name__}")
     if target.requires_grad:
-        raise ValueError("target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)")
+        raise ValueError(
+            "target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)"
+        )
     if target.shape != input.shape or target.dtype != input.dtype:
         raise ValueError(
             f"target: expected {input.dtype} {'probabilities' if TARGETS == 'distribution' else 'targets'} of shape {tuple(input.shape)}, "
@@ -178,7 +182,7 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
 def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     r"""The Sigmoid and binary cross-entropy loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \sum_{k=1}^{K} \operatorname{softplus}\left(- o_{k}\right) y_{k} - \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) y_{k} + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right)$; `reduction` "mean" averages over the n samples, "sum"
+    Per sample, $\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$; `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)

@@ -88,7 +88,7 @@ def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\mathbf{o}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$"""
+    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     _t0 = _softmax(O)
     HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True))
     return torch.broadcast_to(HV, O.shape)
@@ -102,7 +102,7 @@ def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = - \delta_{c j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j}$"""
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc}$"""
     G = _softmax(O)
     G = torch.broadcast_to(G, O.shape).contiguous()
     _rows = torch.arange(O.shape[0], device=O.device)
@@ -113,7 +113,7 @@ def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 def _hvp_labels(
     O: torch.Tensor, labels: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\mathbf{o}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\mathbf{o}\right)_{j}$"""
+    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     _t0 = _softmax(O)
     HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True))
     HV = torch.broadcast_to(HV, O.shape).contiguous()
@@ -195,15 +195,21 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise TypeError(f"input: expected a floating-point tensor, got {type(input).__name__}")
     if input.dim() != 2 or input.shape[0] == 0 or input.shape[1] == 0:
-        raise ValueError(f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}")
+        raise ValueError(
+            f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}"
+        )
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target: expected a tensor, got {type(target).__name__}")
     if target.requires_grad:
-        raise ValueError("target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)")
+        raise ValueError(
+            "target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)"
+        )
     if not target.is_floating_point():
         n, K = input.shape
         if target.shape != (n,) or target.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"target: expected int64 class indices of shape ({n},), got {target.dtype} {tuple(target.shape)}")
+            raise ValueError(
+                f"target: expected int64 class indices of shape ({n},), got {target.dtype} {tuple(target.shape)}"
+            )
         # NOTE: a value check is data-dependent; under torch.compile the gather's own bounds
         # check reports a bad label instead.
         if not torch.compiler.is_compiling() and bool((target < 0).any() | (target >= K).any()):

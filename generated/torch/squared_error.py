@@ -65,7 +65,7 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = - \sum_{k=1}^{K} o_{k} y_{k} + \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2}$"""
+    r"""$\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$"""
     loss_rows = (
         -torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
         + 1 / 2 * torch.sum(torch.square(O), dim=-1, keepdim=True)
@@ -161,11 +161,15 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise TypeError(f"input: expected a floating-point tensor, got {type(input).__name__}")
     if input.dim() != 2 or input.shape[0] == 0 or input.shape[1] == 0:
-        raise ValueError(f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}")
+        raise ValueError(
+            f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}"
+        )
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target: expected a tensor, got {type(target).__name__}")
     if target.requires_grad:
-        raise ValueError("target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)")
+        raise ValueError(
+            "target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)"
+        )
     if target.shape != input.shape or target.dtype != input.dtype:
         raise ValueError(
             f"target: expected {input.dtype} {'probabilities' if TARGETS == 'distribution' else 'targets'} of shape {tuple(input.shape)}, "
@@ -176,7 +180,7 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
 def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     r"""The Squared error (linear regression) loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = - \sum_{k=1}^{K} o_{k} y_{k} + \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2}$; `reduction` "mean" averages over the n samples, "sum"
+    Per sample, $\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$; `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)

@@ -90,10 +90,10 @@ def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \frac{\left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}}{T^{2}}$"""
+    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
     _t0 = _softmax(O / T)
-    HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True)) / T ** 2
+    HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True)) / (T * T)
     return torch.broadcast_to(HV, O.shape)
 
 
@@ -107,7 +107,7 @@ def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \frac{- \delta_{c j} + \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - \delta_{jc}}{T}$"""
     T = params[0]
     _t0 = 1 / T
     G = _t0 * _softmax(_t0 * O)
@@ -120,10 +120,10 @@ def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 def _hvp_labels(
     O: torch.Tensor, labels: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \frac{\left(v_{j} - \sum_{k=1}^{K} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k} v_{k}\right) \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}}{T^{2}}$"""
+    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
     _t0 = _softmax(O / T)
-    HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True)) / T ** 2
+    HV = _t0 * (V - torch.sum(_t0 * V, dim=-1, keepdim=True)) / (T * T)
     HV = torch.broadcast_to(HV, O.shape).contiguous()
     return HV
 
@@ -203,15 +203,21 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise TypeError(f"input: expected a floating-point tensor, got {type(input).__name__}")
     if input.dim() != 2 or input.shape[0] == 0 or input.shape[1] == 0:
-        raise ValueError(f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}")
+        raise ValueError(
+            f"input: expected logits of shape (n, K), n, K >= 1, got {tuple(input.shape)}"
+        )
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target: expected a tensor, got {type(target).__name__}")
     if target.requires_grad:
-        raise ValueError("target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)")
+        raise ValueError(
+            "target: requires grad; the derivation gives no gradient w.r.t. targets (detach it)"
+        )
     if not target.is_floating_point():
         n, K = input.shape
         if target.shape != (n,) or target.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"target: expected int64 class indices of shape ({n},), got {target.dtype} {tuple(target.shape)}")
+            raise ValueError(
+                f"target: expected int64 class indices of shape ({n},), got {target.dtype} {tuple(target.shape)}"
+            )
         # NOTE: a value check is data-dependent; under torch.compile the gather's own bounds
         # check reports a bad label instead.
         if not torch.compiler.is_compiling() and bool((target < 0).any() | (target >= K).any()):
@@ -224,7 +230,9 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
         )
 
 
-def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", T: float = 2.0) -> torch.Tensor:
+def loss(
+    input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", T: float = 2.0
+) -> torch.Tensor:
     r"""The Temperature-scaled softmax cross-entropy loss of logits `input` (n, K) against `target`.
 
     Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} o_{k} y_{k}}{T}$ (class indices:
@@ -232,7 +240,7 @@ def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", T: 
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)
-    params = (_param("T", T, 0.0, None, False, False), )
+    params = (_param("T", T, 0.0, None, False, False),)
     rows = _LossRows.apply(input, target, params)
     if reduction == "none":
         return rows
