@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import jinja2
 import pytest
 
 from derive.output import build
-from derive.output.notes import environment, render, step_views
+from derive.output.notes import chinese_punctuation, environment, prose, render, step_views
 from derive.symbolic.steps import CheckedDerivation
 
 
@@ -50,3 +52,51 @@ def test_jupyter_reprs(checked: CheckedDerivation) -> None:
     assert checked._repr_markdown_().count("$$") >= 2
     latex = checked._repr_latex_()
     assert latex.startswith("$") and latex.endswith("$")
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_MATH_OR_CODE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|<[^>]*>|\([^()]*#step-[0-9]+\)", re.S)
+
+
+def test_chinese_prose_uses_full_width_punctuation(checked: CheckedDerivation) -> None:
+    """No ASCII `, : ; ( ) ? !` next to a Chinese character outside math, code and links."""
+    md = render(checked, "zh", "md").split("\n", 1)[1]  # (the header line is a comment)
+    prose = _MATH_OR_CODE.sub(" ", md)
+    bad = [
+        prose[max(0, m.start() - 8) : m.end() + 8]
+        for m in re.finditer(r"[,:;()?!]", prose)
+        if _CJK.search(prose[max(0, m.start() - 2) : m.end() + 2])
+    ]
+    assert bad == []
+
+
+def test_chinese_punctuation_leaves_math_and_code_alone() -> None:
+    text = "权重 (W): 见 $f(x), g: y$ 与 `a.b(c)`, 完."
+    assert chinese_punctuation(text) == "权重（W）：见 $f(x), g: y$ 与 `a.b(c)`，完。"
+
+
+def test_page_one_answers_both_questions_with_links_and_a_printed_equation(
+    checked: CheckedDerivation,
+) -> None:
+    for lang in ("en", "zh"):
+        md = render(checked, lang, "md")
+        views = {v.name: v for v in step_views(checked, lang)}
+        first_step = md.index('<a id="step-1">')
+        page_one = md[:first_step]
+        for q in checked.derivation.questions:
+            assert prose(q.question(lang), "md", lang) in page_one
+            assert f"$$\n{views[q.shows].equation}\n$$" in page_one
+            for name in q.steps:
+                assert f"(#step-{views[name].number})" in page_one
+        assert len(checked.derivation.questions) == 2
+
+
+def test_results_close_the_notes_printed_from_their_steps(checked: CheckedDerivation) -> None:
+    md = render(checked, "en", "md")
+    tail = md[md.index("## Results") :]
+    names = [r.step for r in checked.derivation.results]
+    assert names == ["gradient_stable", "batch_gradient_W", "batch_gradient_b", "hessian_stable"]
+    views = {v.name: v for v in step_views(checked, "en")}
+    for name in names:
+        rhs = views[name].equation.split(" = ", 1)[1]
+        assert rhs in tail

@@ -39,6 +39,7 @@ from derive.symbolic.steps import (
     GeneralK,
     Numeric,
     Prose,
+    Result,
     Step,
     canonical_sums,
     expand_logs,
@@ -377,6 +378,29 @@ def core_steps(
     return steps
 
 
+LOSS = display(r"\ell")
+
+
+def results(steps: dict[str, Step]) -> tuple[Result, ...]:
+    """The closing summary: the gradient (in its stable form where there is one), the batch
+    gradients and the Hessian, each the right side of the step that proved it."""
+    o, j, k = S.o, S.j, S.k
+    wanted = (
+        (Prose("Gradient w.r.t. the logits", "对输出 $o$ 的梯度"), sp.Derivative(LOSS, o[j]),
+         ("gradient_stable", "gradient_logits")),
+        (Prose("Batch gradient for $W$", "批量上 $W$ 的梯度"), None, ("batch_gradient_W",)),
+        (Prose("Batch gradient for $b$", "批量上 $b$ 的梯度"), None, ("batch_gradient_b",)),
+        (Prose("Hessian w.r.t. the logits", "对输出 $o$ 的 Hessian"),
+         sp.Derivative(LOSS, o[j], o[k]), ("hessian_stable", "hessian_logits")),
+    )  # fmt: skip
+    out = []
+    for label, lhs, names in wanted:
+        name = next((n for n in names if n in steps), None)
+        if name is not None:
+            out.append(Result(label, steps[name].lhs if lhs is None else lhs, name))
+    return tuple(out)
+
+
 def loss_derivation(model: LossModel) -> Derivation:
     """The derivation of any loss model: its definition, then the shared steps."""
     forms = derive_forms(model)
@@ -384,7 +408,7 @@ def loss_derivation(model: LossModel) -> Derivation:
         "loss_definition",
         Prose("The loss", "损失函数"),
         model.description,
-        display(r"\ell"),
+        LOSS,
         model.loss,
         definition=True,
     )
@@ -399,7 +423,8 @@ def loss_derivation(model: LossModel) -> Derivation:
         model.prediction,
         definition=True,
     )
-    steps = (definition, prediction, *core_steps(model, forms).values())
+    core = core_steps(model, forms)
+    steps = (definition, prediction, *core.values())
     return Derivation(
         name=model.name,
         title=model.title,
@@ -410,4 +435,5 @@ def loss_derivation(model: LossModel) -> Derivation:
         steps=steps,
         final_forms=final_forms(model, forms),
         model=model,
+        results=results(core),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from derive import notation as S
-from derive.losses.derivation import Wording, core_steps, derive_forms, final_forms
+from derive.losses.derivation import Wording, core_steps, derive_forms, final_forms, results
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, softmax_expr
 from derive.symbolic.explicit import make_batch
 from derive.symbolic.steps import (
@@ -22,6 +22,7 @@ from derive.symbolic.steps import (
     GeneralK,
     Positive,
     Prose,
+    Question,
     Step,
     canonical_sums,
     expand_in_sums,
@@ -415,7 +416,58 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         steps=tuple(steps),
         final_forms=final_forms(model, forms),
         model=model,
+        questions=QUESTIONS,
+        results=results(shared),
     )
+
+
+#: The two `==？？？==` of the student's notes, answered on the first page.
+QUESTIONS = (
+    Question(
+        Prose(
+            "Where does the loss function come from, and why take the log of the likelihood?",
+            "损失函数是从哪里来的？为什么要用极大似然估计并取对数？",
+        ),
+        Prose(
+            "From maximum likelihood. The model gives a label $y$ the probability "
+            "$\\prod_j \\hat{y}_j^{y_j}$, which for a one-hot label is just the probability it "
+            "predicts for the true class. Training maximises the joint probability of all labels, "
+            "a product over the samples; taking $-\\log$ turns the product into a sum and the "
+            "maximum into a minimum, and each sample's term comes out as the cross-entropy. So "
+            "the cross-entropy loss is not a separate choice: minimising it is maximum "
+            "likelihood, which is what the equation below, proved, says.",
+            "来自极大似然估计。模型给标签 $y$ 的概率是 $\\prod_j \\hat{y}_j^{y_j}$，对独热编码的"
+            "标签，它就是对真实类别的预测概率。训练要最大化所有标签的联合概率，也就是对所有样本"
+            "累乘；外面套一个 $-\\log$，累乘变累加，最大化变最小化，而每个样本的那一项恰好是交叉"
+            "熵。所以交叉熵损失函数不是另外选定的：最小化它就是极大似然估计，下式（已证明）说的正"
+            "是这一点。",
+        ),
+        ("likelihood_one_hot", "log_likelihood", "maximum_likelihood", "cross_entropy_one_hot"),
+        shows="maximum_likelihood",
+    ),
+    Question(
+        Prose(
+            "Why is the gradient taken with respect to $o_j$ and not $W$ and $b$?",
+            "为什么是对 $o_j$ 求梯度，而不是对 $W$ 和 $b$？",
+        ),
+        Prose(
+            "Because the loss reaches $W$ and $b$ only through the logits $o = W^T x + b$. The "
+            "chain rule writes each parameter's gradient as $\\partial \\ell / \\partial o$ times "
+            "the derivative of $o$, which for a linear layer is just $x$ (for $W$) or 1 (for $b$). "
+            "So $\\partial \\ell / \\partial o_j$ is the part worth deriving, once and for any "
+            "$K$; the gradients for $W$ and $b$, for one sample and for a batch, follow from it. "
+            "The gradient in $o_j$ is the first half of the gradient in $W$ and $b$, not a "
+            "different question.",
+            "因为损失只通过输出 $o = W^T x + b$ 依赖于 $W$ 和 $b$。由链式法则，每个参数的梯度都"
+            "等于 $\\partial \\ell / \\partial o$ 乘以 $o$ 对该参数的导数，而线性层的这个导数就是 "
+            "$x$（对 $W$）或 1（对 $b$）。所以真正需要推导的是 $\\partial \\ell / \\partial o_j$，"
+            "对任意 $K$ 推导一次即可；$W$ 和 $b$ 的梯度（单个样本和批量）都由它得到。对 $o_j$ "
+            "求梯度是对 $W$、$b$ 求梯度的前一半，而不是另一个问题。",
+        ),
+        ("gradient_logits", "chain_rule_W", "chain_rule_b", "batch_gradient_W"),
+        shows="chain_rule_W",
+    ),
+)
 
 
 def softmax_for_yhat(expr: sp.Expr) -> sp.Expr:

@@ -40,6 +40,26 @@ CHROME: dict[str, Prose] = {
     ),
     "step": Prose("Step", "步骤"),
     "contents": Prose("Steps", "步骤一览"),
+    "questions": Prose("The two questions", "两个问题"),
+    "questions_intro": Prose(
+        "The study notes this derivation answers left two questions open (marked ??? there). "
+        "Each answer below names the steps that prove it.",
+        "这份推导所回答的学习笔记留下了两个问题（笔记中标着 ？？？）。"
+        "下面每个回答都注明了证明它的步骤。",
+    ),
+    "proved_in": Prose("Proved in", "证明见"),
+    "results": Prose("Results", "结果汇总"),
+    "results_intro": Prose(
+        "The final results, each printed from the step that proved it.",
+        "最终结果，每一个都直接取自证明它的步骤。",
+    ),
+    # Punctuation around the steps: full-width in Chinese.
+    "colon": Prose(": ", "："),
+    "semicolon": Prose("; ", "；"),
+    "period": Prose(".", "。"),
+    "title_sep": Prose(". ", "　"),
+    "open": Prose(" (", "（"),
+    "close": Prose(")", "）"),
 }
 
 
@@ -135,8 +155,59 @@ _CODE_SPAN = re.compile(r"`([^`]*)`")
 _TEX_SPECIAL = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#"}
 
 
-def prose(text: str, fmt: str) -> str:
-    """Prose as the format needs it: `code` spans become \texttt{} (escaped) in LaTeX."""
+#: Math (`$...$`) and code spans: left exactly as written in any language.
+_VERBATIM = re.compile(r"(\$[^$]*\$|`[^`]*`)")
+_CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+_FULL_WIDTH = {
+    ",": "，",
+    ":": "：",
+    ";": "；",
+    "(": "（",
+    ")": "）",
+    "?": "？",
+    "!": "！",
+    ".": "。",
+}
+_ASCII_NEXT_TO_CJK = re.compile(rf"(?<=[{_CJK}])\s*([,:;?!.])\s*|\s*([,:;?!])\s*(?=[{_CJK}])")
+_PAREN_PAIR = re.compile(r"\s*\(([^()]*)\)\s*")
+_IS_CJK = re.compile(rf"[{_CJK}]")
+
+
+def chinese_punctuation(text: str) -> str:
+    """ASCII punctuation next to a Chinese character becomes full-width; math and code untouched.
+
+    (A `.` only after a Chinese character: before one it may be a decimal point or a file name.)
+    """
+
+    def fix(segment: str) -> str:
+        return _ASCII_NEXT_TO_CJK.sub(lambda m: _FULL_WIDTH[m.group(1) or m.group(2)], segment)
+
+    def verbatim(m: re.Match[str]) -> str:
+        kept.append(m.group(0))
+        return f"\0{len(kept) - 1}\0"
+
+    # Math and code spans are set aside (a bracket pair may enclose one), then put back.
+    kept: list[str] = []
+    plain = _VERBATIM.sub(verbatim, text)
+
+    def pair(m: re.Match[str]) -> str:
+        # A bracket pair is Chinese when a Chinese character is just outside or just inside it.
+        inner = m.group(1).strip()
+        around = m.string[max(0, m.start() - 1) : m.start()] + m.string[m.end() : m.end() + 1]
+        if _IS_CJK.search(around + inner[:1] + inner[-1:]):
+            return "（" + inner + "）"
+        return m.group(0)
+
+    plain = _PAREN_PAIR.sub(pair, plain)
+    plain = fix(plain)
+    return re.sub("\0([0-9]+)\0", lambda m: kept[int(m.group(1))], plain)
+
+
+def prose(text: str, fmt: str, lang: str = "en") -> str:
+    """Prose as the format needs it: `code` spans become \texttt{} (escaped) in LaTeX, and
+    Chinese prose gets full-width punctuation."""
+    if lang == "zh":
+        text = chinese_punctuation(text)
     if fmt != "tex":
         return text
 
@@ -154,11 +225,11 @@ def step_view(
     return StepView(
         number=number,
         name=step.name,
-        title=prose(step.title(lang), fmt),
-        reason=prose(step.reason(lang), fmt),
+        title=prose(step.title(lang), fmt, lang),
+        reason=prose(step.reason(lang), fmt, lang),
         equation=equation,
         lines=lines,
-        checks=[o.text(lang) for o in checked.outcomes],
+        checks=[prose(o.text(lang), fmt, lang) for o in checked.outcomes],
         definition=step.definition,
         numeric_only=not checked.proved,
     )
@@ -169,19 +240,72 @@ def step_views(checked: CheckedDerivation, lang: str, fmt: str = "md") -> list[S
     return [step_view(i, s, lang, fmt, shown[i - 1]) for i, s in enumerate(checked.steps, start=1)]
 
 
+@dataclass(frozen=True)
+class QuestionView:
+    question: str
+    answer: str
+    #: The equation of the step the answer shows, as that step prints it.
+    lines: list[str]
+    equation: str
+    #: (step number, step name) of each step that proves the answer.
+    links: list[tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class ResultView:
+    label: str
+    lines: list[str]
+    equation: str
+    step: int
+
+
+def question_views(
+    checked: CheckedDerivation, views: list[StepView], lang: str, fmt: str
+) -> list[QuestionView]:
+    number = {v.name: v for v in views}
+    return [
+        QuestionView(
+            question=prose(q.question(lang), fmt, lang),
+            answer=prose(q.answer(lang), fmt, lang),
+            lines=number[q.shows].lines,
+            equation=number[q.shows].equation,
+            links=[(number[name].number, name) for name in q.steps],
+        )
+        for q in checked.derivation.questions
+    ]
+
+
+def result_views(checked: CheckedDerivation, lang: str, fmt: str) -> list[ResultView]:
+    """The closing summary: each result is the right side of the step that proved it, printed
+    as that step prints it (in yhat once softmax was named), under its own left side."""
+    shown = displays(checked.steps)
+    index = {s.step.name: i for i, s in enumerate(checked.steps)}
+    out = []
+    for result in checked.derivation.results:
+        i = index[result.step]
+        step = checked.steps[i].step
+        display = Display(result.lhs, shown[i].softmax_as)
+        equation, lines = equation_lines(step, display)
+        out.append(ResultView(prose(result.label(lang), fmt, lang), lines, equation, i + 1))
+    return out
+
+
 def context(
     checked: CheckedDerivation, lang: str, template: str, fmt: str = "md"
 ) -> dict[str, Any]:
     if lang not in LANGS:
         raise ValueError(f"lang {lang!r}: expected one of {', '.join(LANGS)}")
     d = checked.derivation
+    steps = step_views(checked, lang, fmt)
     return {
         "template": template,
         "lang": lang,
-        "title": prose(d.title(lang), fmt),
-        "intro": prose(d.intro(lang), fmt),
-        "steps": step_views(checked, lang, fmt),
-        "words": {key: text(lang) for key, text in CHROME.items()},
+        "title": prose(d.title(lang), fmt, lang),
+        "intro": prose(d.intro(lang), fmt, lang),
+        "questions": question_views(checked, steps, lang, fmt),
+        "steps": steps,
+        "results": result_views(checked, lang, fmt),
+        "words": {key: prose(text(lang), fmt, lang) for key, text in CHROME.items()},
         "cjk": lang == "zh",
     }
 

@@ -47,20 +47,24 @@ def compile_with_log(tex: Path, out_dir: Path) -> tuple[Path, str]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / tex.name
         shutil.copyfile(tex, src)
-        proc = subprocess.run(
-            [engine, "-interaction=nonstopmode", "-halt-on-error", src.name],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        pdf = src.with_suffix(".pdf")
-        if proc.returncode != 0 or not pdf.is_file():
-            tail = "\n".join(proc.stdout.splitlines()[-15:])
-            raise DeriveError(f"{engine} failed on {tex.name}:\n{tail}")
+        pdf, log_file = src.with_suffix(".pdf"), src.with_suffix(".log")
+        # The links to steps are cross-references: a second run resolves them (TeX says so).
+        for _ in range(2):
+            proc = subprocess.run(
+                [engine, "-interaction=nonstopmode", "-halt-on-error", src.name],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if proc.returncode != 0 or not pdf.is_file():
+                tail = "\n".join(proc.stdout.splitlines()[-15:])
+                raise DeriveError(f"{engine} failed on {tex.name}:\n{tail}")
+            log = log_file.read_text(encoding="utf-8", errors="replace")
+            if "Rerun to get cross-references right" not in log:
+                break
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / pdf.name
         shutil.copyfile(pdf, target)
-        log = src.with_suffix(".log").read_text(encoding="utf-8", errors="replace")
         return target, log

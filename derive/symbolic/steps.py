@@ -432,6 +432,28 @@ class CheckedStep:
 
 
 @dataclass(frozen=True)
+class Question:
+    """A question the notes answer on their first page, and the steps whose proofs answer it.
+
+    `shows` names the step whose equation the answer displays (printed from that step).
+    """
+
+    question: Prose
+    answer: Prose
+    steps: tuple[str, ...]
+    shows: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """A final result for the closing summary: the right side of step `step`, under `lhs`."""
+
+    label: Prose
+    lhs: sp.Basic
+    step: str
+
+
+@dataclass(frozen=True)
 class Derivation:
     """An ordered list of steps, plus the final forms the code generator prints."""
 
@@ -442,6 +464,16 @@ class Derivation:
     final_forms: dict[str, sp.Basic] = field(default_factory=dict)
     #: The `LossModel` the derivation is about (what the code generator needs besides forms).
     model: Any = None
+    #: What the notes answer first, and the results they close with (by step name).
+    questions: tuple[Question, ...] = ()
+    results: tuple[Result, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = {s.name for s in self.steps}
+        cited = [n for q in self.questions for n in (*q.steps, q.shows)]
+        missing = sorted({n for n in (*cited, *(r.step for r in self.results)) if n not in names})
+        if missing:
+            raise ValueError(f"derivation {self.name!r}: no step named {', '.join(missing)}")
 
     def check(self, workers: int = 1) -> CheckedDerivation:
         """Run every check; the first failing step, in order, stops everything.
