@@ -130,7 +130,7 @@ def test_a_lost_chunk_is_detected(client: Client) -> None:
         full.name, full.split, full.classes, full.X_train[:-300], full.y_train[:-300],
         full.X_test, full.y_test,
     )  # fmt: skip
-    config = TrainConfig(optimizer="lbfgs", l2=1e-3, max_iter=300)
+    config = TrainConfig(optimizer="lbfgs", l2=1e-3, max_iter=30)
     ours, theirs, _ = fit_both(client, data, short, config)
     assert rel(ours.train_objective, theirs.train_objective) > 1e3 * REL_OBJECTIVE
 
