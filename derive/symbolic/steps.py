@@ -284,7 +284,8 @@ class ConcreteK:
                 if not is_zero(e):
                     at = ", ".join(f"{s}={val}" for s, val in zip(idx, values, strict=True))
                     raise _fail(step, f"K={K} {at}: lhs - rhs = {sp.sstr(sp.simplify(e))}")
-        ks = f"{self.Ks[0]}, \\dots, {self.Ks[-1]}" if len(self.Ks) > 1 else str(self.Ks[0])
+        few = len(self.Ks) <= 3
+        ks = ", ".join(map(str, self.Ks)) if few else f"{self.Ks[0]}, \\dots, {self.Ks[-1]}"
         return Outcome(
             "proof",
             Prose(
