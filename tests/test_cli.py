@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -59,9 +60,7 @@ def test_verify_of_a_missing_module_is_a_clear_error(
 
 
 def test_unknown_loss_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["emit", "--loss", "nope"])
-    assert exc.value.code == 2
+    assert main(["emit", "--loss", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 
 
@@ -72,3 +71,45 @@ def test_pdf_without_an_engine_says_what_to_install(
     args = ["latex", "--pdf", "--lang", "en", "--loss", "squared_error", "--out", str(tmp_path)]
     assert main(args) == 2
     assert "apt-get install" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_users_folder_is_checked_fresh_and_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`derive emit --formula ... --param` writes notes, module and manifest; `derive check
+    FOLDER` passes on them, and fails with a diff after a hand edit of the module."""
+    monkeypatch.chdir(tmp_path)
+    formula = "sum(a * (o[k] - y[k])**2, k) / 2"
+    argv = ["--formula", formula, "--name", "half_sse", "--targets", "real"]
+    assert main(["emit", *argv, "--param", "a=1:0:", "--out", "gen"]) == 0
+    written = sorted(p.name for p in (tmp_path / "gen").iterdir())
+    assert written == [
+        "half_sse.derive.json",
+        "half_sse.md",
+        "half_sse.py",
+        "half_sse.tex",
+        "half_sse.zh.md",
+        "half_sse.zh.tex",
+    ]
+    doc = json.loads((tmp_path / "gen" / "half_sse.derive.json").read_text())
+    assert doc["source"] == {
+        "formula": formula,
+        "name": "half_sse",
+        "params": ["a=1:0:"],
+        "targets": "real",
+    }
+    assert doc["files"] == [n for n in written if not n.endswith(".json")]
+    capsys.readouterr()
+
+    assert main(["check", "gen"]) == 0
+    out = capsys.readouterr().out
+    assert "gen: half_sse up to date" in out and "all checks passed" in out
+
+    module = tmp_path / "gen" / "half_sse.py"
+    module.write_text(module.read_text().replace('LOSS = "half_sse"', 'LOSS = "half_sse"  # mine'))
+    assert main(["check", "gen"]) == 1
+    out = capsys.readouterr().out
+    assert "stale: half_sse.py" in out
+    assert '-LOSS = "half_sse"  # mine' in out and '+LOSS = "half_sse"' in out
+    assert list(tmp_path.iterdir()) == [tmp_path / "gen"]  # no .hypothesis/ or anything else

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from derive.cli import main
 from derive.output.loader import GENERATED_DIR
 from derive.train.cli import add_train_arguments, run_train
 from derive.train.compare import fit_sklearn, sklearn_C
@@ -57,9 +58,8 @@ def module_path() -> str:
 
 
 def train(module_path: str, *argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="derive train")
-    add_train_arguments(parser)
-    return run_train(parser.parse_args(["--module", module_path, "--quiet", *argv]))
+    """`derive train` as the command runs it: user errors are one line and exit code 2."""
+    return main(["train", "--module", module_path, "--quiet", *argv])
 
 
 def train_json(module_path: str, tmp_path: Path, *argv: str) -> dict[str, Any]:
@@ -161,6 +161,7 @@ def test_outputs_plot_json_npz(
     module_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
+    out.mkdir()  # an output's folder must exist: train never creates folders silently
     code = train(
         module_path,
         "--epochs", "3",
@@ -242,15 +243,15 @@ def test_errors_are_reported_not_raised(
 ) -> None:
     (tmp_path / "file.txt").write_text("a file where a folder should be")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    assert train(module_path, "--epochs", "1", *argv) == 1
+    assert train(module_path, "--epochs", "1", *argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and fragment in err
+    assert err.startswith("derive: error: ") and fragment in err and err.count("\n") == 1
 
 
 def test_bad_module_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty.py").write_text("x = 1\n")
-    assert train(str(tmp_path / "empty.py")) == 1
-    assert "has no function 'loss_and_grad'" in capsys.readouterr().err
+    assert train(str(tmp_path / "empty.py")) == 2
+    assert "is not an emitted module (it has no function loss_and_grad" in capsys.readouterr().err
 
 
 def test_missing_extra_says_what_to_install(
@@ -258,7 +259,7 @@ def test_missing_extra_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn` fail
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert train(module_path, "--plot", "x.png") == 1
+    assert train(module_path, "--plot", "x.png") == 2
     err = capsys.readouterr().err
     assert 'pip install -e ".[train]"' in err
     assert "scikit-learn (for --dataset digits)" in err and "matplotlib (for --plot)" in err

@@ -40,16 +40,32 @@ UNARY: dict[str, Callable[[sp.Expr], sp.Expr]] = {
 }
 
 
+FUNCTIONS = (
+    "allowed functions: exp(x), log(x), sqrt(x), sigmoid(x), softmax(index), sum(expr, index)"
+)
+ALLOWED = (
+    "allowed: numbers, K, declared parameters, o[index], y[index], + - * / **, "
+    + FUNCTIONS.removeprefix("allowed functions: ")
+)
+
+
 def parse_formula(text: str, params: Mapping[str, sp.Symbol] | None = None) -> sp.Expr:
     """The SymPy expression for `text`, built without evaluating any Python."""
     if not isinstance(text, str):
         raise FormulaParseError(f"formula: expected a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:
-        raise FormulaParseError(f"formula: {len(text)} characters; at most {MAX_LENGTH} allowed")
+        raise FormulaParseError(
+            f"formula: {len(text)} characters", f"at most {MAX_LENGTH} allowed", "shorten it"
+        )
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise FormulaParseError(f"formula: not valid syntax ({exc.msg})") from None
+        column = f" at column {exc.offset}" if exc.offset else ""
+        raise FormulaParseError(
+            f"formula: not valid syntax{column}",
+            str(exc.msg),
+            "write it in Python syntax, e.g. sum((o[k] - y[k])**2, k)",
+        ) from None
     known = {"K": S.K, **(params or {})}
     for name in known:
         S.checked_name(name, "formula parameter")
@@ -60,9 +76,16 @@ class _Builder:
     def __init__(self, names: Mapping[str, sp.Symbol]) -> None:
         self.names = names
 
-    def refuse(self, node: ast.AST, what: str) -> FormulaParseError:
+    def refuse(
+        self, node: ast.AST, what: str, allowed: str = ALLOWED, fix: str = ""
+    ) -> FormulaParseError:
         where = f" at column {node.col_offset + 1}" if hasattr(node, "col_offset") else ""
-        return FormulaParseError(f"formula: {what}{where} is not allowed")
+        return FormulaParseError(f"formula: {what}{where} is not allowed", allowed, fix)
+
+    def names_allowed(self) -> str:
+        params = sorted(set(self.names) - {"K"})
+        declared = ", ".join(params) if params else "none declared"
+        return f"allowed names: K, the indices j k m inside o[...] y[...], parameters: {declared}"
 
     def build(self, node: ast.expr) -> sp.Expr:
         if isinstance(node, ast.Constant):
@@ -70,7 +93,13 @@ class _Builder:
         if isinstance(node, ast.Name):
             if node.id in self.names:
                 return self.names[node.id]
-            raise self.refuse(node, f"the name {node.id!r} (declare it as a parameter)")
+            raise self.refuse(
+                node,
+                f"the name {node.id!r}",
+                self.names_allowed(),
+                f"declare it: --param {node.id}=DEFAULT[:LOW:HIGH] (in a TOML model "
+                f"[params.{node.id}])",
+            )
         if isinstance(node, ast.Subscript):
             return self.indexed(node)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
@@ -85,19 +114,21 @@ class _Builder:
     def number(self, node: ast.Constant) -> sp.Expr:
         value = node.value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.refuse(node, f"the constant {value!r}")
+            raise self.refuse(node, f"the constant {value!r}", "allowed constants: numbers")
         if abs(value) > MAX_NUMBER:
-            raise self.refuse(node, f"the number {value!r} (|x| <= {MAX_NUMBER:g})")
+            raise self.refuse(node, f"the number {value!r}", f"allowed: |x| <= {MAX_NUMBER:g}")
         return sp.Integer(value) if isinstance(value, int) else sp.Float(value)
 
     def index(self, node: ast.expr) -> sp.Symbol:
         if isinstance(node, ast.Name) and node.id in INDICES:
             return INDICES[node.id]
-        raise self.refuse(node, "an index other than j, k or m")
+        raise self.refuse(node, "an index other than j, k or m", "allowed indices: j, k, m")
 
     def indexed(self, node: ast.Subscript) -> sp.Expr:
         if not (isinstance(node.value, ast.Name) and node.value.id in ARRAYS):
-            raise self.refuse(node, "indexing anything but o[...] or y[...]")
+            raise self.refuse(
+                node, "indexing anything but o[...] or y[...]", "allowed: o[index], y[index]"
+            )
         return ARRAYS[node.value.id][self.index(node.slice)]
 
     def binop(self, node: ast.BinOp) -> sp.Expr:
@@ -115,19 +146,31 @@ class _Builder:
                 # NOTE: estimate the size before SymPy computes a huge power exactly.
                 digits = float(right) * math.log10(abs(float(left)))
                 if digits > math.log10(MAX_NUMBER):
-                    raise self.refuse(node, f"a power of about 10^{digits:.0f}")
+                    raise self.refuse(
+                        node, f"a power of about 10^{digits:.0f}", f"allowed: up to {MAX_NUMBER:g}"
+                    )
             if right.is_number and abs(float(right)) > MAX_EXPONENT:
-                raise self.refuse(node, f"the exponent {right} (|e| <= {MAX_EXPONENT})")
+                raise self.refuse(
+                    node, f"the exponent {right}", f"allowed exponents: |e| <= {MAX_EXPONENT}"
+                )
             if right.free_symbols - set(self.names.values()):
-                raise self.refuse(node, "an exponent that is not a number or a parameter")
+                raise self.refuse(
+                    node,
+                    "an exponent that is not a number or a parameter",
+                    "allowed exponents: numbers and declared parameters",
+                )
             return left**right
-        raise self.refuse(node, f"the operator {type(node.op).__name__}")
+        raise self.refuse(
+            node,
+            f"the operator {type(node.op).__name__}",
+            "allowed operators: + - * / ** and unary -",
+        )
 
     def call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name):
-            raise self.refuse(node, "calling anything but a known function")
+            raise self.refuse(node, "calling anything but a known function", FUNCTIONS)
         if node.keywords:
-            raise self.refuse(node, "keyword arguments")
+            raise self.refuse(node, "keyword arguments", FUNCTIONS)
         name, args = node.func.id, node.args
         if name in UNARY and len(args) == 1:
             return UNARY[name](self.build(args[0]))
@@ -136,4 +179,4 @@ class _Builder:
         if name == "sum" and len(args) == 2:
             idx = self.index(args[1])
             return sp.Sum(self.build(args[0]), (idx, 1, S.K))
-        raise self.refuse(node, f"the function {name!r} with {len(args)} argument(s)")
+        raise self.refuse(node, f"the function {name!r} with {len(args)} argument(s)", FUNCTIONS)

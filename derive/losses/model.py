@@ -37,7 +37,10 @@ class Param:
         S.checked_name(self.symbol.name, "parameter name")
         if not self.admits(self.default):
             raise ModelDefinitionError(
-                f"parameter {self.symbol.name}: default {self.default} is outside its range"
+                f"parameter {self.symbol.name}: default {self.default:g} is outside its range "
+                f"{self.range_text()}",
+                "",
+                "choose a default inside the range",
             )
 
     def admits(self, value: float) -> bool:

@@ -1,43 +1,44 @@
 """Import an emitted module from its file.
 
-`generated/` is not a package: its files are plain modules the tool writes. Importing them by path
-(rather than copying source into memory) keeps `inspect`, tracebacks and `pdb` pointing at the real
-file, as Tangent does with its generated source.
+`generated/` is not a package: its files are plain modules the tool writes. They are imported by
+path (`derive.pyfile`), so `inspect`, tracebacks and `pdb` point at the real file.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from importlib.resources import as_file
 from pathlib import Path
 from types import ModuleType
 
 from derive import resources
 from derive.errors import ModuleLoadError
+from derive.pyfile import import_file
 
 #: The source tree `derive/` was imported from (a checkout; site-packages for a wheel).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The catalogue's emitted files: the checkout's `generated/`, or the wheel's `derive/generated`.
 GENERATED_DIR = resources.generated_dir()
 
+#: What every emitted module defines; a file without them is not one (`derive verify` says so).
+EMITTED_API = ("LOSS", "TARGETS", "loss", "grad_logits", "loss_and_grad", "predict_proba")
+
 
 def load_module_from_path(path: Path, module_name: str | None = None) -> ModuleType:
     """Import the Python file at `path` under a private module name and return it."""
     path = Path(path)
-    if not path.is_file():
-        raise ModuleLoadError(f"module path {str(path)!r}: no such file (run `derive emit` first?)")
-    name = module_name or f"_derive_generated_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ModuleLoadError(f"module path {str(path)!r}: not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception:
-        sys.modules.pop(name, None)
-        raise
+    return import_file(path, module_name or f"_derive_generated_{path.stem}", "module")
+
+
+def load_emitted_module(path: Path, module_name: str | None = None) -> ModuleType:
+    """`load_module_from_path`, refusing a file that is not a module `derive emit` wrote."""
+    module = load_module_from_path(path, module_name)
+    missing = [name for name in EMITTED_API if not hasattr(module, name)]
+    if missing:
+        raise ModuleLoadError(
+            f"module {str(path)!r} is not an emitted module",
+            f"it defines no {', '.join(missing)}",
+            "pass a .py file written by `derive emit`",
+        )
     return module
 
 

@@ -9,15 +9,16 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
-from derive.errors import DeriveError, OutputDirError
+from derive.errors import DeriveError, OutputDirError, os_error_text
 from derive.train import dask_engine
 from derive.train import data as datasets
 from derive.train.compare import compare_with_sklearn
@@ -39,30 +40,43 @@ from derive.train.objective import (
 from derive.train.optimizers import blas_threads, fit
 from derive.train.plots import plot_training
 
+T = TypeVar("T")
+
+
+def _number(text: str, kind: Callable[[str], T], expected: str) -> T:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "an integer >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
 
 
+def _int(text: str) -> int:
+    return _number(text, int, "an integer")
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a finite number > 0")
     if not (value > 0.0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
 def _nonnegative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a finite number >= 0")
     if not (value >= 0.0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a fraction strictly between 0 and 1")
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(
             f"expected a fraction strictly between 0 and 1, got {text}"
@@ -77,7 +91,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--dataset",
         choices=["digits", "mnist", "fashion-mnist"],
-        default="digits",
+        # NOTE: None, not "digits": argparse does not see a conflict with --data when the value
+        # given equals the default.
         help="built-in dataset (default: digits, from scikit-learn; mnist and fashion-mnist are "
         "read from the IDX files in --data-dir)",
     )
@@ -110,7 +125,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="L2 strength in the objective mean CE + l2/2 ||W||^2, bias unpenalised "
         "(default: 1e-3; 0 is d2l's plain SGD)",
     )
-    opt.add_argument("--seed", type=int, default=0, help="split, init and shuffling (default: 0)")
+    opt.add_argument("--seed", type=_int, default=0, help="split, init and shuffling (default: 0)")
     opt.add_argument(
         "--max-iter", type=_positive_int, default=1000, help="L-BFGS iterations (default: 1000)"
     )
@@ -189,7 +204,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _missing_extras(args: argparse.Namespace) -> list[str]:
     """The optional packages this particular run needs but cannot import, with the reason."""
     needed: list[tuple[str, str, str]] = []
-    if args.data is None and args.dataset == "digits":
+    if args.data is None and args.dataset in (None, "digits"):
         needed.append(("sklearn", "scikit-learn", "--dataset digits"))
     if args.compare_sklearn:
         needed.append(("sklearn", "scikit-learn", "--compare-sklearn"))
@@ -214,7 +229,7 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
 
     if args.data is not None:
         return datasets.load_npy_dataset(args.data[0], args.data[1], args.test_size, args.seed)
-    if args.dataset == "digits":
+    if args.dataset in (None, "digits"):
         return datasets.load_digits_dataset(args.test_size, args.seed)
     if args.data_dir is None:
         files = ", ".join(datasets.IDX_FILES.values())
@@ -361,20 +376,42 @@ def _comparison_table(cmp: dict[str, Any]) -> str:
 
 
 def _prepare_output(path_text: str, what: str) -> Path:
+    """The path of an output file whose folder exists: folders are never created silently."""
     path = Path(path_text)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputDirError(f"{what} {path_text!r}: cannot create folder ({exc})") from exc
+    folder = path.parent
+    if path.is_dir():
+        raise OutputDirError(f"{what} {path_text!r} is a folder", "expected a file name")
+    if not folder.is_dir():
+        reason = "is a file" if folder.exists() else "does not exist"
+        raise OutputDirError(
+            f"{what} {path_text!r}: the folder {str(folder)!r} {reason}",
+            "",
+            f"create it first with mkdir -p {folder}, or choose another path",
+        )
     return path
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse bad output paths before the fit, not after minutes of it."""
+    for flag in ("plot", "json", "save"):
+        value = getattr(args, flag)
+        if value:
+            _prepare_output(value, f"--{flag}")
 
 
 def _write(path_text: str, what: str, writer: Callable[[Path], object]) -> None:
     path = _prepare_output(path_text, what)
+    # The temporary name keeps the suffix: matplotlib picks the image format from it.
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        writer(path)
+        writer(tmp)
+        os.replace(tmp, path)
     except OSError as exc:
-        raise OutputDirError(f"{what} {path_text!r}: cannot write ({exc})") from exc
+        raise OutputDirError(
+            f"{what} {path_text!r}: cannot write it", os_error_text(exc), "choose another path"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _save_npz(path: Path, result: FitResult, classes: Sequence[str]) -> None:
@@ -418,20 +455,16 @@ def summary(
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Run `derive train` for parsed `args`; 0 on success, 1 on any error (message on stderr)."""
+    """Run `derive train` for parsed `args`; 0 on success. A user's mistake raises `DeriveError`
+    (the command prints it as one line and exits 2)."""
     missing = _missing_extras(args)
     if missing:
-        print(
-            "error: derive train needs optional packages that are not installed: "
-            f"{'; '.join(missing)}\ninstall them with:\n    {INSTALL_HINT}",
-            file=sys.stderr,
+        raise DeriveError(
+            f"derive train needs optional packages that are not installed: {'; '.join(missing)}",
+            "",
+            f"install them with {INSTALL_HINT}",
         )
-        return 1
-    try:
-        _run(args)
-    except DeriveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    _run(args)
     return 0
 
 
@@ -446,6 +479,7 @@ def _run(args: argparse.Namespace) -> None:
         max_iter=args.max_iter,
         tol=args.tol,
     )
+    check_outputs(args)
     model = load_model(args.module)
     if args.engine == "memory":
         _fit_and_report(args, config, MemoryBackend(model, load_dataset(args)))
@@ -522,14 +556,3 @@ def _fit_and_report(args: argparse.Namespace, config: TrainConfig, backend: Back
         _write(args.json, "--json", lambda p: p.write_text(text, encoding="utf-8"))
     if args.save:
         _write(args.save, "--save", lambda p: _save_npz(p, result, data.classes))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (`python -m derive.train`), same flags as `derive train`."""
-    parser = argparse.ArgumentParser(prog="derive train", description=__doc__.split("\n")[0])
-    add_train_arguments(parser)
-    return run_train(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -111,8 +111,9 @@ def load_model(path: str | Path | None = None) -> SoftmaxModel:
     for name in ("loss_and_grad", "predict"):
         if not callable(getattr(module, name, None)):
             raise ModuleLoadError(
-                f"module {module.__file__!r}: has no function {name!r} (is it an emitted "
-                "softmax-regression module?)"
+                f"module {str(path)!r} is not an emitted module",
+                f"it has no function {name}",
+                "pass a .py file written by `derive emit`",
             )
     return cast(SoftmaxModel, module)
 

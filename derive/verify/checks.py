@@ -593,8 +593,13 @@ def bad_inputs(s: Subject) -> Result:
 _FP_ERRORS_RAISE = {"over": "raise", "divide": "raise", "invalid": "raise", "under": "ignore"}
 
 
-def run(module: ModuleType, selected: list[Check] | None = None) -> list[Result]:
-    """Run every check on `module`; valid input must raise no warning anywhere.
+def run(
+    module: ModuleType,
+    selected: list[Check] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[Result]:
+    """Run every check on `module`; valid input must raise no warning anywhere. `progress(done,
+    total, next check)` is called before each check and once at the end.
 
     Checks run with warnings as errors and NumPy's overflow/divide/invalid flags raising, so a
     module that computes on unvalidated numbers fails here on every CPU, not only on those whose
@@ -603,7 +608,10 @@ def run(module: ModuleType, selected: list[Check] | None = None) -> list[Result]
     """
     subject = Subject(module)
     results = []
-    for chk in CHECKS if selected is None else selected:
+    checks = CHECKS if selected is None else selected
+    for done, chk in enumerate(checks):
+        if progress is not None:
+            progress(done, len(checks), chk.__name__)
         with warnings.catch_warnings(), np.errstate(**_FP_ERRORS_RAISE):  # type: ignore[arg-type]
             warnings.simplefilter("error")
             try:
@@ -612,6 +620,8 @@ def run(module: ModuleType, selected: list[Check] | None = None) -> list[Result]
                 results.append(
                     Result(chk.__name__, math.inf, 0.0, "FAIL", f"{type(exc).__name__}: {exc}")
                 )
+    if progress is not None:
+        progress(len(checks), len(checks), "done")
     return results
 
 
