@@ -85,7 +85,7 @@ def child_dask(folder: Path, iters: int, workers: int, memory_limit: str) -> dic
     from derive.train import dask_engine
     from derive.train.objective import TrainConfig
 
-    source = (GENERATED_DIR / "softmax_regression.py").read_text(encoding="utf-8")
+    source = (GENERATED_DIR / "softmax_regression_l2.py").read_text(encoding="utf-8")
     limit = dask_engine.memory_limit_arg(memory_limit)
     data = dask_engine.from_files(str(folder / "X"), str(folder / "y"), 0.25, 0, None, None)
     config = TrainConfig(optimizer="lbfgs", l2=L2, max_iter=iters, tol=1e-12)

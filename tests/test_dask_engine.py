@@ -14,7 +14,6 @@ Tolerances, and why:
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -31,9 +30,9 @@ pytest.importorskip("distributed")
 
 from distributed import Client, LocalCluster
 
+from derive.cli import main
 from derive.output.loader import GENERATED_DIR
 from derive.train import dask_engine
-from derive.train.cli import add_train_arguments, run_train
 from derive.train.data import (
     DatasetError,
     load_digits_dataset,
@@ -43,7 +42,7 @@ from derive.train.data import (
 from derive.train.objective import TrainConfig, evaluate, load_model
 from derive.train.optimizers import blas_threads, fit
 
-SOURCE = (GENERATED_DIR / "softmax_regression.py").read_text(encoding="utf-8")
+SOURCE = (GENERATED_DIR / "softmax_regression_l2.py").read_text(encoding="utf-8")
 REL_OBJECTIVE = 1e-10
 
 
@@ -147,9 +146,8 @@ def test_sgd_over_shuffled_chunks_learns(client: Client) -> None:
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="derive train")
-    add_train_arguments(parser)
-    return run_train(parser.parse_args(list(argv)))
+    """`derive train` as the command runs it: user errors are one line and exit code 2."""
+    return main(["train", *argv])
 
 
 def test_cli_zarr_and_glob_json_save_plot(
@@ -161,6 +159,7 @@ def test_cli_zarr_and_glob_json_save_plot(
     z[:] = X
     np.save(tmp_path / "y.npy", y)
     out = tmp_path / "out"
+    out.mkdir()  # derive train never creates folders silently
     common = ["--engine", "dask", "--optimizer", "lbfgs", "--quiet", "--chunk-rows", "700"]
     code = run_cli(
         "--data", str(tmp_path / "X.zarr"), str(tmp_path / "y.npy"), *common,
@@ -214,6 +213,7 @@ def test_bad_shard_is_one_line_naming_shard_and_row(
         for i, part in enumerate(parts):
             np.save(tmp_path / folder / f"part{i:03d}.npy", part)
     out = tmp_path / "out"
+    out.mkdir()
     code = run_cli(
         "--engine", "dask", "--data", str(tmp_path / "X"), str(tmp_path / "y"), "--quiet",
         "--optimizer", "lbfgs", "--chunk-rows", "200", "--json", str(out / "fit.json"),
@@ -224,7 +224,8 @@ def test_bad_shard_is_one_line_naming_shard_and_row(
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert re.search(pattern, lines[0]), lines[0]
-    assert not out.exists()  # nothing half-written
+    assert code == 2
+    assert list(out.iterdir()) == []  # nothing written, nothing half-written
 
 
 def test_labels_beyond_n_classes(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import pytest
 from derive import cli, resources
 from derive.cli import main
 from derive.errors import INTERRUPTED, USER_ERROR
+from derive.output.loader import GENERATED_DIR
 
 Setup = Callable[[Path, pytest.MonkeyPatch], None]
 
@@ -260,6 +261,11 @@ MISTAKES = [
     Mistake("train-plot-new-folder", [*TRAIN, "--plot", "new/dir/p.png"], "does not exist"),
     Mistake("train-json-is-folder", [*TRAIN, "--json", "empty"], "is a folder"),
     Mistake("train-not-emitted", [*TRAIN, "--module", "plain.py"], "not an emitted module"),
+    Mistake(
+        "train-l2-without-weight-decay",
+        [*TRAIN, "--module", str(GENERATED_DIR / "softmax_regression.py")],
+        "has no weight decay",
+    ),
     Mistake("train-mnist-no-dir", [*TRAIN, "--dataset", "mnist"], "needs --data-dir"),
     # Writing.
     Mistake("out-is-a-file", ["emit", "--out", "out"], "is a file", _out_is_a_file),

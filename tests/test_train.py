@@ -35,7 +35,7 @@ from derive.train.data import load_digits_dataset
 from derive.train.objective import TrainConfig, load_model, objective_and_grad
 from derive.train.optimizers import blas_threads, fit_lbfgs
 
-MODULE = GENERATED_DIR / "softmax_regression.py"
+MODULE = GENERATED_DIR / "softmax_regression_l2.py"
 
 
 def write_mnist(folder: Path, n_train: int, n_test: int, side: int) -> None:
@@ -75,9 +75,8 @@ def train_json(module_path: str, tmp_path: Path, *argv: str) -> dict[str, Any]:
 def test_sgd_reaches_sklearn_accuracy(module_path: str, tmp_path: Path) -> None:
     # d2l's lr; a smaller batch and more epochs, since digits has 1347 training samples where
     # Fashion-MNIST has 60000 (10 epochs of 256 = 60 steps here, against 2350 there).
-    doc = train_json(
-        module_path, tmp_path, "--epochs", "100", "--batch-size", "32", "--compare-sklearn"
-    )
+    args = ["--optimizer", "sgd", "--epochs", "100", "--batch-size", "32", "--compare-sklearn"]
+    doc = train_json(module_path, tmp_path, *args)
     cmp = doc["sklearn_comparison"]
     assert cmp["derive"]["test_acc"] >= cmp["sklearn"]["test_acc"] - 0.01
     assert doc["final"]["test_acc"] == cmp["derive"]["test_acc"]
@@ -85,14 +84,46 @@ def test_sgd_reaches_sklearn_accuracy(module_path: str, tmp_path: Path) -> None:
 
 
 def test_d2l_budget_is_too_short_for_digits(module_path: str, tmp_path: Path) -> None:
-    doc = train_json(module_path, tmp_path, "--compare-sklearn")  # 10 epochs, batch 256
+    doc = train_json(module_path, tmp_path, "--preset", "d2l", "--compare-sklearn")
+    assert doc["config"] | {"seed": 0} == {
+        "optimizer": "sgd",
+        "epochs": 10,
+        "batch_size": 256,
+        "lr": 0.1,
+        "l2": 0.0,
+        "seed": 0,
+        "max_iter": 1000,
+        "tol": 1e-8,
+    }
     cmp = doc["sklearn_comparison"]
     assert cmp["derive"]["test_acc"] < cmp["sklearn"]["test_acc"] - 0.01
     assert [r["step"] for r in doc["history"]] == list(range(1, 11))
 
 
+def test_a_flag_wins_over_its_preset(module_path: str, tmp_path: Path) -> None:
+    doc = train_json(module_path, tmp_path, "--preset", "d2l", "--epochs", "2", "--l2", "1e-3")
+    assert doc["config"]["optimizer"] == "sgd" and doc["config"]["epochs"] == 2
+    assert doc["config"]["l2"] == 1e-3
+
+
+def test_defaults_are_within_a_point_of_sklearn_on_digits(module_path: str, tmp_path: Path) -> None:
+    """No flags: test accuracy within 1 point of scikit-learn's LogisticRegression() with its
+    own defaults, fitted here independently on the same split."""
+    from sklearn.linear_model import LogisticRegression
+
+    doc = train_json(module_path, tmp_path)
+    data = load_digits_dataset(0.25, 0)
+    with blas_threads(1):
+        reference = LogisticRegression().fit(data.X_train, data.y_train)
+    theirs = float(reference.score(data.X_test, data.y_test))
+    assert doc["config"]["optimizer"] == "lbfgs"
+    assert doc["config"]["l2"] == pytest.approx(1 / 1347, rel=1e-15)  # C = 1 on 1347 rows
+    assert abs(doc["final"]["test_acc"] - theirs) <= 0.01, (doc["final"]["test_acc"], theirs)
+
+
 def test_lbfgs_reaches_sklearn_objective_and_accuracy(module_path: str, tmp_path: Path) -> None:
-    doc = train_json(module_path, tmp_path, "--optimizer", "lbfgs", "--compare-sklearn")
+    args = ["--optimizer", "lbfgs", "--l2", "1e-3", "--compare-sklearn"]
+    doc = train_json(module_path, tmp_path, *args)
     cmp = doc["sklearn_comparison"]
     ours, theirs = cmp["derive"], cmp["sklearn"]
     assert doc["fit"]["converged"] and theirs["converged"]
@@ -146,8 +177,8 @@ def test_training_goes_through_the_module(module_path: str, tmp_path: Path) -> N
         "from derive.output.loader import load_module_from_path\n"
         f"_m = load_module_from_path({module_path!r}, '_train_test_real')\n"
         "predict = _m.predict\n"
-        "def loss_and_grad(X, y, W, b, check=True):\n"
-        "    loss, dW, db = _m.loss_and_grad(X, y, W, b, check=check)\n"
+        "def loss_and_grad(X, y, W, b, check=True, *, lam=0.0):\n"
+        "    loss, dW, db = _m.loss_and_grad(X, y, W, b, check=check, lam=lam)\n"
         "    return loss, dW * X.shape[0], db * X.shape[0]\n"
     )
     doc = train_json(str(broken), tmp_path, "--optimizer", "lbfgs", "--compare-sklearn")
@@ -164,6 +195,7 @@ def test_outputs_plot_json_npz(
     out.mkdir()  # an output's folder must exist: train never creates folders silently
     code = train(
         module_path,
+        "--preset", "d2l",
         "--epochs", "3",
         "--plot", str(out / "fig.png"),
         "--json", str(out / "run.json"),
@@ -187,7 +219,8 @@ def test_outputs_plot_json_npz(
 def test_one_line_per_epoch(module_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
-    assert run_train(parser.parse_args(["--module", module_path, "--epochs", "4"])) == 0
+    argv = ["--module", module_path, "--preset", "d2l", "--epochs", "4"]
+    assert run_train(parser.parse_args(argv)) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(lines) == 4
     assert all("train loss" in x and "train acc" in x and "test acc" in x for x in lines)
@@ -197,7 +230,18 @@ def test_one_line_per_epoch(module_path: str, capsys: pytest.CaptureFixture[str]
 def test_seeded_runs_are_reproducible(module_path: str, tmp_path: Path) -> None:
     def saved(seed: str, name: str) -> Any:
         assert (
-            train(module_path, "--epochs", "2", "--seed", seed, "--save", str(tmp_path / name)) == 0
+            train(
+                module_path,
+                "--preset",
+                "d2l",
+                "--epochs",
+                "2",
+                "--seed",
+                seed,
+                "--save",
+                str(tmp_path / name),
+            )
+            == 0
         )
         with np.load(tmp_path / name) as f:
             return f["W"].copy()

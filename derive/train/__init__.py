@@ -9,12 +9,15 @@ Objective. Both optimizers minimise, over the n training samples,
 
     F(W, b) = (1/n) sum_i CE(y_i, softmax(x_i W + b)) + (l2 / 2) * ||W||_F^2
 
-with W of shape (d, K), the bias b unpenalised (as scikit-learn does), `l2 = --l2`. The gradient
-is the emitted `(dW, db)` plus `l2 * W` for W.
+with W of shape (d, K), the bias b unpenalised (as scikit-learn does), `l2 = --l2`. The L2 term
+and its gradient come from the emitted module too: the default module is
+`generated/softmax_regression_l2.py`, whose `loss_and_grad(..., lam=l2)` returns F and its
+gradient as derived (`derive.train.objective.weight_decay`).
 
-- `--optimizer sgd` is minibatch SGD with d2l's defaults (batch 256, lr 0.1, 10 epochs,
-  W ~ N(0, 0.01^2), b = 0), the l2 term applied as weight decay on every step.
-- `--optimizer lbfgs` hands F and its gradient to `scipy.optimize.minimize(method="L-BFGS-B")`
+- `--optimizer sgd` is minibatch SGD (`--preset d2l`: d2l's batch 256, lr 0.1, 10 epochs,
+  W ~ N(0, 0.01^2), b = 0, no weight decay), the l2 term in every step's gradient.
+- `--optimizer lbfgs` (the default, `--preset sklearn`, with `l2 = 1/n`: scikit-learn's default
+  C = 1) hands F and its gradient to `scipy.optimize.minimize(method="L-BFGS-B")`
   on the full training set, starting from W = 0, b = 0, with the stopping rule scikit-learn uses
   (`gtol = --tol`, `ftol = 64 * eps`, `maxls = 50`).
 

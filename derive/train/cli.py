@@ -21,7 +21,7 @@ import numpy as np
 from derive.errors import DeriveError, OutputDirError, os_error_text
 from derive.train import dask_engine
 from derive.train import data as datasets
-from derive.train.compare import compare_with_sklearn
+from derive.train.compare import compare_with_sklearn, l2_for_C
 from derive.train.dask_engine import DaskData
 from derive.train.data import Dataset, DatasetError, FloatArray, IntArray
 from derive.train.objective import (
@@ -33,6 +33,7 @@ from derive.train.objective import (
     Monitor,
     SoftmaxModel,
     TrainConfig,
+    check_weight_decay,
     confusion_matrix,
     evaluate,
     load_model,
@@ -75,6 +76,40 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _l2(text: str) -> float | str:
+    if text == "auto":
+        return text
+    return _nonnegative_float(text)
+
+
+#: What the optimizer flags default to; an explicit flag wins over its preset.
+PRESETS: dict[str, dict[str, Any]] = {
+    # scikit-learn's LogisticRegression() objective (C = 1), solved by L-BFGS as it does.
+    "sklearn": {"optimizer": "lbfgs", "epochs": 10, "batch_size": 256, "lr": 0.1, "l2": "auto"},
+    # d2l 4.4 (softmax regression from scratch): minibatch SGD, no weight decay.
+    "d2l": {"optimizer": "sgd", "epochs": 10, "batch_size": 256, "lr": 0.1, "l2": 0.0},
+}
+
+
+def train_config(args: argparse.Namespace, n_train: int, n_classes: int) -> TrainConfig:
+    """The fit's settings: each flag as given, else its `--preset` value; `l2 = auto` is the
+    penalty equivalent to scikit-learn's default C = 1 on this training set."""
+    preset = PRESETS[args.preset]
+    value = {k: preset[k] if getattr(args, k) is None else getattr(args, k) for k in preset}
+    if value["l2"] == "auto":
+        value["l2"] = l2_for_C(1.0, n_train, n_classes)
+    return TrainConfig(
+        optimizer=value["optimizer"],
+        epochs=value["epochs"],
+        batch_size=value["batch_size"],
+        lr=value["lr"],
+        l2=value["l2"],
+        seed=args.seed,
+        max_iter=args.max_iter,
+        tol=args.tol,
+    )
+
+
 def _fraction(text: str) -> float:
     value = _number(text, float, "a fraction strictly between 0 and 1")
     if not 0.0 < value < 1.0:
@@ -112,18 +147,26 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "their official test set)",
     )
     opt = parser.add_argument_group("optimizer")
-    opt.add_argument("--optimizer", choices=["sgd", "lbfgs"], default="sgd")
-    opt.add_argument("--epochs", type=_positive_int, default=10, help="SGD epochs (default: 10)")
     opt.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="SGD minibatch (default: 256)"
+        "--preset",
+        choices=sorted(PRESETS),
+        default="sklearn",
+        help="defaults for the five flags below: sklearn (default) is L-BFGS on scikit-learn's "
+        "default objective (C = 1, i.e. l2 = 1/n); d2l is d2l's softmax regression (SGD, 10 "
+        "epochs of batch 256, lr 0.1, no weight decay). A flag given explicitly wins",
     )
-    opt.add_argument("--lr", type=_positive_float, default=0.1, help="SGD step (default: 0.1)")
+    opt.add_argument(
+        "--optimizer", choices=["sgd", "lbfgs"], help="lbfgs (full batch) or sgd (minibatch)"
+    )
+    opt.add_argument("--epochs", type=_positive_int, help="SGD epochs (default: 10)")
+    opt.add_argument("--batch-size", type=_positive_int, help="SGD minibatch (default: 256)")
+    opt.add_argument("--lr", type=_positive_float, help="SGD step (default: 0.1)")
     opt.add_argument(
         "--l2",
-        type=_nonnegative_float,
-        default=1e-3,
-        help="L2 strength in the objective mean CE + l2/2 ||W||^2, bias unpenalised "
-        "(default: 1e-3; 0 is d2l's plain SGD)",
+        type=_l2,
+        help="L2 strength in the objective mean CE + l2/2 ||W||^2, bias unpenalised, from the "
+        "emitted module's weight decay: a number >= 0, or auto = scikit-learn's default C = 1 "
+        "(1/n_train; 2/n_train for two classes) (default: auto; d2l: 0)",
     )
     opt.add_argument("--seed", type=_int, default=0, help="split, init and shuffling (default: 0)")
     opt.add_argument(
@@ -197,7 +240,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--module",
         metavar="PY",
-        help="emitted module to train with (default: generated/softmax_regression.py)",
+        help="emitted module to train with (default: generated/softmax_regression_l2.py; its "
+        "weight decay lam is --l2; a module without one trains with --l2 0 only)",
     )
 
 
@@ -469,20 +513,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    config = TrainConfig(
-        optimizer=args.optimizer,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        l2=args.l2,
-        seed=args.seed,
-        max_iter=args.max_iter,
-        tol=args.tol,
-    )
     check_outputs(args)
     model = load_model(args.module)
+    l2 = PRESETS[args.preset]["l2"] if args.l2 is None else args.l2
+    check_weight_decay(model, 1.0 if l2 == "auto" else l2)  # before minutes of data loading
     if args.engine == "memory":
-        _fit_and_report(args, config, MemoryBackend(model, load_dataset(args)))
+        _fit_and_report(args, MemoryBackend(model, load_dataset(args)))
         return
     if args.compare_sklearn:
         raise DeriveError("--compare-sklearn: needs the in-memory engine (drop --engine dask)")
@@ -495,7 +531,7 @@ def _run(args: argparse.Namespace) -> None:
         lambda rows: _dask_data(args, rows),
         args.chunk_rows,
     ) as backend:
-        _fit_and_report(args, config, backend)
+        _fit_and_report(args, backend)
 
 
 def _dask_data(args: argparse.Namespace, chunk_rows: int | None) -> DaskData:
@@ -509,8 +545,9 @@ def _dask_data(args: argparse.Namespace, chunk_rows: int | None) -> DaskData:
     return dask_engine.from_dataset(data, rows)
 
 
-def _fit_and_report(args: argparse.Namespace, config: TrainConfig, backend: Backend) -> None:
+def _fit_and_report(args: argparse.Namespace, backend: Backend) -> None:
     data = backend.data
+    config = train_config(args, data.X_train.shape[0], data.n_classes)
     print(
         f"{data.name}: {data.X_train.shape[0]} train / {data.X_test.shape[0]} test, "
         f"{data.n_features} features, {data.n_classes} classes ({data.split})"

@@ -25,6 +25,11 @@ from derive.train.objective import (
 )
 
 
+def l2_for_C(C: float, n_samples: int, n_classes: int) -> float:
+    """The `l2` whose objective F has scikit-learn's minimiser for `C` (`sklearn_C` inverted)."""
+    return (2.0 if n_classes == 2 else 1.0) / (n_samples * C)
+
+
 def sklearn_C(l2: float, n_samples: int, n_classes: int) -> float:
     """scikit-learn's `C` whose `LogisticRegression` minimiser is the minimiser of F.
 

@@ -38,6 +38,7 @@ from derive.train.objective import (
     FitResult,
     Monitor,
     TrainConfig,
+    weight_decay,
 )
 from derive.train.optimizers import run_lbfgs
 from derive.train.shards import (
@@ -92,12 +93,21 @@ def _split_theta(theta: FloatArray, d: int, k: int) -> tuple[FloatArray, FloatAr
 
 
 def chunk_sums(
-    X: FloatArray, y: IntArray, theta: FloatArray, source: str, d: int, k: int
+    X: FloatArray,
+    y: IntArray,
+    theta: FloatArray,
+    source: str,
+    d: int,
+    k: int,
+    l2: float = 0.0,
 ) -> FloatArray:
-    """One chunk's `[sum of losses, sum dW (flat), sum db]` as a (1, 1 + dK + K) block."""
+    """One chunk's `[sum of losses, sum dW (flat), sum db]` as a (1, 1 + dK + K) block, the
+    module's weight decay `l2` included (its row sums add up to n times the penalty)."""
     W, b = _split_theta(theta, d, k)
     y = np.ravel(y)  # (n, 1): labels come as a column so that their blocks align with X's
-    loss, dW, db = _module(source).loss_and_grad(X, y, W, b, check=False, reduction="sum")
+    module = _module(source)
+    decay = weight_decay(module, l2)
+    loss, dW, db = module.loss_and_grad(X, y, W, b, check=False, reduction="sum", **decay)
     out = np.empty((1, 1 + d * k + k))
     out[0, 0] = loss
     out[0, 1 : 1 + d * k] = np.ravel(dW)
@@ -106,17 +116,30 @@ def chunk_sums(
 
 
 def chunk_metrics(
-    X: FloatArray, y: IntArray, theta: FloatArray, source: str, d: int, k: int
+    X: FloatArray,
+    y: IntArray,
+    theta: FloatArray,
+    source: str,
+    d: int,
+    k: int,
+    l2: float = 0.0,
 ) -> FloatArray:
-    """One chunk's `[sum of losses, confusion counts (K*K, row = true class)]`, (1, 1 + K*K)."""
+    """One chunk's `[sum of losses, the same with weight decay l2, confusion counts (K*K, row =
+    true class)]`, (1, 2 + K*K)."""
     W, b = _split_theta(theta, d, k)
     y = np.ravel(y)
     module = _module(source)
-    loss = module.loss_and_grad(X, y, W, b, check=False, reduction="sum")[0]
+    loss = module.loss_and_grad(X, y, W, b, False, reduction="sum", **weight_decay(module, 0.0))[0]
+    objective = (
+        module.loss_and_grad(X, y, W, b, False, reduction="sum", **weight_decay(module, l2))[0]
+        if l2
+        else loss
+    )
     pred = np.asarray(module.predict(X, W, b), dtype=np.int64)
-    out = np.empty((1, 1 + k * k))
+    out = np.empty((1, 2 + k * k))
     out[0, 0] = loss
-    out[0, 1:] = np.bincount(y * k + pred, minlength=k * k)
+    out[0, 1] = objective
+    out[0, 2:] = np.bincount(y * k + pred, minlength=k * k)
     return out
 
 
@@ -132,13 +155,12 @@ def sgd_chunk(
 ) -> tuple[FloatArray, FloatArray]:
     """Minibatch SGD steps over one chunk's rows in shuffled order, as the in-memory loop does."""
     module = _module(source)
+    decay = weight_decay(module, l2)  # the module's own L2 term and gradient
     W, b = state[0].copy(), state[1].copy()
     order = np.random.default_rng(seed).permutation(X.shape[0])
     for i in range(0, X.shape[0], batch_size):
         batch = order[i : i + batch_size]
-        _, dW, db = module.loss_and_grad(X[batch], y[batch], W, b, check=False)
-        if l2 != 0.0:
-            dW = dW + l2 * W
+        _, dW, db = module.loss_and_grad(X[batch], y[batch], W, b, check=False, **decay)
         W -= lr * dW
         b -= lr * db
     return W, b
@@ -374,6 +396,7 @@ class DaskBackend:
         y: da.Array,
         theta: FloatArray,
         width: int,
+        l2: float = 0.0,
     ) -> FloatArray:
         """`fn` on every chunk, added up by Dask's tree reduction, one pass over X."""
         blocks = X.map_blocks(
@@ -383,6 +406,7 @@ class DaskBackend:
             source=self.source,
             d=self.d,
             k=self.k,
+            l2=l2,
             chunks=((1,) * X.numblocks[0], (width,)),
             dtype=np.float64,
         )
@@ -390,37 +414,38 @@ class DaskBackend:
         total = blocks.sum(axis=0, split_every=SPLIT_EVERY)
         return np.asarray(total.compute(optimize_graph=self.optimize_graph))
 
-    def sums(self, theta: FloatArray) -> tuple[float, FloatArray, FloatArray]:
-        """Mean loss over the training rows and its gradients (without the penalty)."""
+    def sums(self, theta: FloatArray, l2: float = 0.0) -> tuple[float, FloatArray, FloatArray]:
+        """Mean loss over the training rows and its gradients, with the module's weight decay."""
         d, k = self.d, self.k
-        total = self._reduce(chunk_sums, self.data.X_train, self.data.y_train, theta, 1 + d * k + k)
+        total = self._reduce(
+            chunk_sums, self.data.X_train, self.data.y_train, theta, 1 + d * k + k, l2
+        )
         n = self.data.X_train.shape[0]
         return float(total[0]) / n, total[1 : 1 + d * k].reshape(d, k) / n, total[1 + d * k :] / n
 
     def objective(self, theta: FloatArray, l2: float) -> tuple[float, FloatArray]:
         """F(theta) and its gradient, flat: the mean loss plus (l2 / 2) ||W||^2 (as in memory)."""
-        W, _ = _split_theta(theta, self.d, self.k)
-        loss, dW, db = self.sums(theta)
-        if l2 != 0.0:
-            loss += 0.5 * l2 * float(np.vdot(W, W))
-            dW = dW + l2 * W
+        loss, dW, db = self.sums(theta, l2)
         return loss, np.concatenate([np.ravel(dW), db])
 
-    def _metrics(self, theta: FloatArray, X: da.Array, y: da.Array) -> tuple[float, IntArray]:
+    def _metrics(
+        self, theta: FloatArray, X: da.Array, y: da.Array, l2: float = 0.0
+    ) -> tuple[float, float, IntArray]:
         k = self.k
-        total = self._reduce(chunk_metrics, X, y, theta, 1 + k * k)
-        confusion = np.rint(total[1:]).astype(np.int64).reshape(k, k)
-        return float(total[0]) / X.shape[0], confusion
+        total = self._reduce(chunk_metrics, X, y, theta, 2 + k * k, l2)
+        confusion = np.rint(total[2:]).astype(np.int64).reshape(k, k)
+        return float(total[0]) / X.shape[0], float(total[1]) / X.shape[0], confusion
 
     def evaluate(self, W: FloatArray, b: FloatArray, l2: float, step: int) -> EpochRecord:
         """Losses and accuracies on both splits: one pass over each."""
         theta = np.concatenate([np.ravel(W), b])
-        train_loss, train_cm = self._metrics(theta, self.data.X_train, self.data.y_train)
-        test_loss, test_cm = self._metrics(theta, self.data.X_test, self.data.y_test)
+        train = self.data.X_train, self.data.y_train
+        train_loss, train_objective, train_cm = self._metrics(theta, *train, l2)
+        test_loss, _, test_cm = self._metrics(theta, self.data.X_test, self.data.y_test)
         return EpochRecord(
             step=step,
             train_loss=train_loss,
-            train_objective=train_loss + 0.5 * l2 * float(np.vdot(W, W)),
+            train_objective=train_objective,
             train_acc=float(np.trace(train_cm)) / max(int(train_cm.sum()), 1),
             test_loss=test_loss,
             test_acc=float(np.trace(test_cm)) / max(int(test_cm.sum()), 1),
@@ -428,7 +453,7 @@ class DaskBackend:
 
     def confusion(self, W: FloatArray, b: FloatArray) -> IntArray:
         theta = np.concatenate([np.ravel(W), b])
-        return self._metrics(theta, self.data.X_test, self.data.y_test)[1]
+        return self._metrics(theta, self.data.X_test, self.data.y_test)[2]
 
     # -------------------------------------------------------------------- optimizers
 

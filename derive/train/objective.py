@@ -6,6 +6,7 @@ module's `loss_and_grad` and `predict` do all of it (see the package docstring).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,13 @@ class SoftmaxModel(Protocol):
     """What `derive train` needs from an emitted module (see generated/softmax_regression.py)."""
 
     def loss_and_grad(
-        self, X: FloatArray, y: IntArray, W: FloatArray, b: FloatArray, check: bool = True
+        self,
+        X: FloatArray,
+        y: IntArray,
+        W: FloatArray,
+        b: FloatArray,
+        check: bool = True,
+        **params: float,
     ) -> tuple[float, FloatArray, FloatArray]: ...
 
     def predict(self, X: FloatArray, W: FloatArray, b: FloatArray) -> npt.NDArray[np.integer]: ...
@@ -102,12 +109,17 @@ class SklearnFit:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_model(path: str | Path | None = None) -> SoftmaxModel:
-    """The emitted module: `generated/softmax_regression.py` unless `path` names another file."""
+#: The module `derive train` uses by default: softmax regression with the weight decay derived
+#: (`lam`), so that the L2 term and its gradient come from the derivation, not from this package.
+DEFAULT_MODULE: Final = "softmax_regression_l2"
+#: The emitted keyword for the weight decay strength (the `lam` parameter of with_weight_decay).
+L2_KEYWORD: Final = "lam"
 
-    module = (
-        load_generated("softmax_regression") if path is None else load_module_from_path(Path(path))
-    )
+
+def load_model(path: str | Path | None = None) -> SoftmaxModel:
+    """The emitted module: `generated/softmax_regression_l2.py` unless `path` names another."""
+
+    module = load_generated(DEFAULT_MODULE) if path is None else load_module_from_path(Path(path))
     for name in ("loss_and_grad", "predict"):
         if not callable(getattr(module, name, None)):
             raise ModuleLoadError(
@@ -116,6 +128,28 @@ def load_model(path: str | Path | None = None) -> SoftmaxModel:
                 "pass a .py file written by `derive emit`",
             )
     return cast(SoftmaxModel, module)
+
+
+def weight_decay(model: object, l2: float) -> dict[str, float]:
+    """The keyword arguments that make the emitted `loss_and_grad` include the weight decay `l2`
+    (mean CE + l2/2 ||W||^2 and its gradient, as derived): `{lam: l2}`, always passed, since the
+    module's own default is not 0. A module without weight decay gets none, and only `l2 = 0`:
+    nothing here adds an L2 term by hand, so any other `l2` is refused, never dropped."""
+    params = inspect.signature(model.loss_and_grad).parameters  # type: ignore[attr-defined]
+    if L2_KEYWORD in params:
+        return {L2_KEYWORD: l2}
+    if l2 != 0.0:
+        raise ModuleLoadError(
+            f"--l2 {l2:g}: the module {getattr(model, '__file__', '?')!r} has no weight decay",
+            f"its loss_and_grad takes no {L2_KEYWORD}; the L2 term comes from the emitted module",
+            "train with the default module (softmax_regression_l2) or pass --l2 0",
+        )
+    return {}
+
+
+def check_weight_decay(model: object, l2: float) -> None:
+    """Refuse `l2 > 0` with a module that has no derived weight decay, before any work."""
+    weight_decay(model, l2)
 
 
 def objective_and_grad(
@@ -128,11 +162,10 @@ def objective_and_grad(
     *,
     check: bool = False,
 ) -> tuple[float, FloatArray, FloatArray]:
-    """F(W, b) and its gradient: the emitted loss and gradient plus the L2 term on W only."""
-    loss, dW, db = model.loss_and_grad(X, y, W, b, check=check)
-    if l2 == 0.0:
-        return float(loss), dW, db
-    return float(loss) + 0.5 * l2 * float(np.vdot(W, W)), dW + l2 * W, db
+    """F(W, b) and its gradient, both from the emitted module: its loss and gradient with its
+    weight decay `lam = l2` (the L2 term on W only, as derived in softmax_regression_l2)."""
+    loss, dW, db = model.loss_and_grad(X, y, W, b, check=check, **weight_decay(model, l2))
+    return float(loss), dW, db
 
 
 def accuracy(
@@ -153,12 +186,16 @@ def evaluate(
     model: SoftmaxModel, data: Dataset, W: FloatArray, b: FloatArray, l2: float, step: int
 ) -> EpochRecord:
     """Losses and accuracies on both splits, through the emitted module only."""
-    train_loss = float(model.loss_and_grad(data.X_train, data.y_train, W, b, check=False)[0])
-    test_loss = float(model.loss_and_grad(data.X_test, data.y_test, W, b, check=False)[0])
+    none = weight_decay(model, 0.0)
+    train_loss = float(model.loss_and_grad(data.X_train, data.y_train, W, b, False, **none)[0])
+    test_loss = float(model.loss_and_grad(data.X_test, data.y_test, W, b, False, **none)[0])
+    objective = (
+        objective_and_grad(model, data.X_train, data.y_train, W, b, l2)[0] if l2 else train_loss
+    )
     return EpochRecord(
         step=step,
         train_loss=train_loss,
-        train_objective=train_loss + 0.5 * l2 * float(np.vdot(W, W)),
+        train_objective=objective,
         train_acc=accuracy(model, data.X_train, data.y_train, W, b),
         test_loss=test_loss,
         test_acc=accuracy(model, data.X_test, data.y_test, W, b),

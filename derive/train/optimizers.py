@@ -26,6 +26,7 @@ from derive.train.objective import (
     SoftmaxModel,
     TrainConfig,
     objective_and_grad,
+    weight_decay,
 )
 
 
@@ -80,7 +81,8 @@ def fit_sgd(
     # Validate shapes, dtypes and labels once with the emitted checks, then skip them per batch.
     model.loss_and_grad(X[: config.batch_size], y[: config.batch_size], W, b, check=True)
     n_batches = math.ceil(n / config.batch_size)
-    lr, l2 = config.lr, config.l2
+    lr = config.lr
+    decay = weight_decay(model, config.l2)  # the module's own L2 term and gradient
     seconds = 0.0
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -88,9 +90,7 @@ def fit_sgd(
         desc = f"epoch {epoch}/{config.epochs}"
         for i in wrap_batches(range(0, n, config.batch_size), n_batches, desc):
             batch = order[i : i + config.batch_size]
-            _, dW, db = model.loss_and_grad(X[batch], y[batch], W, b, check=False)
-            if l2 != 0.0:
-                dW = dW + l2 * W
+            _, dW, db = model.loss_and_grad(X[batch], y[batch], W, b, check=False, **decay)
             W -= lr * dW
             b -= lr * db
         seconds += time.perf_counter() - start
