@@ -105,7 +105,9 @@ def run_problem(model: SoftmaxModel, problem: Problem, tol: float, reps: int, bl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--module", help="emitted module (default generated/softmax_regression_l2.py)")
+    parser.add_argument(
+        "--module", help="emitted module (default generated/softmax_regression_l2.py)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads, 0 = default")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
     parser.add_argument("--block", type=int, default=3, help="timed calls per block")
