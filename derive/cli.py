@@ -44,8 +44,8 @@ EXAMPLES = {
     "latex": "derive latex --loss softmax_regression --lang en --out notes/",
     "emit": "derive emit --model my_loss.py --out gen/\n"
     '  derive emit --formula "sum((o[k] - y[k])**2, k)" --name sse --targets real --out gen/\n'
-    '  derive emit --formula "-sum(y[k] * (1 - softmax(k))**gamma * log(softmax(k)), k)" '
-    "--name focal --param gamma=2:0: --out gen/",
+    '  derive emit --formula "sum(a * (o[k] - y[k])**2, k) / 2" --name half_sse --targets real '
+    "--param a=1:0: --out gen/",
     "verify": "derive verify --module gen/my_loss.py",
     "check": "derive check gen/            (a folder written by derive emit --model/--formula)\n"
     "  derive check --find           (every such folder below the current one)\n"
@@ -61,7 +61,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a refusal is a `UsageError` (one line, exit 2) rather than usage + exit."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}", "", f"see `{self.prog} --help`")
+        what = message if self.prog == "derive" else f"{self.prog}: {message}"
+        raise UsageError(what, "", f"see `{self.prog} --help`")
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -163,7 +164,7 @@ def _emit_user_model(args: argparse.Namespace) -> int:
     else:
         if not args.name:
             raise UsageError(
-                "derive emit: --formula needs --name", "", "add --name NAME (a Python identifier)"
+                "derive emit: --formula needs --name", "", "add --name NAME, a Python identifier"
             )
         params = dict(parse_param_flag(p) for p in args.param or [])
         if len(params) != len(args.param or []):

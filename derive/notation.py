@@ -24,7 +24,11 @@ from derive.errors import ModelDefinitionError
 def checked_name(name: str, what: str = "name") -> str:
     """Return `name` if it is safe to print into code: an identifier, no keyword, no dunder."""
     if not isinstance(name, str) or not name.isidentifier():
-        raise ModelDefinitionError(f"{what} {name!r}: expected a plain Python identifier")
+        raise ModelDefinitionError(
+            f"{what} {name!r}: expected a plain Python identifier",
+            "the name is printed into generated code",
+            "use letters, digits and _, not starting with a digit (e.g. my_loss)",
+        )
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         raise ModelDefinitionError(f"{what} {name!r}: a Python keyword cannot name generated code")
     if name.startswith("__") or name.endswith("__"):

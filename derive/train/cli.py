@@ -516,7 +516,10 @@ def _run(args: argparse.Namespace) -> None:
     check_outputs(args)
     model = load_model(args.module)
     l2 = PRESETS[args.preset]["l2"] if args.l2 is None else args.l2
-    check_weight_decay(model, 1.0 if l2 == "auto" else l2)  # before minutes of data loading
+    # Before minutes of data loading; auto (1/n_train) is never 0.
+    check_weight_decay(
+        model, 1.0 if l2 == "auto" else l2, "auto (the default)" if l2 == "auto" else None
+    )
     if args.engine == "memory":
         _fit_and_report(args, MemoryBackend(model, load_dataset(args)))
         return

@@ -130,7 +130,7 @@ def load_model(path: str | Path | None = None) -> SoftmaxModel:
     return cast(SoftmaxModel, module)
 
 
-def weight_decay(model: object, l2: float) -> dict[str, float]:
+def weight_decay(model: object, l2: float, shown: str | None = None) -> dict[str, float]:
     """The keyword arguments that make the emitted `loss_and_grad` include the weight decay `l2`
     (mean CE + l2/2 ||W||^2 and its gradient, as derived): `{lam: l2}`, always passed, since the
     module's own default is not 0. A module without weight decay gets none, and only `l2 = 0`:
@@ -140,16 +140,17 @@ def weight_decay(model: object, l2: float) -> dict[str, float]:
         return {L2_KEYWORD: l2}
     if l2 != 0.0:
         raise ModuleLoadError(
-            f"--l2 {l2:g}: the module {getattr(model, '__file__', '?')!r} has no weight decay",
+            f"--l2 {shown or format(l2, 'g')}: the module {getattr(model, '__file__', '?')!r} "
+            "has no weight decay",
             f"its loss_and_grad takes no {L2_KEYWORD}; the L2 term comes from the emitted module",
             "train with the default module (softmax_regression_l2) or pass --l2 0",
         )
     return {}
 
 
-def check_weight_decay(model: object, l2: float) -> None:
+def check_weight_decay(model: object, l2: float, shown: str | None = None) -> None:
     """Refuse `l2 > 0` with a module that has no derived weight decay, before any work."""
-    weight_decay(model, l2)
+    weight_decay(model, l2, shown)
 
 
 def objective_and_grad(
