@@ -260,7 +260,9 @@ def streaming_objective(
         rows = train[(train >= start) & (train < start + X.shape[0])] - start
         for i in range(0, rows.size, 20_000):
             pick = rows[i : i + 20_000]
-            total += float(module.loss_and_grad(X[pick], y[pick], W, b, reduction="sum")[0])
+            # lam=0: the penalty is added independently below (the module's default is 1e-4).
+            out = module.loss_and_grad(X[pick], y[pick], W, b, reduction="sum", lam=0.0)
+            total += float(out[0])
         start += X.shape[0]
     return total / train.size + 0.5 * l2 * float(np.vdot(W, W))
 
