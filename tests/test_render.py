@@ -100,3 +100,10 @@ def test_results_close_the_notes_printed_from_their_steps(checked: CheckedDeriva
     for name in names:
         rhs = views[name].equation.split(" = ", 1)[1]
         assert rhs in tail
+
+
+def test_latex_prose_escapes_text_specials_outside_math_and_code() -> None:
+    text = "the ce_entropy loss, $y_j$ and `predict_proba`, 50% of it"
+    assert prose(text, "tex") == (
+        r"the ce\_entropy loss, $y_j$ and \texttt{predict\_proba}, 50\% of it"
+    )

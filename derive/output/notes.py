@@ -214,7 +214,18 @@ def prose(text: str, fmt: str, lang: str = "en") -> str:
     def texttt(m: re.Match[str]) -> str:
         return r"\texttt{" + "".join(_TEX_SPECIAL.get(ch, ch) for ch in m.group(1)) + "}"
 
-    return _CODE_SPAN.sub(texttt, text)
+    # Outside math and code, `_ % & #` are text (a user loss named `ce_entropy` is a name, not a
+    # subscript that would swallow the rest of the paragraph into math mode).
+    parts = _VERBATIM.split(text)
+    return "".join(
+        _CODE_SPAN.sub(texttt, part)
+        if _VERBATIM.fullmatch(part)
+        else _UNESCAPED_SPECIAL.sub(r"\\\1", part)
+        for part in parts
+    )
+
+
+_UNESCAPED_SPECIAL = re.compile(r"(?<!\\)([_%&#])")
 
 
 def step_view(
