@@ -40,6 +40,10 @@ __all__ = [
 LOSS = "label_smoothing"
 TARGETS = "distribution"
 STABLE = True
+#: Each loss parameter's valid range: (low, high, low included, high included); None: unbounded.
+PARAMETER_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "eps": (0.0, 1.0, True, False),
+}
 
 #: Rows of X per block in `loss_and_grad` (both GEMMs read a block while it is in cache).
 _BLOCK_ROWS = 4096
@@ -311,24 +315,26 @@ def loss(O: Any, y: Any, *, eps: float = 0.1) -> Any:
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
-    - targets: $\varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$
-    - labels (c = the label): $\varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$
+    - targets: $\varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
+    - labels (c = the label): $\varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
         _rows = np.arange(n)
+        Z = O - np.max(O, axis=-1, keepdims=True)
         loss_rows = (
-            eps * O[_rows, labels][:, None]
-            + _logsumexp(O)
-            - O[_rows, labels][:, None]
-            - eps * np.sum(O, axis=-1, keepdims=True) / K
+            eps * Z[_rows, labels][:, None]
+            + _logsumexp(Z)
+            - Z[_rows, labels][:, None]
+            - eps * np.sum(Z, axis=-1, keepdims=True) / K
         )
     else:
         assert Y is not None
-        _t0 = np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-        loss_rows = _t0 * eps - _t0 + _logsumexp(O) - eps * np.sum(O, axis=-1, keepdims=True) / K
+        Z = O - np.max(O, axis=-1, keepdims=True)
+        _t0 = np.sum(_target_mul(Y, Z), axis=-1, keepdims=True)
+        loss_rows = _t0 * eps - _t0 + _logsumexp(Z) - eps * np.sum(Z, axis=-1, keepdims=True) / K
     return O.dtype.type(np.sum(loss_rows, dtype=np.float64) / n)
 
 
@@ -338,19 +344,21 @@ cross_entropy = loss
 def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
-    - targets: $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
-    - labels: $\varepsilon \delta_{jc} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc} - \frac{\varepsilon}{K}$ (computed without a one-hot matrix)
+    - targets: $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
+    - labels: $\delta_{jc} \left(\varepsilon - 1\right) + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}$ (computed without a one-hot matrix)
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
         _rows = np.arange(n)
-        G = _softmax(O) - eps / K
+        Z = O - np.max(O, axis=-1, keepdims=True)
+        G = _softmax(Z) - eps / K
         G[_rows, labels] += eps - 1
     else:
         assert Y is not None
-        G = eps * Y + _softmax(O) - Y - eps / K
+        Z = O - np.max(O, axis=-1, keepdims=True)
+        G = eps * Y + _softmax(Z) - Y - eps / K
     out: Array = G / n
     return out
 
@@ -368,7 +376,7 @@ def loss_and_grad(
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, `dl/do_j` = $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$; by the chain rule `dL/dW = X^T G / n`
+    Per sample, `dl/do_j` = $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$; by the chain rule `dL/dW = X^T G / n`
     and `dL/db = 1^T G / n`.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
@@ -406,6 +414,7 @@ def loss_and_grad(
             labels_all = labels
             labels = labels_all[start:stop]
             _rows = np.arange(stop - start)
+            O -= np.max(O, axis=-1, keepdims=True)
             _h0 = O[_rows, labels][:, None]
             _h1 = np.sum(O, axis=-1, keepdims=True)
             _p0, _l0 = _softmax_and_logsumexp_inplace(O)
@@ -418,6 +427,7 @@ def loss_and_grad(
             assert Y is not None
             Y_all = Y
             Y = Y_all[start:stop]
+            O -= np.max(O, axis=-1, keepdims=True)
             _h0 = np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
             _h1 = np.sum(O, axis=-1, keepdims=True)
             _p0, _l0 = _softmax_and_logsumexp_inplace(O)
@@ -502,3 +512,135 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, eps: float = 0.1) -> Array:
     G = hvp_logits(O, Xb @ V, eps=eps) / Xb.shape[0]
     out: Array = (G.T @ Xb).T
     return out
+
+
+# fmt: off
+def reference() -> dict[str, Any]:
+    r"""The derived forms as mpmath functions: what `derive verify` measures accuracy against.
+
+    Printed by SymPy's mpmath printer from the derivation's forms *as derived* (before the
+    accurate rewrites the functions above compute) and their first partial derivatives (`_do`,
+    `_dy`, `_dv`: by `o_m`, `y_m`, `v_m`; `_d<param>`), which size the error bound. Slow, exact
+    in the precision set with `mpmath.workdps`; for checking, not for training. Each entry maps
+    to a factory `(o, y, v, K, **params) -> at(j, k, m)`: `o`, `y`, `v` are sequences indexed
+    from 1 (entry 0 unused), as in the derivation; `at` gives the entry at class indices j, k, m.
+    """
+    import builtins
+
+    import mpmath
+
+    def _reference_loss(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        x0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return eps*x0 - x0 + mpmath.log(builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))) - eps*builtins.sum(o[s] for s in range(1, K+1))/K
+        return at
+
+    def _reference_loss_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return eps*y[m] + mpmath.exp(o[m])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[m] - eps/K
+        return at
+
+    def _reference_loss_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return eps*o[m] - o[m]
+        return at
+
+    def _reference_loss_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return builtins.sum(o[s]*y[s] for s in range(1, K+1)) - builtins.sum(o[s] for s in range(1, K+1))/K
+        return at
+
+    def _reference_gradient(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return eps*y[j] + mpmath.exp(o[j])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[j] - eps/K
+        return at
+
+    def _reference_gradient_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+        return at
+
+    def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return eps*(1 if j == m else 0) - (1 if j == m else 0)
+        return at
+
+    def _reference_gradient_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return y[j] - 1/K
+        return at
+
+    def _reference_hessian(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*(1 if j == k else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[k])/x1**2
+        return at
+
+    def _reference_hessian_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x4 = x3**(-2)
+        def at(j: int, k: int, m: int) -> Any:
+            return -x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if k == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*(1 if j == k else 0) + mpmath.exp(o[j])*(1 if j == k else 0)*(1 if j == m else 0)/x3 + 2*mpmath.exp(o[j])*mpmath.exp(o[k])*mpmath.exp(o[m])/x3**3
+        return at
+
+    def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hessian_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        x2 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*v[j]/x2 - mpmath.exp(o[j])*builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))/x2**2
+        return at
+
+    def _reference_hvp_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x4 = x3**(-2)
+        x7 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return -x4*x7*mpmath.exp(o[j])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[j] - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[m] + mpmath.exp(o[j])*(1 if j == m else 0)*v[j]/x3 + 2*x7*mpmath.exp(o[j])*mpmath.exp(o[m])/x3**3
+        return at
+
+    def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+        return at
+
+    def _reference_hvp_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    return {
+        "loss": _reference_loss,
+        "loss_do": _reference_loss_do,
+        "loss_dy": _reference_loss_dy,
+        "loss_deps": _reference_loss_deps,
+        "gradient": _reference_gradient,
+        "gradient_do": _reference_gradient_do,
+        "gradient_dy": _reference_gradient_dy,
+        "gradient_deps": _reference_gradient_deps,
+        "hessian": _reference_hessian,
+        "hessian_do": _reference_hessian_do,
+        "hessian_dy": _reference_hessian_dy,
+        "hessian_deps": _reference_hessian_deps,
+        "hvp": _reference_hvp,
+        "hvp_do": _reference_hvp_do,
+        "hvp_dy": _reference_hvp_dy,
+        "hvp_dv": _reference_hvp_dv,
+        "hvp_deps": _reference_hvp_deps,
+    }
+# fmt: on

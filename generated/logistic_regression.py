@@ -33,6 +33,8 @@ __all__ = [
 LOSS = "logistic_regression"
 TARGETS = "binary"
 STABLE = True
+#: Each loss parameter's valid range: (low, high, low included, high included); None: unbounded.
+PARAMETER_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {}
 
 #: Rows of X per block in `loss_and_grad` (both GEMMs read a block while it is in cache).
 _BLOCK_ROWS = 4096
@@ -209,16 +211,13 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 def loss(O: Any, y: Any) -> Any:
     r"""Mean loss over the batch of logits `O` (n, K).
 
-    `y` is targets of shape (n, K) (binary). Per sample: $\sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$
+    `y` is targets of shape (n, K) (binary). Per sample: $\sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$
     """
     O, n, K = _logit_batch(O)
     _, Y = _targets("y", y, n, K, O.dtype)
     assert Y is not None
-    _t0 = _softplus(O)
-    loss_rows = (
-        np.sum(_t0, axis=-1, keepdims=True)
-        - np.sum(_t0 * Y, axis=-1, keepdims=True)
-        + np.sum(_target_mul(Y, _softplus(-O)), axis=-1, keepdims=True)
+    loss_rows = np.sum(
+        (1 - Y) * _softplus(O) + _target_mul(Y, _softplus(-O)), axis=-1, keepdims=True
     )
     return O.dtype.type(np.sum(loss_rows, dtype=np.float64) / n)
 
@@ -226,12 +225,12 @@ def loss(O: Any, y: Any) -> Any:
 def grad_logits(O: Any, y: Any) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
-    - targets: $\sigma\left(o_{j}\right) - y_{j}$
+    - targets: $\sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$
     """
     O, n, K = _logit_batch(O)
     _, Y = _targets("y", y, n, K, O.dtype)
     assert Y is not None
-    G = _sigmoid(O) - Y
+    G = (1 - Y) * _sigmoid(O) + _target_mul(Y, -_sigmoid(-O))
     out: Array = G / n
     return out
 
@@ -248,7 +247,7 @@ def loss_and_grad(
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y targets (n, K).
-    Per sample, `dl/do_j` = $\sigma\left(o_{j}\right) - y_{j}$; by the chain rule `dL/dW = X^T G / n`
+    Per sample, `dl/do_j` = $\sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$; by the chain rule `dL/dW = X^T G / n`
     and `dL/db = 1^T G / n`.
     One pass over X in blocks of rows, no n x d temporaries.
     `check=False` skips validation (for hot loops over inputs already known good).
@@ -283,13 +282,11 @@ def loss_and_grad(
         assert Y is not None
         Y_all = Y
         Y = Y_all[start:stop]
-        _t0 = _softplus(O)
-        loss_rows = (
-            np.sum(_t0, axis=-1, keepdims=True)
-            - np.sum(_t0 * Y, axis=-1, keepdims=True)
-            + np.sum(_target_mul(Y, _softplus(-O)), axis=-1, keepdims=True)
+        _t0 = 1 - Y
+        loss_rows = np.sum(
+            _t0 * _softplus(O) + _target_mul(Y, _softplus(-O)), axis=-1, keepdims=True
         )
-        G = _sigmoid(O) - Y
+        G = _t0 * _sigmoid(O) + _target_mul(Y, -_sigmoid(-O))
         Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
@@ -321,14 +318,14 @@ def predict(X: Any, W: Any, b: Any) -> Array:
 def hessian_logits(o: Any) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \delta_{jk} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$
+    $H_{jk} = \delta_{jk} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$
     """
     o = _logit_array("o", o, masked=False)
     if o.ndim != 1:
         raise ValueError(f"o: expected the logits of one sample, shape (K,), got {o.shape}")
     K = o.shape[0]
     dtype = o.dtype
-    H = (1 - _sigmoid(o[:, None])) * np.eye(K, dtype=dtype) * _sigmoid(o[:, None])
+    H = np.eye(K, dtype=dtype) * _sigmoid(o[:, None]) * _sigmoid(-o[:, None])
     out: Array = H + np.zeros((K, K), dtype=dtype)
     return out
 
@@ -336,14 +333,13 @@ def hessian_logits(o: Any) -> Array:
 def hvp_logits(O: Any, V: Any) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
 
-    $\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$ (no K x K matrix is formed).
+    $\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$ (no K x K matrix is formed).
     """
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
         raise ValueError(f"V: expected shape {O.shape} to match O, got {V.shape}")
-    _t0 = _sigmoid(O)
-    HV = _t0 * (1 - _t0) * V
+    HV = _sigmoid(O) * _sigmoid(-O) * V
     out: Array = HV + np.zeros_like(O)
     return out
 
@@ -364,3 +360,101 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
     G = hvp_logits(O, Xb @ V) / Xb.shape[0]
     out: Array = (G.T @ Xb).T
     return out
+
+
+# fmt: off
+def reference() -> dict[str, Any]:
+    r"""The derived forms as mpmath functions: what `derive verify` measures accuracy against.
+
+    Printed by SymPy's mpmath printer from the derivation's forms *as derived* (before the
+    accurate rewrites the functions above compute) and their first partial derivatives (`_do`,
+    `_dy`, `_dv`: by `o_m`, `y_m`, `v_m`; `_d<param>`), which size the error bound. Slow, exact
+    in the precision set with `mpmath.workdps`; for checking, not for training. Each entry maps
+    to a factory `(o, y, v, K, **params) -> at(j, k, m)`: `o`, `y`, `v` are sequences indexed
+    from 1 (entry 0 unused), as in the derivation; `at` gives the entry at class indices j, k, m.
+    """
+    import builtins
+
+    import mpmath
+
+    def _reference_loss(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return builtins.sum(mpmath.log(1 + mpmath.exp(-o[s]))*y[s] for s in range(1, K+1)) - builtins.sum(mpmath.log(mpmath.exp(o[s]) + 1)*y[s] for s in range(1, K+1)) + builtins.sum(mpmath.log(mpmath.exp(o[s]) + 1) for s in range(1, K+1))
+        return at
+
+    def _reference_loss_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -mpmath.exp(o[m])*y[m]/(mpmath.exp(o[m]) + 1) + mpmath.exp(o[m])/(mpmath.exp(o[m]) + 1) - mpmath.exp(-o[m])*y[m]/(1 + mpmath.exp(-o[m]))
+        return at
+
+    def _reference_loss_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.log(1 + mpmath.exp(-o[m])) - mpmath.log(mpmath.exp(o[m]) + 1)
+        return at
+
+    def _reference_gradient(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -y[j] + 1/(1 + mpmath.exp(-o[j]))
+        return at
+
+    def _reference_gradient_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(-o[j])*(1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**2
+        return at
+
+    def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -(1 if j == m else 0)
+        return at
+
+    def _reference_hessian(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 - 1/(1 + mpmath.exp(-o[j])))*(1 if j == k else 0)/(1 + mpmath.exp(-o[j]))
+        return at
+
+    def _reference_hessian_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 - 1/(1 + mpmath.exp(-o[j])))*mpmath.exp(-o[j])*(1 if j == k else 0)*(1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**2 - mpmath.exp(-o[j])*(1 if j == k else 0)*(1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**3
+        return at
+
+    def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return v[j]/(1 + mpmath.exp(-o[j])) - v[j]/(1 + mpmath.exp(-o[j]))**2
+        return at
+
+    def _reference_hvp_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(-o[j])*(1 if j == m else 0)*v[j]/(1 + mpmath.exp(-o[j]))**2 - 2*mpmath.exp(-o[j])*(1 if j == m else 0)*v[j]/(1 + mpmath.exp(-o[j]))**3
+        return at
+
+    def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 if j == m else 0)/(1 + mpmath.exp(-o[j])) - (1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**2
+        return at
+
+    return {
+        "loss": _reference_loss,
+        "loss_do": _reference_loss_do,
+        "loss_dy": _reference_loss_dy,
+        "gradient": _reference_gradient,
+        "gradient_do": _reference_gradient_do,
+        "gradient_dy": _reference_gradient_dy,
+        "hessian": _reference_hessian,
+        "hessian_do": _reference_hessian_do,
+        "hessian_dy": _reference_hessian_dy,
+        "hvp": _reference_hvp,
+        "hvp_do": _reference_hvp_do,
+        "hvp_dy": _reference_hvp_dy,
+        "hvp_dv": _reference_hvp_dv,
+    }
+# fmt: on

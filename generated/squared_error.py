@@ -33,21 +33,11 @@ __all__ = [
 LOSS = "squared_error"
 TARGETS = "real"
 STABLE = True
+#: Each loss parameter's valid range: (low, high, low included, high included); None: unbounded.
+PARAMETER_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {}
 
 #: Rows of X per block in `loss_and_grad` (both GEMMs read a block while it is in cache).
 _BLOCK_ROWS = 4096
-
-
-def _target_mul(Y: Array, T: Array) -> Array:
-    """`Y * T` with 0 wherever `Y == 0`.
-
-    NOTE: a target probability of 0 on a masked logit (-inf) must contribute 0 (0 log 0 = 0);
-    plain multiplication would give NaN and a RuntimeWarning.
-    """
-    shape = np.broadcast_shapes(np.shape(Y), np.shape(T))
-    out: Array = np.zeros(shape, dtype=np.result_type(Y, T))
-    np.multiply(Y, T, out=out, where=(Y != 0))
-    return out
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -190,16 +180,12 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 def loss(O: Any, y: Any) -> Any:
     r"""Mean loss over the batch of logits `O` (n, K).
 
-    `y` is targets of shape (n, K) (real). Per sample: $\frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$
+    `y` is targets of shape (n, K) (real). Per sample: $\frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$
     """
     O, n, K = _logit_batch(O)
     _, Y = _targets("y", y, n, K, O.dtype)
     assert Y is not None
-    loss_rows = (
-        -np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-        + 1 / 2 * np.sum(np.square(O), axis=-1, keepdims=True)
-        + 1 / 2 * np.sum(np.square(Y), axis=-1, keepdims=True)
-    )
+    loss_rows = 1 / 2 * np.sum(np.square(O - Y), axis=-1, keepdims=True)
     return O.dtype.type(np.sum(loss_rows, dtype=np.float64) / n)
 
 
@@ -263,12 +249,9 @@ def loss_and_grad(
         assert Y is not None
         Y_all = Y
         Y = Y_all[start:stop]
-        loss_rows = (
-            -np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-            + 1 / 2 * np.sum(np.square(O), axis=-1, keepdims=True)
-            + 1 / 2 * np.sum(np.square(Y), axis=-1, keepdims=True)
-        )
-        G = O - Y
+        _t0 = O - Y
+        loss_rows = 1 / 2 * np.sum(np.square(_t0), axis=-1, keepdims=True)
+        G = _t0
         Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
@@ -342,3 +325,101 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
     G = hvp_logits(O, Xb @ V) / Xb.shape[0]
     out: Array = (G.T @ Xb).T
     return out
+
+
+# fmt: off
+def reference() -> dict[str, Any]:
+    r"""The derived forms as mpmath functions: what `derive verify` measures accuracy against.
+
+    Printed by SymPy's mpmath printer from the derivation's forms *as derived* (before the
+    accurate rewrites the functions above compute) and their first partial derivatives (`_do`,
+    `_dy`, `_dv`: by `o_m`, `y_m`, `v_m`; `_d<param>`), which size the error bound. Slow, exact
+    in the precision set with `mpmath.workdps`; for checking, not for training. Each entry maps
+    to a factory `(o, y, v, K, **params) -> at(j, k, m)`: `o`, `y`, `v` are sequences indexed
+    from 1 (entry 0 unused), as in the derivation; `at` gives the entry at class indices j, k, m.
+    """
+    import builtins
+
+    import mpmath
+
+    def _reference_loss(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (mpmath.mpf(1)/mpmath.mpf(2))*builtins.sum((o[s] - y[s])**2 for s in range(1, K+1))
+        return at
+
+    def _reference_loss_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return o[m] - y[m]
+        return at
+
+    def _reference_loss_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -o[m] + y[m]
+        return at
+
+    def _reference_gradient(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return o[j] - y[j]
+        return at
+
+    def _reference_gradient_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 if j == m else 0)
+        return at
+
+    def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -(1 if j == m else 0)
+        return at
+
+    def _reference_hessian(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 if j == k else 0)
+        return at
+
+    def _reference_hessian_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return v[j]
+        return at
+
+    def _reference_hvp_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 if j == m else 0)
+        return at
+
+    return {
+        "loss": _reference_loss,
+        "loss_do": _reference_loss_do,
+        "loss_dy": _reference_loss_dy,
+        "gradient": _reference_gradient,
+        "gradient_do": _reference_gradient_do,
+        "gradient_dy": _reference_gradient_dy,
+        "hessian": _reference_hessian,
+        "hessian_do": _reference_hessian_do,
+        "hessian_dy": _reference_hessian_dy,
+        "hvp": _reference_hvp,
+        "hvp_do": _reference_hvp_do,
+        "hvp_dy": _reference_hvp_dy,
+        "hvp_dv": _reference_hvp_dv,
+    }
+# fmt: on

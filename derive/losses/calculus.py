@@ -22,11 +22,15 @@ from derive.symbolic.steps import (
 
 
 def loss_in_logits(model: LossModel) -> sp.Expr:
-    """The per-sample loss with logs expanded, sums split and `sum y = 1` used where it holds."""
-    expr = split_sums(expand_logs(recognise_binary(model.loss)))
+    """The per-sample loss with logs expanded, sums split and `sum y = 1` used where it holds.
+
+    NOTE: powers the user wrote factored stay factored (`(o - y)^2` is a square of a
+    difference, accurate where the multiplied-out `o^2 - 2 o y + y^2` cancels every digit).
+    """
+    expr = split_sums(expand_logs(recognise_binary(model.loss)), multinomial=False)
     if model.simplex_targets:
         expr = targets_sum_to_one(expr)
-    out: sp.Expr = canonical_sums(sp.expand(expr))
+    out: sp.Expr = canonical_sums(sp.expand(expr, multinomial=False))
     return out
 
 

@@ -10,7 +10,8 @@ them and tells the shared steps in the notes' words (`Wording`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -22,6 +23,7 @@ from derive.losses.calculus import (
     loss_in_logits,
 )
 from derive.losses.model import LossModel
+from derive.symbolic.accurate import accurate_chain, labels_form, split_label_delta
 from derive.symbolic.explicit import (
     Batch,
     any_loss_gradient,
@@ -30,7 +32,7 @@ from derive.symbolic.explicit import (
     make_batch,
     row_instance,
 )
-from derive.symbolic.functions import stabilize, to_raw
+from derive.symbolic.functions import to_raw
 from derive.symbolic.steps import (
     ConcreteK,
     Derivation,
@@ -43,6 +45,8 @@ from derive.symbolic.steps import (
     Step,
     canonical_sums,
     expand_logs,
+    factor_exponentials,
+    factor_shift,
     refine_indices,
     split_sums,
     targets_sum_to_one,
@@ -238,23 +242,58 @@ def _generic_wording(model: LossModel) -> dict[str, Wording]:
 # --------------------------------------------------------------------------- steps
 
 
+Chain = tuple[tuple[str, sp.Expr], ...]
+
+
 @dataclass(frozen=True)
 class Forms:
-    """The derived expressions of a model (what the checks confirm and the code prints)."""
+    """The derived expressions of a model (what the checks confirm), and for each expression the
+    code prints, its chain of accurate rewrites (`derive.symbolic.accurate`): `(rule, result)`
+    pairs from the derived form to the printed one, every link a checked step."""
 
     loss: sp.Expr
     gradient: sp.Expr
     hessian: sp.Expr | None
     hvp: sp.Expr | None
+    chains: dict[str, Chain] = field(default_factory=dict)
 
 
 def derive_forms(model: LossModel) -> Forms:
     loss = loss_in_logits(model)
     gradient = logit_gradient(loss)
-    if not model.second_order:
-        return Forms(loss, gradient, None, None)
-    hessian = logit_hessian(gradient)
-    return Forms(loss, gradient, hessian, hessian_vector_product(hessian))
+    hessian = hvp = None
+    if model.second_order:
+        hessian = logit_hessian(gradient)
+        hvp = hessian_vector_product(hessian)
+    return Forms(loss, gradient, hessian, hvp, _chains(model, loss, gradient, hessian, hvp))
+
+
+def _chains(
+    model: LossModel,
+    loss: sp.Expr,
+    gradient: sp.Expr,
+    hessian: sp.Expr | None,
+    hvp: sp.Expr | None,
+) -> dict[str, Chain]:
+    """The accurate rewrites of every printed expression.
+
+    The loss and the gradient are computed together in the fused loop: when the loss is
+    evaluated at the shifted logits, so is the gradient (one shifted array for both).
+    """
+    t = model.targets
+    chains = {"loss": tuple(accurate_chain(loss, t))}
+    pair = True if chains["loss"][-1][0] == "shifted" else None
+    chains["gradient"] = tuple(accurate_chain(gradient, t, shift=pair))
+    chains["prediction"] = tuple(accurate_chain(model.prediction, t, shift=False))
+    if hessian is not None and hvp is not None:
+        chains["hessian"] = tuple(accurate_chain(hessian, t))
+        chains["hvp"] = tuple(accurate_chain(hvp, t))
+    if model.simplex_targets:
+        rest, at_label = split_label_delta(labels_form(gradient))
+        chains["loss_labels"] = tuple(accurate_chain(labels_form(loss), t, shift=pair))
+        chains["gradient_labels"] = tuple(accurate_chain(rest, t, shift=pair))
+        chains["gradient_label_term"] = tuple(accurate_chain(at_label, t))
+    return chains
 
 
 def final_forms(model: LossModel, forms: Forms) -> dict[str, sp.Basic]:
@@ -273,9 +312,38 @@ def final_forms(model: LossModel, forms: Forms) -> dict[str, sp.Basic]:
     }
     if forms.hessian is not None and forms.hvp is not None:
         out["hessian"], out["hvp"] = forms.hessian, forms.hvp
+    # What the code prints: the last link of each accurate chain (all of them checked steps).
+    out |= {f"code_{name}": chain[-1][1] for name, chain in forms.chains.items()}
+    out |= {f"reference_{name}": e for name, e in reference_forms(model, forms).items()}
     if model.weight_decay:
         out["decay_loss"] = S.lam / 2 * sp.Trace(S.Wm.T * S.Wm)
         out["decay_grad"] = S.lam * S.Wm
+    return out
+
+
+def reference_forms(model: LossModel, forms: Forms) -> dict[str, sp.Expr]:
+    """The derived forms as raw formulas (exp/log only) and their first partial derivatives.
+
+    What `derive verify` evaluates in high precision: the value of each emitted function as
+    derived (before any accurate rewrite, so the rewrites are checked numerically too), and the
+    sensitivities its error bound is scaled by. The derivatives only size a bound (a factor of
+    two would not matter), so they are differentiated here without a step of their own.
+    """
+    exprs: dict[str, sp.Expr] = {"loss": forms.loss, "gradient": forms.gradient}
+    if forms.hessian is not None and forms.hvp is not None:
+        exprs |= {"hessian": forms.hessian, "hvp": forms.hvp}
+    params = [p.symbol for p in model.params if p.symbol != S.lam]
+    out: dict[str, sp.Expr] = {}
+    for name, expr in exprs.items():
+        raw = to_raw(expr)
+        out[name] = raw
+        variables = [("o", S.o[S.m]), ("y", S.y[S.m])] + (
+            [("v", S.v[S.m])] if name == "hvp" else []
+        )
+        for label, var in variables:
+            out[f"{name}_d{label}"] = refine_indices(S.m)(sp.diff(raw, var))
+        for prm in params:
+            out[f"{name}_d{prm.name}"] = sp.diff(raw, prm)
     return out
 
 
@@ -297,12 +365,13 @@ def core_steps(
 
     steps: dict[str, Step] = {}
 
-    def stable_step(name: str, raw: sp.Expr) -> None:
-        """The stable rewrite of `raw` as a step of its own, where it changes anything."""
-        stable = stabilize(raw)
-        if stable != raw:
-            proof = FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks)))
-            steps[name] = step(name, raw, stable, (proof,))
+    def accurate_steps(name: str) -> None:
+        """One step per link of the chain of `name` (its rewrites into the printed form)."""
+        chain = forms.chains.get(name, ())
+        for (_, before), (rule, after) in itertools.pairwise(chain):
+            label = f"{name}_{rule}"
+            words.setdefault(label, _rule_wording(name, rule))
+            steps[label] = step(label, before, after, (_rule_proof(rule, model),))
 
     if forms.loss != model.loss:
         simplex = (targets_sum_to_one,) if model.simplex_targets else ()
@@ -310,7 +379,7 @@ def core_steps(
         steps["loss_in_logits"] = step(
             "loss_in_logits", model.loss, forms.loss, (GeneralK(rewrites), concrete)
         )
-    stable_step("loss_stable", forms.loss)
+    accurate_steps("loss")
     steps["gradient_logits"] = step(
         "gradient_logits",
         sp.Derivative(forms.loss, o[j]),
@@ -321,7 +390,7 @@ def core_steps(
             Numeric(points=points, targets_simplex=model.simplex_targets),
         ),
     )
-    stable_step("gradient_stable", forms.gradient)
+    accurate_steps("gradient")
     grad_vector = sp.MatrixSymbol(r"\frac{\partial \ell}{\partial o}", S.K, 1)
     steps["chain_rule_W"] = step(
         "chain_rule_W",
@@ -360,6 +429,9 @@ def core_steps(
             S.lam * S.Wm,
             (Elementwise(_weight_decay, shapes=((1, 2, 2), (1, 3, 2))),),
         )
+    accurate_steps("prediction")
+    if model.simplex_targets:
+        _label_steps(model, forms, steps)
     if forms.hessian is None or forms.hvp is None:
         return steps
     steps["hessian_logits"] = step(
@@ -368,13 +440,14 @@ def core_steps(
         forms.hessian,
         (GeneralK((refine_indices(j, k),)), ConcreteK(Ks=Ks), Numeric(points=points)),
     )
-    stable_step("hessian_stable", forms.hessian)
+    accurate_steps("hessian")
     steps["hessian_vector_product"] = step(
         "hessian_vector_product",
         sp.Sum(forms.hessian * S.v[k], (k, 1, S.K)),
         forms.hvp,
         (GeneralK((refine_indices(j),)), ConcreteK(Ks=Ks)),
     )
+    accurate_steps("hvp")
     return steps
 
 
@@ -399,6 +472,128 @@ def results(steps: dict[str, Step]) -> tuple[Result, ...]:
         if name is not None:
             out.append(Result(label, steps[name].lhs if lhs is None else lhs, name))
     return tuple(out)
+
+
+_WHAT = {
+    "loss": Prose("the loss", "损失"),
+    "gradient": Prose("the gradient", "梯度"),
+    "hessian": Prose("the Hessian", "Hessian"),
+    "hvp": Prose("the Hessian-vector product", "Hessian 与向量之积"),
+    "prediction": Prose("the prediction", "预测"),
+}
+
+_RULES: dict[str, tuple[Prose, Prose]] = {
+    "stable": (
+        Prose("in stable form", "的数值稳定形式"),
+        Prose(
+            "Overflow-prone shapes are rewritten as stable kernels (log-sum-exp, softmax, "
+            "sigmoid, softplus); the check proves the rewrite changes nothing.",
+            "把容易溢出的形式改写为数值稳定的核函数（log-sum-exp、softmax、sigmoid、softplus）；"
+            "检验证明改写前后相等。",
+        ),
+    ),
+    "endpoints": (
+        Prose("split at the targets' endpoints", "按目标的端点拆分"),
+        Prose(
+            "Affine in each target $y \\in [0, 1]$, so $F = (1 - y) F|_{y=0} + y F|_{y=1}$: "
+            "for a target of exactly 0 or 1 one term vanishes, and the other is computed "
+            "without subtracting two nearly equal numbers.",
+            "对每个目标 $y \\in [0, 1]$ 是仿射的，所以 $F = (1 - y) F|_{y=0} + y F|_{y=1}$："
+            "目标恰为 0 或 1 时一项为零，另一项的计算不再相减两个几乎相等的数。",
+        ),
+    ),
+    "complements": (
+        Prose("with complements", "用补数表示"),
+        Prose(
+            "$1 - \\sigma(z) = \\sigma(-z)$: the complement is computed directly, never as a "
+            "difference from 1 (which rounds to 0 once $\\sigma(z)$ rounds to 1).",
+            "$1 - \\sigma(z) = \\sigma(-z)$：直接计算补数，而不是用 1 去减"
+            "（$\\sigma(z)$ 舍入为 1 后差就成了 0）。",
+        ),
+    ),
+    "shifted": (
+        Prose("at the shifted logits", "在平移后的 logits 上"),
+        Prose(
+            "Adding one constant to every logit changes nothing here (the check proves it for "
+            "any constant), so the code uses $z_k = o_k - \\max_m o_m$: the differences of "
+            "large logits are then exact before anything is combined (the loss as "
+            "$-\\log \\operatorname{softmax}$).",
+            "给所有 logits 加同一个常数不改变这里的值（检验对任意常数证明），所以代码使用 "
+            "$z_k = o_k - \\max_m o_m$：大 logits 之差在参与运算之前就是精确的"
+            "（损失即 $-\\log \\operatorname{softmax}$）。",
+        ),
+    ),
+}
+
+
+def _rule_wording(name: str, rule: str) -> Wording:
+    what = _WHAT[name]
+    how, why = _RULES[rule]
+    return Wording(Prose(f"{what.en[0].upper()}{what.en[1:]} {how.en}", f"{what.zh}{how.zh}"), why)
+
+
+def _rule_proof(rule: str, model: LossModel) -> FirstOf:
+    """How a rewrite is proved: raw forms, then the identities the rule relies on."""
+    Ks = model.concrete_Ks
+    simplex = model.simplex_targets
+    if rule == "shifted":
+        sums_to_one = (targets_sum_to_one,) if simplex else ()
+        general = (to_raw, factor_shift, expand_logs, split_sums, *sums_to_one, canonical_sums)
+        concrete = ConcreteK(Ks=Ks, targets_simplex=simplex, prepare=(factor_exponentials,))
+        return FirstOf((GeneralK(general), concrete))
+    if rule == "stable":
+        return FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks)))
+    return FirstOf((GeneralK((to_raw, split_sums, canonical_sums)), ConcreteK(Ks=Ks)))
+
+
+def _label_steps(model: LossModel, forms: Forms, steps: dict[str, Step]) -> None:
+    """The printed forms for integer labels: the target one-hot at the label c."""
+    onehot = {
+        a: sp.KroneckerDelta(a.indices[0], S.c)
+        for a in (forms.loss.atoms(sp.Indexed) | forms.gradient.atoms(sp.Indexed))
+        if a.base == S.y
+    }
+    general = (
+        refine_indices(S.c),
+        to_raw,
+        factor_shift,
+        expand_logs,
+        split_sums,
+        canonical_sums,
+    )
+    proof = FirstOf(
+        (GeneralK(general), ConcreteK(Ks=model.concrete_Ks, prepare=(factor_exponentials,)))
+    )
+    chains = forms.chains
+    rest, term = chains["gradient_labels"][-1][1], chains["gradient_label_term"][-1][1]
+    for name, lhs, rhs, title in (
+        (
+            "loss_labels",
+            forms.loss.xreplace(onehot),
+            chains["loss_labels"][-1][1],
+            Prose("The loss for an integer label", "整数标签下的损失"),
+        ),
+        (
+            "gradient_labels",
+            forms.gradient.xreplace(onehot),
+            rest + sp.KroneckerDelta(S.j, S.c) * term,
+            Prose("The gradient for an integer label", "整数标签下的梯度"),
+        ),
+    ):
+        steps[name] = Step(
+            name,
+            title,
+            Prose(
+                "With a one-hot target $y_k = \\delta_{kc}$ the sums over the targets pick out "
+                "the label's term, so labels need no one-hot matrix; the printed form is the "
+                "accurate one above.",
+                "目标为独热向量 $y_k = \\delta_{kc}$ 时，对目标的求和只留下标签那一项，"
+                "所以整数标签不需要独热矩阵；打印的是上面的精确形式。",
+            ),
+            lhs,
+            rhs,
+            (proof,),
+        )
 
 
 def loss_derivation(model: LossModel) -> Derivation:

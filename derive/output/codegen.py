@@ -21,11 +21,16 @@ import sympy as sp
 
 from derive import notation as S
 from derive.losses.model import LossModel
-from derive.output.forms import labels_form as _labels_form
-from derive.output.forms import split_label_delta as _split_label_delta
 from derive.output.notes import environment, one_trailing_newline
-from derive.output.printing import VectorPrinter, formatted, print_assignments, to_latex, vectorised
-from derive.symbolic.functions import stabilize
+from derive.output.printing import (
+    VectorPrinter,
+    formatted,
+    print_assignments,
+    print_matrix,
+    print_reference,
+    to_latex,
+    vectorised,
+)
 from derive.symbolic.steps import CheckedDerivation
 
 TEMPLATE = "module.py.j2"
@@ -34,7 +39,7 @@ TEMPLATE = "module.py.j2"
 #: is still in cache. Chosen by measurement (benchmarks/layouts.py); see benchmarks/README.md.
 BLOCK_ROWS = 4096
 
-ARRAYS = {"o": "O", "y": "Y", "v": "V"}
+ARRAYS = {"o": "O", "z": "Z", "y": "Y", "v": "V"}
 
 
 @dataclass(frozen=True)
@@ -100,14 +105,15 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     d = checked.derivation
     model: LossModel = d.model
     forms = d.final_forms
-    loss = stabilize(forms["loss"])
-    gradient = stabilize(forms["gradient"])
-    second_order = "hessian" in forms
-    prediction = stabilize(forms["prediction"])
+    # The printed forms are the ends of the derivation's accurate chains (checked steps).
+    loss = forms["code_loss"]
+    gradient = forms["code_gradient"]
+    second_order = "code_hessian" in forms
+    prediction = forms["code_prediction"]
 
     soft = VectorPrinter(ARRAYS)
     labels = VectorPrinter(ARRAYS, gather="labels")
-    one = VectorPrinter({"o": "o"}, axes={S.j: "[:, None]", S.k: "[None, :]"})
+    one = VectorPrinter({"o": "o", "z": "z"}, axes={S.j: "[:, None]", S.k: "[None, :]"})
     chain = VectorPrinter({"X": "Xb", "W": "W", "b": "b", "G": "G"})
 
     distribution = model.targets == "distribution"
@@ -140,28 +146,32 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     }
     printed = [loss, gradient, prediction]
     if second_order:
-        hessian, hvp = stabilize(forms["hessian"]), stabilize(forms["hvp"])
+        hessian, hvp = forms["code_hessian"], forms["code_hvp"]
         printed += [hessian, hvp]
-        context["hessian"] = Printed([formatted(f"H = {one.doprint(hessian)}")], to_latex(hessian))
+        context["hessian"] = Printed(print_matrix(one, "H", hessian), to_latex(hessian))
         context["hvp"] = _block(soft, [("HV", hvp)], hvp)
     context["stable"] = not any(_has_raw_exp(e) for e in printed)
     if distribution:
-        loss_c = stabilize(_labels_form(forms["loss"]))
-        grad_all, grad_at_label = _split_label_delta(_labels_form(forms["gradient"]))
-        grad_all, grad_at_label = stabilize(grad_all), stabilize(grad_at_label)
+        loss_c = forms["code_loss_labels"]
+        grad_all, grad_at_label = forms["code_gradient_labels"], forms["code_gradient_label_term"]
+        # A label term that uses the logits is computed in the block (where the logits, shifted
+        # or not, are in scope); a constant one is printed where it is added.
+        term_out = [("_gc", grad_at_label)] if grad_at_label.has(S.o, S.z) else []
         context |= {
             "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
-            "grad_labels": _block(labels, [("G", grad_all)], grad_all),
+            "grad_labels": _block(labels, [("G", grad_all), *term_out], grad_all),
             "fused_labels": _block(
-                labels, [("loss_rows", loss_c), ("G", grad_all)], grad_all, True
+                labels, [("loss_rows", loss_c), ("G", grad_all), *term_out], grad_all, True
             ),
             # G[rows, labels] is (n,): a per-sample term (n, 1) is flattened to match.
-            "grad_label_term": formatted(
+            "grad_label_term": "np.ravel(_gc)"
+            if term_out
+            else formatted(
                 labels.doprint(vectorised(grad_at_label))
                 if not grad_at_label.free_symbols - {S.K, *(p.symbol for p in model.params)}
                 else f"np.ravel({labels.doprint(vectorised(grad_at_label))})"
             ),
-            "grad_labels_latex": to_latex(stabilize(_labels_form(forms["gradient"]))),
+            "grad_labels_latex": to_latex(grad_all + sp.KroneckerDelta(S.j, S.c) * grad_at_label),
         }
     if model.weight_decay:
         decay = VectorPrinter({"W": "W", "V": "V"})
@@ -180,6 +190,12 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     context["uses_K"] = bool(
         re.search(r"\bK\b", fused_text + " ".join(context["fused_soft"].lines))
     )
+    names = [p["name"] for p in call_params]
+    context["reference"] = [
+        {"key": key.removeprefix("reference_"), "lines": print_reference(f"_{key}", e, names)}
+        for key, e in forms.items()
+        if key.startswith("reference_")
+    ]
     used = soft.kernels_used | labels.kernels_used | one.kernels_used
     context["kernels"] = sorted(used)
     return context

@@ -18,6 +18,7 @@ from typing import Any
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import JaxPrinter, NumPyPrinter
+from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
 from derive.symbolic.functions import (
@@ -25,7 +26,9 @@ from derive.symbolic.functions import (
     ROW,
     LogSoftmax,
     LogSumExp,
+    RowMax,
     Sigmoid,
+    SigmoidComplement,
     Softmax,
     Softplus,
 )
@@ -336,14 +339,15 @@ class VectorPrinter(NumPyPrinter):
         factors = sp.Mul.make_args(expr)
         targets = [f for f in factors if isinstance(f, sp.Indexed) and f.base.label == S.y.label]
         rest = sp.Mul(*[f for f in factors if f not in targets])
-        if len(targets) == 1 and rest.has(S.o.label):
+        if len(targets) == 1 and rest.has(S.o.label, S.z.label):
             self.kernels_used.add("_target_mul")
             return f"_target_mul({self._print(targets[0])}, {self._print(rest)})"
         return str(self._print(expr))
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         targets = [f for f in expr.args if isinstance(f, sp.Indexed) and f.base.label == S.y.label]
-        if len(targets) == 1 and sp.Mul(*[f for f in expr.args if f != targets[0]]).has(S.o.label):
+        rest = sp.Mul(*[f for f in expr.args if f not in targets])
+        if len(targets) == 1 and rest.has(S.o.label, S.z.label):
             return self._target_product(expr)
         out: str = super()._print_Mul(expr)
         return out
@@ -366,6 +370,14 @@ class VectorPrinter(NumPyPrinter):
     _print_LogSumExp = _kernel
     _print_Sigmoid = _kernel
     _print_Softplus = _kernel
+
+    def _print_SigmoidComplement(self, expr: SigmoidComplement) -> str:
+        # NOTE: sigmoid(-z) is the complement 1 - sigmoid(z) without the subtraction.
+        self.kernels_used.add("_sigmoid")
+        return f"_sigmoid(-{self.parenthesize(expr.args[0], 50)})"
+
+    def _print_RowMax(self, expr: RowMax) -> str:
+        return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return S.checked_name(expr.name, "symbol")
@@ -445,6 +457,24 @@ def print_assignments(
     """
     names = [name for name, _ in outputs]
     exprs = [vectorised(e) for _, e in outputs]
+    shift, exprs = _shifted_logits(exprs, printer, logits_are_scratch)
+    shared = _print_shared(printer, names, exprs, prefix, logits_are_scratch)
+    return [formatted(line) for line in shift] + shared
+
+
+def print_matrix(printer: VectorPrinter, name: str, expr: sp.Expr) -> list[str]:
+    """`name = expr` for an expression in two free class indices (on two axes, no `cse`)."""
+    shift, (out,) = _shifted_logits([expr], printer, logits_are_scratch=False)
+    return [formatted(line) for line in [*shift, f"{name} = {printer.doprint(out)}"]]
+
+
+def _print_shared(
+    printer: VectorPrinter,
+    names: list[str],
+    exprs: list[sp.Expr],
+    prefix: str,
+    logits_are_scratch: bool,
+) -> list[str]:
     shared, exprs = _share_softmax_and_lse(exprs, printer, logits_are_scratch)
     temps, reduced = sp.cse(
         exprs,
@@ -455,6 +485,28 @@ def print_assignments(
     lines += [f"{printer._print(sym)} = {printer.doprint(val)}" for sym, val in temps]
     lines += [f"{name} = {printer.doprint(e)}" for name, e in zip(names, reduced, strict=True)]
     return [formatted(line) for line in lines]
+
+
+def _shifted_logits(
+    exprs: list[sp.Expr], printer: VectorPrinter, logits_are_scratch: bool
+) -> tuple[list[str], list[sp.Expr]]:
+    """The statement that computes the shifted logits `z = o - max(o)`, where a form uses them.
+
+    With scratch logits and no other use of `o` left, the block's logits are shifted in place
+    (`O -= max`) and `z` prints as `O`: one n x K array per block, as before the shift.
+    """
+
+    def uses(base: sp.IndexedBase) -> bool:
+        return any(a.base == base for e in exprs for a in e.atoms(sp.Indexed))
+
+    if not uses(S.z):
+        return [], exprs
+    o_row, z_row = S.o[ROW], S.z[ROW]
+    shift = printer.doprint(RowMax(o_row))
+    if logits_are_scratch and not uses(S.o):
+        table = {a: S.o[a.indices[0]] for e in exprs for a in e.atoms(sp.Indexed) if a.base == S.z}
+        return [f"{printer.doprint(o_row)} -= {shift}"], [e.xreplace(table) for e in exprs]
+    return [f"{printer.doprint(z_row)} = {printer.doprint(o_row)} - {shift}"], exprs
 
 
 def _hoist_logit_terms(
@@ -562,6 +614,8 @@ def _split_sum(stmt: str, indent: str) -> str | None:
     operands: list[tuple[str, ast.expr]] = []
     symbols = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
     top = tree.value
+    if isinstance(top, ast.Call):
+        return _split_call(tree, top, indent)
     if not (isinstance(top, ast.BinOp) and type(top.op) in symbols):
         return None
     # Split at the operators of the lowest precedence at the top (ruff's layout).
@@ -663,3 +717,73 @@ PRINTERS: dict[str, type[VectorPrinter]] = {
     "jax": JaxVectorPrinter,
     "array-api": ArrayApiVectorPrinter,
 }
+
+
+# --------------------------------------------------------------------------- mpmath reference
+
+
+class ReferencePrinter(MpmathPrinter):
+    """SymPy's mpmath printer for the high-precision reference `derive verify` evaluates.
+
+    Arrays are indexed from 1, as in the derivation (`o[j]`, sums over `range(1, K + 1)`).
+    """
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        return S.checked_name(expr.name.lstrip("_"), "symbol")
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
+        a, b = (self._print(t) for t in expr.args)
+        return f"(1 if {a} == {b} else 0)"
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        # A call needs no brackets of its own (SymPy adds them; ruff's UP034 removes them).
+        out: str = super()._print_Sum(expr)
+        return out[1:-1] if out.startswith("(builtins.sum(") else out
+
+
+#: The free class indices of a reference function's entries (the arrays' dummies are bound).
+_ENTRY_INDICES = (S.j, S.k, S.m)
+
+
+def print_reference(name: str, expr: sp.Expr, params: list[str]) -> list[str]:
+    """A factory `name(o, y, v, K, **params)` returning `at(j, k, m)`, the entry of `expr`.
+
+    What does not depend on the entry (the row's sums) is computed once, in the factory: the
+    entries of a K x K reference then cost O(1) each, not O(K).
+    """
+    printer = ReferencePrinter({"fully_qualified_modules": True})
+    temps, (reduced,) = sp.cse([expr], symbols=sp.numbered_symbols("x"), optimizations=None)
+    bound = {CLASS_DUMMY, *_ENTRY_INDICES}
+    outer: list[tuple[sp.Symbol, sp.Expr]] = []
+    inner: dict[sp.Symbol, sp.Expr] = {}
+    for sym, val in temps:
+        val = val.xreplace(inner)
+        if val.free_symbols & bound:
+            inner[sym] = val
+        else:
+            outer.append((sym, val))
+    body = reduced.xreplace(inner)
+    args = ", ".join(["o: Any", "y: Any", "v: Any", "K: int", *(f"{p}: Any" for p in params)])
+    lines = [f"def {name}({args}) -> Any:"]
+    lines += [f"    {printer.doprint(sym)} = {printer.doprint(val)}" for sym, val in outer]
+    lines += [
+        "    def at(j: int, k: int, m: int) -> Any:",
+        f"        return {printer.doprint(body)}",
+        "    return at",
+    ]
+    return lines
+
+
+def _split_call(tree: ast.Assign | ast.AugAssign, call: ast.Call, indent: str) -> str:
+    """`name = f(args)` too long for one line, in ruff's layout: the arguments on one indented
+    line when they fit, else one per line with a trailing comma."""
+    target = ast.unparse(tree.targets[0] if isinstance(tree, ast.Assign) else tree.target)
+    assign = "=" if isinstance(tree, ast.Assign) else ast.unparse(tree).split()[1]
+    args = [ast.unparse(a) for a in call.args] + [ast.unparse(k) for k in call.keywords]
+    head = f"{indent}{target} {assign} {ast.unparse(call.func)}("
+    inner = indent + "    "
+    one_line = inner + ", ".join(args)
+    if len(one_line) <= LINE_LENGTH:
+        return f"{head}\n{one_line}\n{indent})"
+    body = "\n".join(f"{inner}{a}," for a in args)
+    return f"{head}\n{body}\n{indent})"

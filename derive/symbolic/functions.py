@@ -152,6 +152,48 @@ class Softplus(_StableFunction):
         return r"\operatorname{softplus}\left(" + str(printer._print(self.args[0])) + r"\right)"
 
 
+class SigmoidComplement(_StableFunction):
+    """`1 - sigmoid(z)`, computed as `sigmoid(-z)`: the complement without subtracting from 1.
+
+    NOTE: `1 - sigmoid(37)` rounds to 0 in float64, `sigmoid(-37)` is 8.5e-17 to full precision.
+    A class of its own because `Sigmoid(-z)` evaluates to `1 - Sigmoid(z)` (the canonical form
+    the derivation differentiates in).
+    """
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        out: sp.Expr = -Sigmoid(self.args[0]) * self
+        return out
+
+    def raw(self) -> sp.Expr:
+        out: sp.Expr = 1 / (1 + sp.exp(self.args[0]))
+        return out
+
+    def _latex_base(self, printer: Any) -> str:
+        return r"\sigma\left(-" + str(printer.parenthesize(self.args[0], 50)) + r"\right)"
+
+
+#: The value the row max stands for in a proof: shift invariance holds for every real shift.
+ANY_SHIFT = sp.Symbol("mu", real=True)
+
+
+class RowMax(_StableFunction):
+    """`max_s f_s`, the largest entry of the row `f` (the shift that keeps every exponent <= 0).
+
+    A proof treats it as an arbitrary real number (`to_raw` maps it to `ANY_SHIFT`): the
+    rewrites that introduce it hold for *any* shift, the max is only the accurate choice.
+    """
+
+    nargs = 1
+
+    def raw(self) -> sp.Expr:
+        return ANY_SHIFT
+
+    def _latex_base(self, printer: Any) -> str:
+        return r"\max\left(" + _row_latex(printer, self.args[0]) + r"\right)"
+
+
 def to_raw(expr: sp.Basic) -> sp.Basic:
     """Every stable function replaced by the raw formula it stands for (to check a rewrite).
 
@@ -163,7 +205,15 @@ def to_raw(expr: sp.Basic) -> sp.Basic:
     out = expr.replace(
         lambda t: isinstance(t, Softmax | LogSoftmax | LogSumExp), lambda t: t.doit()
     )
-    return out.replace(lambda t: isinstance(t, Sigmoid | Softplus), lambda t: t.raw())
+    out = out.replace(
+        lambda t: isinstance(t, Sigmoid | Softplus | SigmoidComplement | RowMax),
+        lambda t: t.raw(),
+    )
+    # The shifted logits z_k = o_k - max(o), with the max standing for any real shift.
+    return out.replace(
+        lambda t: isinstance(t, sp.Indexed) and t.base == S.z,
+        lambda t: S.o[t.indices[0]] - ANY_SHIFT,
+    )
 
 
 def _one_plus_exp(e: sp.Basic) -> sp.Expr | None:
@@ -276,8 +326,10 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
     )
     e = recognise_binary(e)
     e = e.replace(lambda t: _is_class_sum(t) and t.has(sp.exp), _normalise_sum)
-    e = sp.expand_log(sp.expand(e), force=True)
-    e = sp.powsimp(sp.expand(e), combine="exp", deep=True)
+    # NOTE: powers of sums stay as written (multinomial=False): `(o - y)^2` multiplied out
+    # cancels every digit when o and y are both large.
+    e = sp.expand_log(sp.expand(e, multinomial=False), force=True)
+    e = sp.powsimp(sp.expand(e, multinomial=False), combine="exp", deep=True)
     e = e.replace(lambda t: isinstance(t, sp.exp), _as_softmax)
     e = e.replace(
         lambda t: _is_class_sum(t) and CLASS_DUMMY not in t.function.free_symbols,

@@ -142,10 +142,14 @@ def expand_logs(expr: sp.Expr) -> sp.Expr:
     return out
 
 
-def split_sums(expr: sp.Expr) -> sp.Expr:
+def split_sums(expr: sp.Expr, multinomial: bool = True) -> sp.Expr:
     """Linearity of Sum: distribute over +, pull out factors that do not depend on the index,
-    and sum constants (`sum_{k=1}^K c = K c`)."""
-    out: sp.Expr = sp.factor_terms(sp.expand(canonical_sums(sp.expand(expr))))
+    and sum constants (`sum_{k=1}^K c = K c`). With `multinomial=False`, powers of sums stay
+    as written (`(o - y)^2` is not multiplied out)."""
+    expanded = sp.expand(
+        canonical_sums(sp.expand(expr, multinomial=multinomial)), multinomial=multinomial
+    )
+    out: sp.Expr = sp.factor_terms(sp.expand(expanded, multinomial=multinomial))
     out = out.replace(
         lambda e: (
             isinstance(e, sp.Sum)
@@ -154,7 +158,7 @@ def split_sums(expr: sp.Expr) -> sp.Expr:
         ),
         lambda e: e.function * (e.limits[0][2] - e.limits[0][1] + 1),
     )
-    return sp.expand(out)
+    return sp.expand(out, multinomial=multinomial)
 
 
 def _sums_to_one(base: sp.IndexedBase, expr: sp.Expr) -> sp.Expr:

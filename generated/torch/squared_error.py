@@ -65,12 +65,8 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$"""
-    loss_rows = (
-        -torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
-        + 1 / 2 * torch.sum(torch.square(O), dim=-1, keepdim=True)
-        + 1 / 2 * torch.sum(torch.square(Y), dim=-1, keepdim=True)
-    )
+    r"""$\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$"""
+    loss_rows = 1 / 2 * torch.sum(torch.square(O - Y), dim=-1, keepdim=True)
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
@@ -180,7 +176,7 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
 def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     r"""The Squared error (linear regression) loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$; `reduction` "mean" averages over the n samples, "sum"
+    Per sample, $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$; `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)

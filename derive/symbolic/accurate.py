@@ -1,0 +1,217 @@
+"""Accurate forms: among the expressions a derivation proves equal, one that is accurate in floats.
+
+A stable kernel avoids overflow; an accurate form also avoids cancellation. Each rule here is a
+rewrite whose result the derivation checks as a step of its own (`lhs - rhs` reduces to 0), so
+the code generator only prints what a checked step produced. The rules are general, applied to
+any expression whose shape they match, in this order:
+
+1. `stable`: overflow-prone shapes become max-shifted kernels (`functions.stabilize`).
+2. `endpoints`: for targets in [0, 1], an expression affine in a target `y` is written
+   `(1 - y) F(y=0) + y F(y=1)`: for exact 0/1 targets one term vanishes exactly, and the other is
+   free of the cancellation `F(0) + y (F(1) - F(0))` suffers (`sigmoid(37) - 1` rounds to 0).
+3. `complements`: `1 - sigmoid(z)` becomes `sigmoid(-z)` (`SigmoidComplement`), common factors
+   first pulled out so that `s - s^2` is seen as `s (1 - s)`.
+4. `shifted`: a function the derivation proves invariant under adding one constant to every
+   logit is evaluated at `z = o - max(o)`: differences of large logits become exact before they
+   are combined (cross-entropy as `LSE(z) - z_c`, i.e. `-log_softmax`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+
+import sympy as sp
+
+from derive import notation as S
+from derive.symbolic.functions import (
+    ROW,
+    LogSoftmax,
+    LogSumExp,
+    RowMax,
+    Sigmoid,
+    SigmoidComplement,
+    Softmax,
+    stabilize,
+)
+from derive.symbolic.steps import canonical_sums, instantiate, refine_indices
+
+Rule = Callable[[sp.Expr], sp.Expr]
+
+#: The rules that take an expression to its printed form, by name, in the order they apply.
+RULES: tuple[str, ...] = ("stable", "endpoints", "complements", "shifted")
+
+SHIFTED_ROW = S.o[ROW] - RowMax(S.o[ROW])
+"""`z = o - max(o)`, the definition of the shifted logits the `shifted` rule introduces."""
+
+
+# --------------------------------------------------------------------------- complements
+
+
+def _complement_add(add: sp.Add) -> sp.Expr:
+    """Write `sigmoid(z) = 1 - sigmoid(-z)` in a sum where that cancels a constant term."""
+    for sig in sorted(add.atoms(Sigmoid), key=str):
+        candidate = sp.expand(add.xreplace({sig: 1 - SigmoidComplement(sig.args[0])}))
+        if len(sp.Add.make_args(candidate)) < len(add.args):
+            return candidate
+    return add
+
+
+def complements(expr: sp.Expr) -> sp.Expr:
+    """`1 - sigmoid(z)` as `sigmoid(-z)` wherever a sum has that shape (after factoring)."""
+    if not expr.has(Sigmoid):
+        return expr
+    factored = sp.factor_terms(expr)
+    out: sp.Expr = factored.replace(
+        lambda t: isinstance(t, sp.Add) and t.has(Sigmoid), _complement_add
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def combine_sums(expr: sp.Expr) -> sp.Expr:
+    """`a Sum(f) + b Sum(g)` (same limits, a and b free of the index) as `Sum(a f + b g)`."""
+    expr = canonical_sums(expr)
+    groups: dict[tuple[sp.Basic, ...], list[sp.Expr]] = {}
+    rest: list[sp.Expr] = []
+    for term in sp.Add.make_args(sp.expand(expr, multinomial=False)):
+        sums = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
+        if len(sums) != 1 or len(sums[0].limits) != 1:
+            rest.append(term)
+            continue
+        (s,) = sums
+        coeff = term / s
+        groups.setdefault(tuple(s.limits[0]), []).append(coeff * s.function)
+    out = sp.Add(*rest)
+    for limits, functions in groups.items():
+        out += sp.Sum(sp.Add(*functions), limits)
+    return out
+
+
+def _split_at_endpoints(f: sp.Expr, target: sp.Indexed) -> sp.Expr:
+    if target not in f.atoms(sp.Indexed):
+        return f
+    f0, f1 = f.xreplace({target: 0}), f.xreplace({target: 1})
+    affine = f0 + target * (f1 - f0)
+    if sp.expand(f - affine) != 0:
+        return f
+    return (1 - target) * complements(sp.expand(f0)) + target * complements(sp.expand(f1))
+
+
+def endpoints(expr: sp.Expr) -> sp.Expr:
+    """For targets in [0, 1]: `F = (1 - y) F(0) + y F(1)` where F is affine in `y` (per class)."""
+    e = combine_sums(expr)
+    e = e.replace(
+        lambda t: isinstance(t, sp.Sum) and len(t.limits) == 1,
+        lambda t: sp.Sum(_split_at_endpoints(t.function, S.y[t.limits[0][0]]), *t.limits),
+    )
+    outside = sorted(
+        (a for a in e.atoms(sp.Indexed) if a.base == S.y and a.indices[0] in (S.j, S.k)),
+        key=str,
+    )
+    for target in outside:
+        terms = sp.Add.make_args(e)
+        with_sum = sp.Add(*[t for t in terms if t.has(sp.Sum)])
+        e = with_sum + _split_at_endpoints(sp.Add(*[t for t in terms if not t.has(sp.Sum)]), target)
+    return e
+
+
+# --------------------------------------------------------------------------- shift
+
+
+def _row_functions(expr: sp.Basic) -> set[sp.Basic]:
+    return set(expr.atoms(Softmax, LogSoftmax, LogSumExp))
+
+
+def has_bare_logits(expr: sp.Basic) -> bool:
+    """Whether a logit appears outside the max-shifted kernels (where an offset cancels late)."""
+    inside = expr.xreplace({f: sp.Symbol("_kernel") for f in _row_functions(expr)})
+    return any(a.base == S.o for a in inside.atoms(sp.Indexed))
+
+
+def shifted(expr: sp.Expr) -> sp.Expr:
+    """Every logit `o_x` replaced by `z_x = o_x - max(o)` (valid where the value is unchanged)."""
+    table = {a: S.z[a.indices[0]] for a in expr.atoms(sp.Indexed) if a.base == S.o}
+    out: sp.Expr = expr.xreplace(table)
+    return out
+
+
+def probably_equal(a: sp.Expr, b: sp.Expr, simplex: bool) -> bool:
+    """A quick numeric screen (K = 3, every pattern of free class indices, a random point each,
+    30 digits) before a rewrite is proposed.
+
+    Not a proof: the step that records the rewrite is checked like every other step.
+    """
+    rng = random.Random(f"{sp.srepr(a)[:200]}")
+    diff = a - b
+    idx = [i for i in (S.j, S.k, S.c) if i in diff.free_symbols]
+    for combo in itertools.product((1, 2, 3), repeat=len(idx)):
+        e = instantiate(diff.subs(dict(zip(idx, combo, strict=True))), 3, simplex)
+        values: dict[sp.Basic, sp.Expr] = {}
+        for atom in sorted(e.free_symbols | e.atoms(sp.Indexed), key=str):
+            if atom in values or isinstance(atom, sp.IndexedBase):
+                continue
+            low = 0.1 if getattr(atom, "is_positive", False) else -2.0
+            values[atom] = sp.Float(rng.uniform(low, 2.0), 30)
+        try:
+            val = sp.N(e.xreplace(values), 30)
+        except (TypeError, ValueError, ZeroDivisionError):
+            return False
+        if not val.is_number or not val.is_finite or abs(val) > 1e-20:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- chains
+
+
+def accurate_chain(
+    expr: sp.Expr, targets: str, shift: bool | None = None
+) -> list[tuple[str, sp.Expr]]:
+    """`expr` and every rewrite of it that changes something, as `(rule, result)` in order.
+
+    `shift=None` shifts where a logit appears outside the kernels and the value provably does
+    not change (screened numerically here, proved by the step); True shifts whenever the value
+    does not change (a block computed together shares one shifted array); False never.
+    """
+    stages: list[tuple[str, sp.Expr]] = [("derived", expr)]
+
+    def add(rule: str, new: sp.Expr) -> None:
+        if new != stages[-1][1]:
+            stages.append((rule, new))
+
+    add("stable", stabilize(expr))
+    if targets == "binary" and stages[-1][1].has(S.y):
+        add("endpoints", endpoints(stages[-1][1]))
+    add("complements", complements(stages[-1][1]))
+    current = stages[-1][1]
+    wants = has_bare_logits(current) if shift is None else shift
+    if wants and current.has(S.o):
+        candidate = shifted(current)
+        if probably_equal(current, candidate, simplex=targets == "distribution"):
+            add("shifted", candidate)
+    return stages
+
+
+def labels_form(expr: sp.Expr) -> sp.Expr:
+    """`expr` for a one-hot target at class c: substitute `y_k = delta_{kc}` and evaluate sums."""
+    onehot = expr.replace(
+        lambda e: isinstance(e, sp.Indexed) and e.base == S.y,
+        lambda e: sp.KroneckerDelta(e.indices[0], S.c),
+    )
+    out: sp.Expr = refine_indices(S.c)(onehot)
+    return out
+
+
+def split_label_delta(gradient: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """`g_j = A_j + delta_{jc} B`: return (A, B with j = c)."""
+    delta = sp.KroneckerDelta(S.j, S.c)
+    expanded = sp.expand(gradient.xreplace({sp.KroneckerDelta(S.c, S.j): delta}))
+    coeff = expanded.coeff(delta)
+    rest = sp.expand(expanded - coeff * delta)
+    if rest.has(sp.KroneckerDelta):
+        raise NotImplementedError(f"gradient is not affine in the one-hot label: {gradient}")
+    return rest, coeff.xreplace({S.j: S.c})
