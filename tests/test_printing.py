@@ -76,3 +76,13 @@ def test_latex_uses_the_notes_notation() -> None:
         r"\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}"
     )
     assert to_latex(sp.Sum(S.y[CLASS_DUMMY], (CLASS_DUMMY, 1, S.K))) == r"\sum_{k=1}^{K} y_{k}"
+
+
+def test_latex_reads_in_textbook_order() -> None:
+    """Prediction minus label, the target first in a product, the true class last in a delta."""
+    sum_yo = sp.Sum(S.o[S.k] * S.y[S.k], (S.k, 1, S.K))
+    assert to_latex(sp.log(SUM_EXP) - sum_yo) == (
+        r"\log{\left(\sum_{m=1}^{K} e^{o_{m}} \right)} - \sum_{k=1}^{K} y_{k} o_{k}"
+    )
+    assert to_latex(-S.y[S.j] + S.p[S.j]) == r"p_{j} - y_{j}"
+    assert to_latex(sp.KroneckerDelta(S.c, S.j)) == r"\delta_{jc}"

@@ -191,13 +191,16 @@ def _fresh_names(name: str) -> list[str]:
     return [b for b in base if b != name] + [name + "'" * p for p in range(1, 4)]
 
 
-def _factor_rank(f: sp.Basic) -> int:
-    """Numbers, then plain factors, then functions and sums, then parenthesised sums last."""
+def _factor_rank(f: sp.Basic) -> float:
+    """Numbers, the targets (`y_k o_k`, `Y_{ij} \\log \\hat{Y}_{ij}`), other plain factors,
+    functions and sums, and parenthesised sums last."""
     if f.is_Number:
         return 0
     base = f.base if isinstance(f, sp.Pow) else f
-    if isinstance(base, sp.Symbol | sp.Indexed | sp.KroneckerDelta):
+    if isinstance(base, sp.Indexed) and base.base.label.name in ("y", "Y"):
         return 1
+    if isinstance(base, sp.Symbol | sp.Indexed | sp.KroneckerDelta):
+        return 1.5
     if isinstance(base, sp.Add):
         return 3
     return 2

@@ -72,7 +72,7 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     _t0 = torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
@@ -81,7 +81,7 @@ def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     G = eps * Y + _softmax(O) - Y - eps / K
@@ -239,7 +239,7 @@ def loss(
 ) -> torch.Tensor:
     r"""The Label-smoothed cross-entropy loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$ (class indices:
+    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$ (class indices:
     $\ell = \varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$); `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """

@@ -69,7 +69,7 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k}$"""
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$"""
     loss_rows = _logsumexp(O) - torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
@@ -220,7 +220,7 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
 def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     r"""The Softmax regression loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k}$ (class indices:
+    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$ (class indices:
     $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - o_{c}$); `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """

@@ -72,7 +72,7 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} o_{k} y_{k}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$"""
     T = params[0]
     _t0 = 1 / T
     loss_rows = -_t0 * torch.sum(_target_mul(Y, O), dim=-1, keepdim=True) + _logsumexp(_t0 * O)
@@ -235,7 +235,7 @@ def loss(
 ) -> torch.Tensor:
     r"""The Temperature-scaled softmax cross-entropy loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} o_{k} y_{k}}{T}$ (class indices:
+    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$ (class indices:
     $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{o_{c}}{T}$); `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
