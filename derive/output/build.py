@@ -25,7 +25,7 @@ from derive.output.notes import LANGS, render
 from derive.symbolic.steps import CheckedDerivation
 
 #: Framework targets and the folder (under the output folder) their modules are written to.
-FRAMEWORK_DIRS = {"torch": "torch"}
+FRAMEWORK_DIRS = {"torch": "torch", "jax": "jax", "array-api": "array_api"}
 KINDS = ("notes", "code", *FRAMEWORK_DIRS)
 
 

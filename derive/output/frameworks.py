@@ -34,6 +34,8 @@ from derive.symbolic.steps import CheckedDerivation
 #: Emit targets besides NumPy, and their templates.
 TEMPLATES: dict[str, str] = {
     "torch": "torch.py.j2",
+    "jax": "jax.py.j2",
+    "array-api": "array_api.py.j2",
 }
 
 ARRAYS = {"o": "O", "y": "Y", "v": "V"}
@@ -123,8 +125,8 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
         hvp = stable(forms["hvp"])
         printed.append(hvp)
         context["hvp"] = {"lines": _lines(soft, "HV", hvp, None, names), "latex": to_latex(hvp)}
-    if model.targets == "distribution" and target != "array-api":
-        labels = printer_class(ARRAYS, gather="labels")
+    if model.targets == "distribution":
+        labels = printer_class(ARRAYS, gather="onehot" if target == "array-api" else "labels")
         copy = ".clone()" if target == "torch" else None
         loss_c = stable(labels_form(forms["loss"]))
         context["labels"] = {

@@ -288,6 +288,8 @@ class VectorPrinter(NumPyPrinter):
     printmethod = "_vectorcode"
     #: The name the emitted module imports its array library as.
     ns = "np"
+    #: Whether the library's `square` refuses Python numbers (torch, the array API standard).
+    arrays_only_square = False
 
     def __init__(
         self,
@@ -427,6 +429,10 @@ class VectorPrinter(NumPyPrinter):
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         if expr.exp == 2:
+            if self.arrays_only_square and not expr.base.has(sp.Indexed, sp.Function):
+                # a squared parameter stays a Python float (torch.square takes tensors only)
+                base = self.parenthesize(expr.base, 100)
+                return f"({base} * {base})"
             return f"{self.ns}.square({self._print(expr.base)})"
         if expr.exp.is_Integer and expr.exp < 0:
             inv = expr.base if expr.exp == -1 else sp.Pow(expr.base, -expr.exp, evaluate=False)
@@ -658,13 +664,7 @@ class TorchVectorPrinter(VectorPrinter):
     """
 
     ns = "torch"
-
-    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
-        # torch.square takes tensors only: a squared parameter stays a Python float (T * T).
-        if expr.exp == 2 and not expr.base.has(sp.Indexed, sp.Function):
-            base = self.parenthesize(expr.base, 100)
-            return f"({base} * {base})"
-        return super()._print_Pow(expr, rational=rational)
+    arrays_only_square = True
 
     def _class_sum(self, code: str) -> str:
         return f"torch.sum({code}, dim=-1, keepdim=True)"
@@ -697,14 +697,16 @@ class JaxVectorPrinter(VectorPrinter, JaxPrinter):
 class ArrayApiVectorPrinter(VectorPrinter):
     """The array API standard: every call through `xp = array_namespace(...)`, no methods.
 
-    Labels are not gathered here: the standard has no integer-array indexing, so the module
-    turns labels into one-hot rows and uses the forms derived for probability targets.
+    The standard has no integer-array indexing: a label's entry is picked with a boolean mask
+    (`_pick`, a sum with one nonzero term, so exact).
     """
 
     ns = "xp"
+    arrays_only_square = True
 
     def _at_label(self, code: str) -> str:
-        raise NotImplementedError("the array API target uses one-hot targets, not a gather")
+        # `gather` names a boolean one-hot mask: the row's entry at its label, as a masked sum.
+        return f"_pick({code}, {self.gather})"
 
     def _column_sums(self, code: str) -> str:
         return f"xp.sum({code}, axis=0)"

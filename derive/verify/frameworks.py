@@ -140,7 +140,102 @@ def _kernel(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
     return call
 
 
-VIEWS: dict[str, Callable[[ModuleType], SimpleNamespace]] = {"torch": _torch_view}
+def _jax_view(m: ModuleType) -> SimpleNamespace:
+    import jax
+    import jax.numpy as jnp
+
+    # NOTE: the float64 checks need JAX's 64-bit mode (off by default: arrays become float32).
+    config: Any = jax.config
+    config.update("jax_enable_x64", True)
+
+    def j(a: Any) -> Any:
+        return jnp.asarray(np.asarray(a))
+
+    def back(x: Any) -> Array:
+        return np.asarray(x)
+
+    def zeros_target(n: int, K: int) -> Any:
+        return jnp.zeros(n, dtype=int) if m.TARGETS == "distribution" else jnp.zeros((n, K))
+
+    def loss(O: Array, y: Array) -> Any:
+        return back(m.loss(j(O), j(y)))[()]
+
+    def grad_logits(O: Array, y: Array) -> Array:
+        return back(jax.grad(lambda o: m.loss(o, j(y)))(j(O)))
+
+    def loss_and_grad(X: Array, y: Array, W: Array, b: Array, **p: float) -> tuple[Any, ...]:
+        lam = p.pop("lam", _decay_value(m))
+
+        def total(w: Any, c: Any) -> Any:
+            value = m.loss(j(X) @ w + c, j(y), "mean", **p)
+            return value + m.weight_decay(w, lam) if hasattr(m, "weight_decay") else value
+
+        value, (dW, db) = jax.value_and_grad(total, argnums=(0, 1))(j(W), j(b))
+        return back(value)[()], back(dW), back(db)
+
+    def hessian_logits(o: Array) -> Array:
+        y = zeros_target(1, o.size)
+        return back(jax.hessian(lambda z: m.loss(z[None, :], y))(j(o)))
+
+    def hvp_logits(O: Array, V: Array) -> Array:
+        y = zeros_target(*O.shape)
+        g = jax.grad(lambda z: m.loss(z, y, "sum"))
+        return back(jax.jvp(g, (j(O),), (j(V),))[1])
+
+    def hvp_W(X: Array, W: Array, b: Array, V: Array) -> Array:
+        y = zeros_target(X.shape[0], W.shape[1])
+
+        def total(w: Any) -> Any:
+            value = m.loss(j(X) @ w + j(b), y)
+            return (
+                value + m.weight_decay(w, _decay_value(m)) if hasattr(m, "weight_decay") else value
+            )
+
+        return back(jax.jvp(jax.grad(total), (j(W),), (j(V),))[1])
+
+    view = SimpleNamespace(loss=loss, grad_logits=grad_logits, loss_and_grad=loss_and_grad)
+    if m.SECOND_ORDER:
+        view.hessian_logits, view.hvp_logits, view.hvp_W = hessian_logits, hvp_logits, hvp_W
+    if m.TARGETS == "distribution":
+        view.softmax = _kernel(lambda a: back(m.softmax(j(a))))
+        view.log_softmax = _kernel(lambda a: back(m.log_softmax(j(a))))
+        view.logsumexp = _kernel(lambda a: back(m.logsumexp(j(a))))
+    return view
+
+
+def _array_api_view(m: ModuleType) -> SimpleNamespace:
+    """The module already has the NumPy module's API; NumPy arrays reach it through
+    array-api-compat. The Hessian and the HVP in W are built from its `hvp_logits` (the derived
+    HVP) by the chain rule, plus the weight decay's Hessian `lam I` (its gradient is linear)."""
+
+    def hessian_logits(o: Array) -> Array:
+        O = np.broadcast_to(o, (o.size, o.size)).copy()
+        return np.asarray(m.hvp_logits(O, np.eye(o.size)))
+
+    def hvp_W(X: Array, W: Array, b: Array, V: Array) -> Array:
+        G = np.asarray(m.hvp_logits(X @ W + b, X @ V)) / X.shape[0]
+        out: Array = X.T @ G + _decay_value(m) * V
+        return out
+
+    view = SimpleNamespace(loss=m.loss, grad_logits=m.grad_logits)
+
+    def loss_and_grad(X: Array, y: Array, W: Array, b: Array, **p: float) -> tuple[Any, ...]:
+        out: tuple[Any, ...] = m.loss_and_grad(X, y, W, b, **p)
+        return out
+
+    view.loss_and_grad = loss_and_grad
+    if m.SECOND_ORDER:
+        view.hessian_logits, view.hvp_logits, view.hvp_W = hessian_logits, m.hvp_logits, hvp_W
+    if m.TARGETS == "distribution":
+        view.softmax, view.log_softmax, view.logsumexp = m.softmax, m.log_softmax, m.logsumexp
+    return view
+
+
+VIEWS: dict[str, Callable[[ModuleType], SimpleNamespace]] = {
+    "torch": _torch_view,
+    "jax": _jax_view,
+    "array-api": _array_api_view,
+}
 
 #: What each target imports, and the extra that installs it.
 FRAMEWORKS = {

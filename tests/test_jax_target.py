@@ -1,0 +1,181 @@
+"""The JAX target: check_grads (first and second order, forward and reverse), jit, vmap, grad,
+optax's own losses, verify's accuracy checks.
+
+Skipped with a reason when JAX (or optax, for the comparisons) is not installed.
+
+Tolerances: `check_grads`' own (float64: atol = rtol = 1e-5 against finite differences of step
+1e-4... as JAX's test utility sets them). Against optax: 1e-12 relative (both max-shifted float64
+kernels; a wrong formula is off by far more).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from derive.cli import main
+from derive.losses import catalogue
+from derive.output.loader import GENERATED_DIR
+from derive.verify import checks, frameworks
+
+jax = pytest.importorskip("jax", reason="JAX not installed: pip install -e '.[jax]'")
+jnp = jax.numpy
+from jax.test_util import check_grads  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+REL = 1e-12
+
+
+def _load(name: str) -> ModuleType:
+    return frameworks.load(GENERATED_DIR / "jax" / f"{name}.py", "jax")
+
+
+def _targets(m: ModuleType, n: int, K: int, seed: int = 0) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    if m.TARGETS == "distribution":
+        probs = rng.random((n, K)) + 0.01
+        return [
+            jnp.asarray(rng.integers(0, K, n)),
+            jnp.asarray(probs / probs.sum(-1, keepdims=True)),
+        ]
+    if m.TARGETS == "binary":
+        return [jnp.asarray(rng.random((n, K)))]
+    return [jnp.asarray(rng.normal(size=(n, K)))]
+
+
+def _logits(n: int, K: int, scale: float = 1.0, seed: int = 1) -> Any:
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, K)) * scale)
+
+
+def _rel(a: Any, b: Any) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
+
+
+def _some_slow(names: list[str], fast: str = "label_smoothing") -> list[Any]:
+    """Every loss, the one with labels, parameters and second order in the default run; the rest
+    under `-m slow` (each compiles several XLA programs: minutes on the shared 2-core machine)."""
+    return [n if n == fast else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+@pytest.mark.parametrize("name", _some_slow(catalogue.names()))
+def test_check_grads_under_jit(name: str) -> None:
+    m = _load(name)
+    O = _logits(5, 4)
+    order = 2 if m.SECOND_ORDER else 1
+    for target in _targets(m, 5, 4):
+        for reduction in ("mean", "none"):
+            f = jax.jit(lambda o, t=target, r=reduction: m.loss(o, t, r))
+            check_grads(f, (O,), order=order, modes=["fwd", "rev"])
+
+
+def test_vmap_over_problems_equals_the_loop() -> None:
+    m = _load("label_smoothing")
+    O = _logits(6, 4).reshape(3, 2, 4)
+    labels = _targets(m, 6, 4)[0].reshape(3, 2)
+    f = lambda o, t: m.loss(o, t, eps=0.2)  # noqa: E731
+    batched = jax.vmap(jax.grad(f))(O, labels)
+    for i in range(3):
+        assert _rel(batched[i], jax.grad(f)(O[i], labels[i])) <= REL
+
+
+def test_second_order_is_the_derived_hvp() -> None:
+    """jvp of grad applies the derived HVP rule: compare with the Hessian from finite differences
+    of the (derived) gradient, and with the closed form p * (v - <p, v>) computed here."""
+    m = _load("softmax_regression")
+    O, V = _logits(4, 5), _logits(4, 5, seed=2)
+    labels = _targets(m, 4, 5)[0]
+    g = jax.grad(lambda o: m.loss(o, labels, "sum"))
+    hv = jax.jvp(g, (O,), (V,))[1]
+    p = jax.nn.softmax(O)
+    assert _rel(hv, p * (V - jnp.sum(p * V, -1, keepdims=True))) <= REL
+
+
+optax = pytest.importorskip("optax", reason="optax not installed: pip install optax")
+
+
+def _against(ours: Any, theirs: Any, O: Any) -> None:
+    assert _rel(ours(O), theirs(O)) <= REL
+    assert _rel(jax.grad(lambda o: ours(o).sum())(O), jax.grad(lambda o: theirs(o).sum())(O)) <= REL
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_losses_match_optax(scale: float) -> None:
+    O = _logits(64, 10, scale)
+    labels, probs = _targets(_load("softmax_regression"), 64, 10)
+    onehot = jax.nn.one_hot(labels, 10, dtype=O.dtype)
+    ce, ls, ts = _load("softmax_regression"), _load("label_smoothing"), _load("temperature_softmax")
+    cases = [
+        (
+            lambda o: ce.loss(o, labels, "none"),
+            lambda o: optax.softmax_cross_entropy_with_integer_labels(o, labels),
+        ),
+        (lambda o: ce.loss(o, probs, "none"), lambda o: optax.softmax_cross_entropy(o, probs)),
+        (
+            lambda o: ls.loss(o, labels, "none", eps=0.2),
+            lambda o: optax.softmax_cross_entropy(o, optax.smooth_labels(onehot, 0.2)),
+        ),
+        (
+            lambda o: ts.loss(o, labels, "none", T=3.0),
+            lambda o: optax.softmax_cross_entropy_with_integer_labels(o / 3.0, labels),
+        ),
+    ]
+    (Y,) = _targets(_load("logistic_regression"), 64, 10)
+    cases.append(
+        (
+            lambda o: _load("logistic_regression").loss(o, Y, "none"),
+            lambda o: optax.sigmoid_binary_cross_entropy(o, Y).sum(-1),
+        )
+    )
+    (R,) = _targets(_load("squared_error"), 64, 10)
+    cases.append(
+        (lambda o: _load("squared_error").loss(o, R, "none"), lambda o: optax.l2_loss(o, R).sum(-1))
+    )
+    for ours, theirs in cases:
+        _against(jax.jit(ours), jax.jit(theirs), O)
+
+
+@pytest.mark.parametrize("name", _some_slow(catalogue.names()))
+def test_verify_accuracy_checks_pass(name: str) -> None:
+    results = frameworks.run(_load(name), "jax")
+    failed = [r for r in results if not r.passed]
+    assert not failed, checks.table(results)
+    assert sum(r.status == "pass" for r in results) >= 7
+
+
+def test_bad_inputs_are_refused() -> None:
+    m = _load("label_smoothing")
+    O = _logits(4, 3)
+    labels = jnp.asarray([0, 2, 1, 0])
+    bad = [
+        lambda: m.loss(O, jnp.asarray([0, 3, 1, 0])),
+        lambda: m.loss(O, jnp.asarray([0, -1, 1, 0])),
+        lambda: m.loss(O, labels[:3]),
+        lambda: m.loss(O, labels, "average"),
+        lambda: m.loss(O, labels, eps=1.5),
+        lambda: m.loss(O.astype(int), labels),
+    ]
+    for call in bad:
+        with pytest.raises((ValueError, TypeError)):
+            call()
+
+
+def test_focal_example(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "focal_loss.py"
+    argv = ["emit", "--model", str(example), "--target", "jax", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    m = frameworks.load(tmp_path / "jax" / "focal_loss.py", "jax")
+    O = _logits(6, 4)
+    for target in _targets(m, 6, 4):
+        check_grads(jax.jit(lambda o, t=target: m.loss(o, t)), (O,), order=1, modes=["rev"])
+    labels = _targets(m, 6, 4)[0]
+    _against(
+        lambda o: m.loss(o, labels, "none", gamma=0.0),
+        lambda o: optax.softmax_cross_entropy_with_integer_labels(o, labels),
+        O,
+    )
