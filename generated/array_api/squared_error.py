@@ -92,13 +92,9 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$"""
+    r"""$\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$"""
     xp = array_namespace(O, Y)
-    loss_rows = (
-        -xp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-        + 1 / 2 * xp.sum(xp.square(O), axis=-1, keepdims=True)
-        + 1 / 2 * xp.sum(xp.square(Y), axis=-1, keepdims=True)
-    )
+    loss_rows = 1 / 2 * xp.sum(xp.square(O - Y), axis=-1, keepdims=True)
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
@@ -150,7 +146,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
-    r"""The Squared error (linear regression) loss of logits `O` (n, K): per sample $\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$."""
+    r"""The Squared error (linear regression) loss of logits `O` (n, K): per sample $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)

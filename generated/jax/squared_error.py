@@ -66,12 +66,8 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$"""
-    loss_rows = (
-        -jnp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-        + 1 / 2 * jnp.sum(jnp.square(O), axis=-1, keepdims=True)
-        + 1 / 2 * jnp.sum(jnp.square(Y), axis=-1, keepdims=True)
-    )
+    r"""$\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$"""
+    loss_rows = 1 / 2 * jnp.sum(jnp.square(O - Y), axis=-1, keepdims=True)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
@@ -158,7 +154,7 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
     r"""The Squared error (linear regression) loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \frac{\sum_{k=1}^{K} o_{k}^{2}}{2} + \frac{\sum_{k=1}^{K} y_{k}^{2}}{2} - \sum_{k=1}^{K} o_{k} y_{k}$; `reduction` "mean" averages over the samples, "sum"
+    Per sample, $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$; `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)
