@@ -99,7 +99,7 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
     xp = array_namespace(O, Y)
     K = O.shape[-1]
     eps = params[0]
@@ -109,7 +109,7 @@ def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     xp = array_namespace(O, Y)
     K = O.shape[-1]
     eps = params[0]
@@ -202,7 +202,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean", eps: float = 0.1) -> Any:
-    r"""The Label-smoothed cross-entropy loss of logits `O` (n, K): per sample $\ell = \varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$."""
+    r"""The Label-smoothed cross-entropy loss of logits `O` (n, K): per sample $\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -215,7 +215,7 @@ def loss(O: Any, y: Any, reduction: str = "mean", eps: float = 0.1) -> Any:
 
 
 def grad_logits(O: Any, y: Any, eps: float = 0.1) -> Any:
-    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ at sample r, over n."""
+    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ at sample r, over n."""
     params = (_param("eps", eps, 0.0, 1.0, True, False),)
     Y, labels = _targets(O, y)
     return _forms(labels)[1](O, Y, params) / O.shape[0]

@@ -100,7 +100,7 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k}$"""
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$"""
     xp = array_namespace(O, Y)
     loss_rows = _logsumexp(O) - xp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
@@ -189,7 +189,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
-    r"""The Softmax regression with weight decay loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k}$."""
+    r"""The Softmax regression with weight decay loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)

@@ -99,7 +99,7 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} o_{k} y_{k}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$"""
     xp = array_namespace(O, Y)
     T = params[0]
     _t0 = 1 / T
@@ -198,7 +198,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
-    r"""The Temperature-scaled softmax cross-entropy loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} o_{k} y_{k}}{T}$."""
+    r"""The Temperature-scaled softmax cross-entropy loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)

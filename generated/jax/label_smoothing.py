@@ -74,7 +74,7 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     _t0 = jnp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
@@ -83,7 +83,7 @@ def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     G = eps * Y + _softmax(O) - Y - eps / K
@@ -215,7 +215,7 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean", eps: float = 0.1) -> jax.Array:
     r"""The Label-smoothed cross-entropy loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} o_{k} y_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$ (class indices:
+    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$ (class indices:
     $\ell = \varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$); `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """

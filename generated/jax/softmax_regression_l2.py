@@ -76,7 +76,7 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k}$"""
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$"""
     loss_rows = _logsumexp(O) - jnp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
@@ -203,7 +203,7 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
     r"""The Softmax regression with weight decay loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} o_{k} y_{k}$ (class indices:
+    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$ (class indices:
     $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - o_{c}$); `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """

@@ -74,7 +74,7 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} o_{k} y_{k}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$"""
     T = params[0]
     _t0 = 1 / T
     loss_rows = -_t0 * jnp.sum(_target_mul(Y, O), axis=-1, keepdims=True) + _logsumexp(_t0 * O)
@@ -211,7 +211,7 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean", T: float = 2.0) -> jax.Array:
     r"""The Temperature-scaled softmax cross-entropy loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} o_{k} y_{k}}{T}$ (class indices:
+    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$ (class indices:
     $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{o_{c}}{T}$); `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """
