@@ -44,6 +44,7 @@ class StepCheckError(DeriveError):
 
     def __init__(self, step: str, lhs: str, rhs: str, detail: str) -> None:
         self.step = step
+        self.detail = detail
         super().__init__(
             f"step {step!r} failed its check ({detail}):\n  lhs = {lhs}\n  rhs = {rhs}"
         )

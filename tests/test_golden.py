@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,14 +50,48 @@ def test_write_is_atomic_and_leaves_no_temporaries(tmp_path: Path) -> None:
     assert (tmp_path / "a.md").read_bytes() == b"one\n"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_output_dir_is_a_clear_error(tmp_path: Path) -> None:
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(OutputDirError, match="cannot write"):
-            build.write({"a.md": "x\n"}, tmp_path / "sub")
-    finally:
-        tmp_path.chmod(0o700)
+class _HalfWriter:
+    """A file that writes the first half of what it is given, then fails (a full disk)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def __enter__(self) -> _HalfWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+    def write(self, text: str) -> int:
+        self.fh.write(text[: len(text) // 2])
+        self.fh.flush()
+        raise OSError(28, "No space left on device")
+
+
+def test_a_write_failing_halfway_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build.write({"a.md": "old\n"}, tmp_path)
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(build.os, "fdopen", lambda *a, **k: _HalfWriter(real_fdopen(*a, **k)))
+    with pytest.raises(OSError, match="No space"):
+        build.write({"a.md": "new text, long enough to be cut in half\n"}, tmp_path)
+    assert (tmp_path / "a.md").read_bytes() == b"old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.md"]
+
+
+def test_unwritable_output_dir_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault is injected (root can write anywhere, and CI runs as root)."""
+
+    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "sub"))
+
+    monkeypatch.setattr(build.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputDirError, match="cannot write"):
+        build.write({"a.md": "x\n"}, tmp_path / "sub")
+    assert not (tmp_path / "sub" / "a.md").exists()
 
 
 def test_output_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -73,13 +107,13 @@ def test_stale_reports_a_diff(tmp_path: Path) -> None:
     assert "-one" in diffs["a.md"] and "+two" in diffs["a.md"]
 
 
-@pytest.mark.skipif(
-    shutil.which("ruff") is None, reason="ruff not installed (pip install -e '.[test]')"
-)
 def test_generated_module_is_formatted_and_lint_clean() -> None:
+    # The ruff of this interpreter's environment (on PATH or not); skipped only if not installed.
+    pytest.importorskip("ruff", reason="ruff not installed (pip install -e '.[test]')")
     files = [str(p) for p in GENERATED_DIR.glob("*.py")]
-    subprocess.run(["ruff", "format", "--check", *files], check=True, cwd=REPO_ROOT)
-    subprocess.run(["ruff", "check", *files], check=True, cwd=REPO_ROOT)
+    ruff = [sys.executable, "-m", "ruff"]
+    subprocess.run([*ruff, "format", "--check", *files], check=True, cwd=REPO_ROOT)
+    subprocess.run([*ruff, "check", *files], check=True, cwd=REPO_ROOT)
 
 
 @pytest.mark.slow

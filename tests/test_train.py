@@ -319,3 +319,24 @@ def test_bad_numbers_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parser.parse_args(argv)
     assert info.value.code == 2
+
+
+def test_sklearn_is_scored_with_its_own_predict() -> None:
+    """A module whose `predict` is wrong (argmin) lowers only its own accuracy, not sklearn's."""
+    from dataclasses import replace as dc_replace
+    from types import SimpleNamespace
+
+    from derive.train.compare import compare_with_sklearn
+    from derive.train.objective import FitResult
+
+    data = load_digits_dataset()
+    real = load_model(MODULE)
+    argmin = SimpleNamespace(**{n: getattr(real, n) for n in dir(real) if not n.startswith("__")})
+    argmin.predict = lambda X, W, b: np.argmin(X @ W + b, axis=1)
+    config = TrainConfig(optimizer="lbfgs", l2=1e-3)
+    K, d = data.n_classes, data.X_train.shape[1]
+    W, b = np.zeros((d, K)), np.zeros(K)
+    result = FitResult(W=W, b=b, seconds=0.0, n_iter=0, converged=True, message="")
+    good = compare_with_sklearn(real, data, result, config)
+    bad = compare_with_sklearn(argmin, data, dc_replace(result), config)  # type: ignore[arg-type]
+    assert bad["sklearn"]["test_acc"] == good["sklearn"]["test_acc"] > 0.9

@@ -36,7 +36,16 @@ LABEL_SMOOTHING = LossModel(
     loss=-class_sum(((1 - eps) * y[k] + eps / S.K) * sp.log(softmax_expr(k))),
     prediction=softmax_expr(j),
     targets="distribution",
-    params=(Param(eps, 0.1, low=0.0, high=1.0, doc="smoothing: the target mixes in eps/K"),),
+    params=(
+        Param(
+            eps,
+            0.1,
+            low=0.0,
+            high=1.0,
+            doc="smoothing: the target mixes in eps/K",
+            role="smoothing",
+        ),
+    ),
     description=Prose(
         "cross-entropy against the target mixed with the uniform distribution, "
         "$(1 - \\varepsilon) y + \\varepsilon / K$",
@@ -51,7 +60,14 @@ TEMPERATURE = LossModel(
     prediction=_softmax_of(T, j),
     targets="distribution",
     params=(
-        Param(T, 2.0, low=0.0, low_inclusive=False, doc="temperature: logits are divided by T"),
+        Param(
+            T,
+            2.0,
+            low=0.0,
+            low_inclusive=False,
+            doc="temperature: logits are divided by T",
+            role="temperature",
+        ),
     ),
     description=Prose(
         "cross-entropy of $\\operatorname{softmax}(o / T)$ against the target",
@@ -88,13 +104,18 @@ SQUARED_ERROR = LossModel(
 
 
 def with_weight_decay(model: LossModel, name: str | None = None) -> LossModel:
-    """`model` plus the penalty `lam/2 ||W||^2` on the weights (the bias is not penalised)."""
+    """`model` plus the penalty `lam/2 ||W||^2` on the weights (the bias is not penalised).
+
+    The strength is the parameter with role "weight_decay", named `lam` unless the model
+    already has a parameter of that name (then `weight_decay`)."""
+    taken = {prm.symbol.name for prm in model.params}
+    symbol = S.lam if S.lam.name not in taken else sp.Symbol("weight_decay", nonnegative=True)
+    strength = Param(symbol, 1e-4, low=0.0, doc="weight decay strength", role="weight_decay")
     return replace(
         model,
         name=name or f"{model.name}_l2",
         title=Prose(model.title.en + " with weight decay", model.title.zh + "（带权重衰减）"),
-        params=(*model.params, Param(S.lam, 1e-4, low=0.0, doc="weight decay strength")),
-        weight_decay=True,
+        params=(*model.params, strength),
     )
 
 

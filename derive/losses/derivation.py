@@ -10,12 +10,16 @@ them and tells the shared steps in the notes' words (`Wording`).
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import sympy as sp
 
 from derive import notation as S
+from derive.errors import StepCheckError
 from derive.losses.calculus import (
     hessian_vector_product,
     logit_gradient,
@@ -34,7 +38,9 @@ from derive.symbolic.explicit import (
 )
 from derive.symbolic.functions import to_raw
 from derive.symbolic.steps import (
+    Binding,
     ConcreteK,
+    Definitions,
     Derivation,
     Elementwise,
     FirstOf,
@@ -45,6 +51,7 @@ from derive.symbolic.steps import (
     Step,
     canonical_sums,
     expand_logs,
+    explicit,
     factor_exponentials,
     factor_shift,
     refine_indices,
@@ -55,11 +62,11 @@ from derive.symbolic.steps import (
 
 @dataclass(frozen=True)
 class Wording:
-    """How a shared step is told: its title, its reason, and optionally its displayed rhs."""
+    """How a shared step is told: its title and its reason (never its formula: every displayed
+    formula is the step's own, checked, lhs and rhs)."""
 
     title: Prose
     reason: Prose
-    display_rhs: sp.Basic | None = None
 
 
 def display(name: str) -> sp.Symbol:
@@ -69,31 +76,41 @@ def display(name: str) -> sp.Symbol:
 
 # --------------------------------------------------------------------------- matrix checks
 
+#: The per-sample and batch loss, as named in the notes (defined by the loss's definition step).
+LOSS = sp.Symbol(r"\ell")
+#: The model's output `yhat_j`, defined by the prediction's definition step.
+YHAT = S.yhat
+#: The weight-decay penalty R(W), defined by its own step where the model has one.
+PENALTY = sp.Symbol("R")
 
-def _chain_rule(model: LossModel, loss: sp.Expr, gradient: sp.Expr, param: str) -> Elementwise:
-    """`dl/dW = x g^T` or `dl/db = g` for one sample, with the model's own loss and gradient."""
-    K_max = 3 if model.concrete_Ks == FULL_KS else 2
-
-    def build(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-        batch = make_batch(1, d, K, model.simplex_targets)
-        g = gradient_matrix(gradient, batch)
-        if param == "W":
-            return jacobian(row_instance(loss, batch, 0), batch.W), batch.X.T * g
-        return jacobian(row_instance(loss, batch, 0), batch.b), g.T
-
-    return Elementwise(build, shapes=((1, 2, 2), (1, 3, 3)) if K_max >= 3 else ((1, 2, 2),))
-
-
-def _batch_W(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-    batch = make_batch(n, d, K, simplex=False)
-    L, dL_dO = any_loss_gradient(batch)
-    return jacobian(L, batch.W), batch.X.T * dL_dO
+# Display names of derivatives: each is bound, in the elementwise checks, to a derivative taken
+# of explicit entries (never typed as a result).
+dl_dW = display(r"\frac{\partial \ell}{\partial W}")
+dl_db = display(r"\frac{\partial \ell}{\partial b}")
+dL_dW = display(r"\frac{\partial L}{\partial W}")
+dL_db = display(r"\frac{\partial L}{\partial b}")
+dR_dW = display(r"\frac{\partial R}{\partial W}")
+#: One sample as column vectors (x: d, y and yhat: K) and the gradient w.r.t. the logits.
+x_vec = sp.MatrixSymbol("x", S.d, 1)
+y_vec = sp.MatrixSymbol("y", S.K, 1)
+yhat_vec = sp.MatrixSymbol(r"\hat{y}", S.K, 1)
+grad_vec = sp.MatrixSymbol(r"\frac{\partial \ell}{\partial o}", S.K, 1)
+ones_K = sp.MatrixSymbol(r"\mathbf{1}", S.K, 1)
 
 
-def _batch_b(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-    batch = make_batch(n, d, K, simplex=False)
-    L, dL_dO = any_loss_gradient(batch)
-    return jacobian(L, batch.b), dL_dO.T * sp.ones(n, 1)
+T = TypeVar("T")
+
+
+def cache(thunk: Callable[[], T]) -> Callable[[], T]:
+    """`thunk`, evaluated at most once."""
+    box: list[T] = []
+
+    def get() -> T:
+        if not box:
+            box.append(thunk())
+        return box[0]
+
+    return get
 
 
 def _row_sums(batch: Batch) -> sp.Matrix:
@@ -103,25 +120,180 @@ def _row_sums(batch: Batch) -> sp.Matrix:
     return sp.Matrix([n * L, *(n * jacobian(L, batch.W)), *(n * jacobian(L, batch.b))])
 
 
-def _batch_sum(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-    """The whole batch's row sums against the sums of its first rows and of the rest."""
+#: The displayed sides of step `batch_sum`: the whole batch's row sum and the sum over blocks.
+BATCH_SUM_LHS = display(r"n \frac{\partial L}{\partial W}")
+BATCH_SUM_RHS = sp.Sum(
+    display(r"n_c \frac{\partial L_c}{\partial W}"), (display("c"), 1, display("C"))
+)
+
+
+def _batch_sum(n: int, d: int, K: int, defs: Definitions) -> dict[sp.Basic, Any]:
+    """The whole batch's row sums (`n L`, `n dL/dW`, `n dL/db`, stacked) for the displayed left
+    side, and the sums of its first rows' and the rest's for the displayed sum over blocks."""
     batch = make_batch(n, d, K, simplex=False)
     split = n // 2
 
     def rows(lo: int, hi: int) -> Batch:
         return Batch(batch.X[lo:hi, :], batch.W, batch.b, batch.Y[lo:hi, :], batch.O[lo:hi, :])
 
-    return _row_sums(batch), _row_sums(rows(0, split)) + _row_sums(rows(split, n))
+    return {
+        BATCH_SUM_LHS: lambda: _row_sums(batch),
+        BATCH_SUM_RHS: lambda: _row_sums(rows(0, split)) + _row_sums(rows(split, n)),
+    }
 
 
-def _weight_decay(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-    batch = make_batch(1, d, K, simplex=False)
-    penalty = S.lam / 2 * sum(w**2 for w in batch.W)
-    return jacobian(penalty, batch.W), S.lam * batch.W
+def _defined(defs: Definitions, name: sp.Basic, what: str) -> sp.Basic:
+    value = defs.unfold(name)
+    if value == name:
+        raise StepCheckError(what, str(name), "?", f"{name} is used before its definition")
+    return value
 
 
-BATCH_SHAPES = ((2, 2, 2), (3, 2, 3), (2, 3, 4))
+def _mean_loss(defs: Definitions, batch: Batch) -> sp.Expr:
+    """`L = (1/n) sum_r ell(o_r, y_r)` for the loss as *defined* (not as derived)."""
+    loss = _defined(defs, LOSS, "mean loss")
+    return sp.Add(*[row_instance(loss, batch, r) for r in range(batch.n)]) / batch.n
+
+
+def _prediction_matrix(defs: Definitions, batch: Batch) -> sp.Matrix | None:
+    """Row r, column j: the defined `yhat_j` at sample r (None where yhat is not defined)."""
+    value = defs.unfold(YHAT[S.j])
+    if value == YHAT[S.j]:
+        return None
+    return sp.Matrix(batch.n, batch.O.cols, lambda r, j: row_instance(value, batch, r, index=j))
+
+
+def binding(model: LossModel, forms: Forms) -> Binding:
+    """What every matrix symbol of the displayed formulas means, for explicit n, d, K.
+
+    Inputs (X, W, b, Y, 1) are fresh symbols; `O` is given entry by entry,
+    `O_rj = sum_a X_ra W_aj + b_j`; `Yhat` is the defined prediction at each row; `G = dL/dO`
+    is the *derived* per-sample gradient at each row, divided by n; the derivatives on the
+    left-hand sides (`dL/dW`, `dl/dW`, ...) are differentiated from the *defined* loss, entry
+    by entry. The per-sample symbols (x, y, yhat, dl/do) are sample 0 of the batch.
+    """
+
+    # Cached: the mutation tests check many variants of a step against the same meanings.
+    @functools.lru_cache(maxsize=32)
+    def bind(n: int, d: int, K: int, defs: Definitions) -> dict[sp.Basic, Any]:
+        batch = make_batch(n, d, K, model.simplex_targets)
+        G = cache(lambda: gradient_matrix(forms.gradient, batch))
+        L = cache(lambda: _mean_loss(defs, batch))
+        row0 = cache(lambda: row_instance(_defined(defs, LOSS, "loss"), batch, 0))
+        P = cache(lambda: _prediction_matrix(defs, batch))
+
+        def penalty_gradient() -> sp.Matrix:
+            R = explicit(_defined(defs, PENALTY, "weight decay"), {S.Wm: batch.W}, n, d, K)
+            return jacobian(R, batch.W)
+
+        def prediction(rows: bool) -> sp.Basic:
+            value = P()
+            if value is None:
+                raise StepCheckError(
+                    "prediction", "yhat", "?", "yhat is used before its definition"
+                )
+            return value if rows else value[0, :].T
+
+        return {
+            S.Xm: batch.X,
+            S.Wm: batch.W,
+            S.bm: batch.b,
+            S.Ym: batch.Y,
+            S.Om: lambda: _per_element(batch),
+            S.ones_n: sp.ones(n, 1),
+            ones_K: sp.ones(K, 1),
+            S.Gm: G,
+            dL_dW: lambda: jacobian(L(), batch.W),
+            dL_db: lambda: jacobian(L(), batch.b),
+            x_vec: batch.X[0, :].T,
+            y_vec: batch.Y[0, :].T,
+            grad_vec: lambda: G()[0, :].T,
+            dl_dW: lambda: jacobian(row0(), batch.W),
+            dl_db: lambda: jacobian(row0(), batch.b),
+            S.Yhat: lambda: prediction(rows=True),
+            yhat_vec: lambda: prediction(rows=False),
+            dR_dW: penalty_gradient,
+        }
+
+    return bind
+
+
+def as_vector(expr: sp.Expr, batch: bool = False) -> sp.MatrixExpr | None:
+    """`expr` in `yhat_j`, `y_j` and constants as a column K-vector (`yhat - y`), or with
+    `batch` as the n x K matrix whose rows are those vectors (`Yhat - Y`); None if `expr` is not
+    such a linear combination."""
+    vectors = (
+        {YHAT: S.Yhat, S.y: S.Ym, None: S.ones_n * ones_K.T}
+        if batch
+        else {YHAT: yhat_vec, S.y: y_vec, None: ones_K}
+    )
+    terms: list[sp.MatrixExpr] = []
+    for term in sp.Add.make_args(sp.expand(expr)):
+        indexed = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Indexed)]
+        coeff = sp.Mul(*[f for f in sp.Mul.make_args(term) if not isinstance(f, sp.Indexed)])
+        if coeff.has(S.j, sp.Indexed):
+            return None
+        if not indexed:
+            terms.append(coeff * vectors[None])
+        elif len(indexed) == 1 and indexed[0].base in vectors and indexed[0].indices == (S.j,):
+            terms.append(coeff * vectors[indexed[0].base])
+        else:
+            return None
+    return sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
+
+
+BATCH_SHAPES = ((2, 2, 2), (3, 2, 3))
+#: Every log argument here is positive (probabilities, sums of exponentials): logs of products
+#: and quotients may be expanded, as in the concrete-K checks.
+LOGS = (expand_logs,)
 FULL_KS = (2, 3, 4, 5, 6, 7, 8)
+
+MEANING = Prose(
+    "$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$, the loss as defined above, and its derivatives "
+    "taken entry by entry",
+    "$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$、上文定义的损失及其逐元素求得的导数",
+)
+MEANING_G = Prose(
+    MEANING.en + "; row $r$ of $G$ is the gradient derived above at sample $r$",
+    MEANING.zh + "；$G$ 的第 $r$ 行为上面推出的梯度在样本 $r$ 处的值",
+)
+
+
+def linear_model_step(title: Prose, reason: Prose) -> Step:
+    """`O = X W + 1 b^T`, proved against `O_rj = sum_a X_ra W_aj + b_j`."""
+    return Step(
+        "linear_model",
+        title,
+        reason,
+        S.Om,
+        sp.MatAdd(S.Xm * S.Wm, S.ones_n * S.bm.T),
+        (Elementwise(_linear_only, shapes=((2, 2, 2), (3, 2, 4)), meaning=MEANING_LINEAR),),
+    )
+
+
+MEANING_LINEAR = Prose(
+    "$O$ given entry by entry as $O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$",
+    "$O$ 逐元素给出 $O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$",
+)
+
+
+def _per_element(batch: Batch) -> sp.Matrix:
+    """`O_rj = sum_a X_ra W_aj + b_j`, written out entry by entry."""
+    n, d, K = batch.n, batch.X.cols, batch.W.cols
+    return sp.Matrix(
+        n, K, lambda r, j: sum(batch.X[r, a] * batch.W[a, j] for a in range(d)) + batch.b[j]
+    )
+
+
+def _linear_only(n: int, d: int, K: int, defs: Definitions) -> dict[sp.Basic, Any]:
+    batch = make_batch(n, d, K, simplex=False)
+    return {
+        S.Xm: batch.X,
+        S.Wm: batch.W,
+        S.bm: batch.b,
+        S.ones_n: sp.ones(n, 1),
+        S.Om: _per_element(batch),
+    }
 
 
 # --------------------------------------------------------------------------- wording
@@ -182,16 +354,25 @@ def _generic_wording(model: LossModel) -> dict[str, Wording]:
         "batch_gradient_W": Wording(
             Prose("The batch gradient for $W$", "批量上 $W$ 的梯度"),
             Prose(
-                "For the mean loss over a batch, with $G = \\partial L / \\partial O$ (row $r$ "
-                "is the gradient above at sample $r$, divided by $n$). Proved for an arbitrary "
-                "differentiable per-sample loss.",
-                "对批量平均损失，记 $G = \\partial L / \\partial O$（第 $r$ 行是样本 $r$ 的上述梯度"
-                "除以 $n$）。对任意可微的单样本损失证明。",
+                "For the mean loss over a batch, $L = \\frac{1}{n} \\sum_r \\ell(o^{(r)})$, "
+                "with $G$ the $n \\times K$ matrix whose row $r$ is the gradient above at "
+                "sample $r$.",
+                "对批量平均损失 $L = \\frac{1}{n} \\sum_r \\ell(o^{(r)})$，记 $G$ 为 "
+                "$n \\times K$ 矩阵，其第 $r$ 行是样本 $r$ 处的上述梯度。",
             ),
         ),
         "batch_gradient_b": Wording(
             Prose("The batch gradient for $b$", "批量上 $b$ 的梯度"),
-            Prose("The column sums of $G$.", "$G$ 的列和。"),
+            Prose("The column sums of $G$, divided by $n$.", "$G$ 的列和除以 $n$。"),
+        ),
+        "weight_decay_penalty": Wording(
+            Prose("The weight-decay penalty", "权重衰减惩罚项"),
+            Prose(
+                "$R(W) = \\frac{\\lambda}{2} \\lVert W \\rVert^2$ is added to the mean loss "
+                "(the bias is not penalised).",
+                "把 $R(W) = \\frac{\\lambda}{2} \\lVert W \\rVert^2$ 加到平均损失上"
+                "（偏置不受惩罚）。",
+            ),
         ),
         "batch_sum": Wording(
             Prose("Sums over blocks of rows", "按行分块求和"),
@@ -296,29 +477,46 @@ def _chains(
     return chains
 
 
-def final_forms(model: LossModel, forms: Forms) -> dict[str, sp.Basic]:
-    out: dict[str, sp.Basic] = {
-        "loss": forms.loss,
-        "gradient": forms.gradient,
-        "prediction": model.prediction,
-        # The chain rule through the linear layer, as proved by the batch steps with
-        # G = dL/dO (for any loss): what the fused code computes per block of rows.
-        "logits": S.Xm * S.Wm + S.ones_n * S.bm.T,
-        "dW": S.Xm.T * S.Gm,
-        "db": S.Gm.T * S.ones_n,
-        # Step "batch_sum": the loss and both gradients are row sums divided by this; the code's
-        # summed form (`reduction="sum"`) skips the division and scales the penalty by it.
-        "batch_rows": S.n,
+def final_forms(
+    model: LossModel,
+    derived: Forms,
+    steps: dict[str, Step],
+    prediction: str = "prediction_definition",
+) -> tuple[dict[str, sp.Basic], dict[str, str]]:
+    """The forms the code generator prints, each the right-hand side of a named step, and the
+    name of that step (`Derivation.check` confirms every pair)."""
+    sources = {
+        "loss": "loss_in_logits" if "loss_in_logits" in steps else "loss_definition",
+        "gradient": "gradient_logits",
+        "prediction": prediction,
+        "logits": "linear_model",
+        # The chain rule through the linear layer, with G = dL/dO: what the fused code computes
+        # per block of rows.
+        "dW": "batch_gradient_W",
+        "db": "batch_gradient_b",
+        "hessian": "hessian_logits",
+        "hvp": "hessian_vector_product",
+        "decay_loss": "weight_decay_penalty",
+        "decay_grad": "weight_decay",
     }
-    if forms.hessian is not None and forms.hvp is not None:
-        out["hessian"], out["hvp"] = forms.hessian, forms.hvp
+    present = {name: src for name, src in sources.items() if src in steps}
+    forms = {name: steps[src].rhs for name, src in present.items()}
+    # The code computes the rows of G (the per-sample gradient, whatever the notes show for
+    # it) and prints the chain rule in G: checked equal to the batch steps' displayed rhs.
+    forms["dW"] = sp.MatMul(1 / S.n, S.Xm.T, S.Gm)
+    forms["db"] = sp.MatMul(1 / S.n, S.Gm.T, S.ones_n)
+    # A size, not a formula: the code's sums over rows are divided by it (step "batch_sum").
+    forms["batch_rows"] = S.n
     # What the code prints: the last link of each accurate chain (all of them checked steps).
-    out |= {f"code_{name}": chain[-1][1] for name, chain in forms.chains.items()}
-    out |= {f"reference_{name}": e for name, e in reference_forms(model, forms).items()}
-    if model.weight_decay:
-        out["decay_loss"] = S.lam / 2 * sp.Trace(S.Wm.T * S.Wm)
-        out["decay_grad"] = S.lam * S.Wm
-    return out
+    for name, chain in derived.chains.items():
+        forms[f"code_{name}"] = chain[-1][1]
+        last = f"{name}_{chain[-1][0]}" if len(chain) > 1 else sources.get(name, "")
+        if last in steps:
+            present[f"code_{name}"] = last
+    # References for verify (raw forms and their derivatives, evaluated in high precision):
+    # not printed as code, so they need no source step.
+    forms |= {f"reference_{name}": e for name, e in reference_forms(model, derived).items()}
+    return forms, present
 
 
 def reference_forms(model: LossModel, forms: Forms) -> dict[str, sp.Expr]:
@@ -348,20 +546,34 @@ def reference_forms(model: LossModel, forms: Forms) -> dict[str, sp.Expr]:
 
 
 def core_steps(
-    model: LossModel, forms: Forms, wording: dict[str, Wording] | None = None
+    model: LossModel,
+    forms: Forms,
+    wording: dict[str, Wording] | None = None,
+    per_sample: sp.MatrixExpr | None = None,
+    batch_gradient: sp.MatrixExpr | None = None,
 ) -> dict[str, Step]:
-    """The shared steps, by name, in order; `wording` tells some of them in other words."""
+    """The shared steps, by name, in order; `wording` tells some of them in other words.
+
+    `per_sample` (a K-vector) and `batch_gradient` (n x K) are `dl/do` and `n dL/dO` as a
+    derivation displays them (the story: `yhat - y` and `Yhat - Y`, from its step that proves
+    the substitution); by default they are shown as `dl/do` and `G = dL/dO`. Either way the
+    elementwise checks prove the displayed formula against the loss as defined.
+    """
     words = _generic_wording(model) | (wording or {})
     j, k, o = S.j, S.k, S.o
     Ks = model.concrete_Ks
     # A model that asks for fewer concrete proofs (a large user loss) gets fewer numeric points.
     points = 20 if Ks == FULL_KS else 6
     concrete = ConcreteK(Ks=Ks, targets_simplex=model.simplex_targets, prepare=(expand_logs,))
+    bind = binding(model, forms)
+    K_max = 3 if model.concrete_Ks == FULL_KS else 2
+    sample_shapes = ((1, 2, 2), (1, 3, 3)) if K_max >= 3 else ((1, 2, 2),)
+    # A model that asks for fewer concrete proofs gets the smallest batch with two samples.
+    batch_shapes = BATCH_SHAPES if K_max >= 3 else ((2, 2, 2),)
 
     def step(name: str, lhs: sp.Basic, rhs: sp.Basic, checks: tuple[object, ...]) -> Step:
         w = words[name]
-        shown = rhs if w.display_rhs is None else w.display_rhs
-        return Step(name, w.title, w.reason, lhs, shown, checks)  # type: ignore[arg-type]
+        return Step(name, w.title, w.reason, lhs, rhs, checks)  # type: ignore[arg-type]
 
     steps: dict[str, Step] = {}
 
@@ -376,58 +588,83 @@ def core_steps(
     if forms.loss != model.loss:
         simplex = (targets_sum_to_one,) if model.simplex_targets else ()
         rewrites = (expand_logs, split_sums, *simplex)
+        # The rhs was produced by these rewrites (`loss_in_logits`): the concrete-K proof, on
+        # explicit sums, is the independent one.
         steps["loss_in_logits"] = step(
-            "loss_in_logits", model.loss, forms.loss, (GeneralK(rewrites), concrete)
+            "loss_in_logits", LOSS, forms.loss, (GeneralK(rewrites, replays=True), concrete)
         )
     accurate_steps("loss")
+    loss_shown = forms.loss if "loss_in_logits" in steps else LOSS
     steps["gradient_logits"] = step(
         "gradient_logits",
-        sp.Derivative(forms.loss, o[j]),
+        sp.Derivative(loss_shown, o[j]),
         forms.gradient,
         (
-            GeneralK((refine_indices(j),)),
+            GeneralK((refine_indices(j),), replays=True),
             ConcreteK(Ks=Ks, prepare=(expand_logs,)),
             Numeric(points=points, targets_simplex=model.simplex_targets),
         ),
     )
     accurate_steps("gradient")
-    grad_vector = sp.MatrixSymbol(r"\frac{\partial \ell}{\partial o}", S.K, 1)
+    sample = per_sample if per_sample is not None else grad_vec
     steps["chain_rule_W"] = step(
         "chain_rule_W",
-        display(r"\frac{\partial \ell}{\partial W}"),
-        sp.MatrixSymbol("x", S.d, 1) * grad_vector.T,
-        (_chain_rule(model, forms.loss, forms.gradient, "W"),),
+        dl_dW,
+        x_vec * sample.T,
+        (Elementwise(bind, shapes=sample_shapes, meaning=MEANING, prepare=LOGS),),
     )
     steps["chain_rule_b"] = step(
         "chain_rule_b",
-        display(r"\frac{\partial \ell}{\partial b}"),
-        grad_vector,
-        (_chain_rule(model, forms.loss, forms.gradient, "b"),),
+        dl_db,
+        sample,
+        (Elementwise(bind, shapes=sample_shapes, meaning=MEANING, prepare=LOGS),),
     )
+    if batch_gradient is not None:
+        dW, db, meaning = (
+            sp.MatMul(1 / S.n, S.Xm.T, batch_gradient),
+            sp.MatMul(1 / S.n, batch_gradient.T, S.ones_n),
+            MEANING,
+        )
+    else:
+        dW, db, meaning = (
+            sp.MatMul(1 / S.n, S.Xm.T, S.Gm),
+            sp.MatMul(1 / S.n, S.Gm.T, S.ones_n),
+            MEANING_G,
+        )
     steps["batch_gradient_W"] = step(
         "batch_gradient_W",
-        display(r"\frac{\partial L}{\partial W}"),
-        S.Xm.T * S.Gm,
-        (Elementwise(_batch_W, shapes=BATCH_SHAPES),),
+        dL_dW,
+        dW,
+        (Elementwise(bind, shapes=batch_shapes, meaning=meaning, prepare=LOGS),),
     )
     steps["batch_gradient_b"] = step(
         "batch_gradient_b",
-        display(r"\frac{\partial L}{\partial b}"),
-        S.Gm.T * S.ones_n,
-        (Elementwise(_batch_b, shapes=BATCH_SHAPES),),
+        dL_db,
+        db,
+        (Elementwise(bind, shapes=batch_shapes, meaning=meaning, prepare=LOGS),),
     )
     steps["batch_sum"] = step(
         "batch_sum",
-        display(r"n \frac{\partial L}{\partial W}"),
-        sp.Sum(display(r"n_c \frac{\partial L_c}{\partial W}"), (display("c"), 1, display("C"))),
-        (Elementwise(_batch_sum, shapes=((2, 2, 2), (3, 2, 3))),),
+        BATCH_SUM_LHS,
+        BATCH_SUM_RHS,
+        (Elementwise(_batch_sum, shapes=((2, 2, 2), (3, 2, 3)), meaning=MEANING_SUM),),
     )
-    if model.weight_decay:
+    decay = model.decay_symbol
+    if decay is not None:
+        w = words["weight_decay_penalty"]
+        steps["weight_decay_penalty"] = Step(
+            "weight_decay_penalty",
+            w.title,
+            w.reason,
+            PENALTY,
+            decay / 2 * sp.Trace(S.Wm.T * S.Wm),
+            definition=True,
+        )
         steps["weight_decay"] = step(
             "weight_decay",
-            display(r"\frac{\partial}{\partial W} \frac{\lambda}{2} \lVert W \rVert^2"),
-            S.lam * S.Wm,
-            (Elementwise(_weight_decay, shapes=((1, 2, 2), (1, 3, 2))),),
+            dR_dW,
+            decay * S.Wm,
+            (Elementwise(bind, shapes=((1, 2, 2), (1, 3, 2)), meaning=MEANING_R),),
         )
     accurate_steps("prediction")
     if model.simplex_targets:
@@ -438,20 +675,21 @@ def core_steps(
         "hessian_logits",
         sp.Derivative(forms.gradient, o[k]),
         forms.hessian,
-        (GeneralK((refine_indices(j, k),)), ConcreteK(Ks=Ks), Numeric(points=points)),
+        (
+            GeneralK((refine_indices(j, k),), replays=True),
+            ConcreteK(Ks=Ks),
+            Numeric(points=points),
+        ),
     )
     accurate_steps("hessian")
     steps["hessian_vector_product"] = step(
         "hessian_vector_product",
         sp.Sum(forms.hessian * S.v[k], (k, 1, S.K)),
         forms.hvp,
-        (GeneralK((refine_indices(j),)), ConcreteK(Ks=Ks)),
+        (GeneralK((refine_indices(j),), replays=True), ConcreteK(Ks=Ks)),
     )
     accurate_steps("hvp")
     return steps
-
-
-LOSS = display(r"\ell")
 
 
 def results(steps: dict[str, Step]) -> tuple[Result, ...]:
@@ -596,8 +834,21 @@ def _label_steps(model: LossModel, forms: Forms, steps: dict[str, Step]) -> None
         )
 
 
+MEANING_SUM = Prose(
+    "the three row sums $n L$, $n \\, \\partial L / \\partial W$, $n \\, \\partial L / "
+    "\\partial b$ of an arbitrary differentiable per-sample loss, for the batch and for its "
+    "two blocks of rows",
+    "任意可微单样本损失的三个行和 $n L$、$n \\, \\partial L / \\partial W$、"
+    "$n \\, \\partial L / \\partial b$，对整个批量与其两个行块分别计算",
+)
+MEANING_R = Prose(
+    "$R$ as defined above, differentiated entry by entry",
+    "上文定义的 $R$，逐元素求导",
+)
+
+
 def loss_derivation(model: LossModel) -> Derivation:
-    """The derivation of any loss model: its definition, then the shared steps."""
+    """The derivation of any loss model: its definitions, the linear layer, the shared steps."""
     forms = derive_forms(model)
     definition = Step(
         "loss_definition",
@@ -618,8 +869,19 @@ def loss_derivation(model: LossModel) -> Derivation:
         model.prediction,
         definition=True,
     )
-    core = core_steps(model, forms)
-    steps = (definition, prediction, *core.values())
+    linear = linear_model_step(
+        Prose("The linear layer", "线性层"),
+        Prose(
+            "Each sample's logits are $o = W^T x + b$; a batch $X$ ($n \\times d$) stacks them "
+            "into rows.",
+            "每个样本的输出为 $o = W^T x + b$；一个批量 $X$（$n \\times d$）把它们按行堆叠。",
+        ),
+    )
+    shared = core_steps(model, forms)
+    by_name = {"loss_definition": definition, "prediction_definition": prediction, **shared}
+    by_name["linear_model"] = linear
+    steps = (definition, prediction, linear, *shared.values())
+    forms_out, sources = final_forms(model, forms, by_name)
     return Derivation(
         name=model.name,
         title=model.title,
@@ -628,7 +890,8 @@ def loss_derivation(model: LossModel) -> Derivation:
             f"{model.title.zh}损失梯度的机器验证推导。",
         ),
         steps=steps,
-        final_forms=final_forms(model, forms),
+        final_forms=forms_out,
         model=model,
-        results=results(core),
+        results=results(shared),
+        final_sources=sources,
     )

@@ -32,6 +32,10 @@ class Param:
     low_inclusive: bool = True
     high_inclusive: bool = False
     doc: str = ""
+    #: What the parameter does, where the pipeline must know it: "weight_decay" (the strength
+    #: of the penalty on W: not an argument of the per-sample functions), "temperature",
+    #: "smoothing"; "" for any other parameter. Never inferred from the name.
+    role: str = ""
 
     def __post_init__(self) -> None:
         S.checked_name(self.symbol.name, "parameter name")
@@ -78,7 +82,6 @@ class LossModel:
     targets: TargetKind
     params: tuple[Param, ...] = ()
     description: Prose = field(default_factory=lambda: Prose(en="", zh=""))
-    weight_decay: bool = False
     #: The concrete class counts every symbolic step is also proved for. Large, generic losses
     #: may ask for fewer (their expressions grow fast with K); the notes say which were done.
     concrete_Ks: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
@@ -88,6 +91,11 @@ class LossModel:
     def __post_init__(self) -> None:
         S.checked_name(self.name, "loss name")
         allowed = {S.K, *(prm.symbol for prm in self.params)}
+        roles = [prm.role for prm in self.params if prm.role]
+        if len(roles) != len(set(roles)):
+            raise ModelDefinitionError(f"{self.name}: a role is declared twice: {roles}")
+        if len({prm.symbol.name for prm in self.params}) != len(self.params):
+            raise ModelDefinitionError(f"{self.name}: two parameters share a name")
         if self.targets not in ("distribution", "binary", "real"):
             raise ModelDefinitionError(
                 f"targets of {self.name}: {self.targets!r}; expected distribution, binary or real"
@@ -111,6 +119,17 @@ class LossModel:
     @property
     def simplex_targets(self) -> bool:
         return self.targets == "distribution"
+
+    def role(self, role: str) -> Param | None:
+        """The parameter declared with `role`, if any."""
+        found = [prm for prm in self.params if prm.role == role]
+        return found[0] if found else None
+
+    @property
+    def decay_symbol(self) -> sp.Symbol | None:
+        """The weight-decay strength, where the model declares one (role "weight_decay")."""
+        prm = self.role("weight_decay")
+        return prm.symbol if prm is not None else None
 
 
 def _indexed_labels(expr: sp.Expr) -> set[sp.Basic]:

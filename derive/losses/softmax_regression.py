@@ -12,13 +12,24 @@ from __future__ import annotations
 import sympy as sp
 
 from derive import notation as S
-from derive.losses.derivation import Wording, core_steps, derive_forms, final_forms, results
-from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, softmax_expr
-from derive.symbolic.explicit import make_batch
+from derive.losses.derivation import (
+    LOSS,
+    YHAT,
+    Wording,
+    as_vector,
+    core_steps,
+    derive_forms,
+    final_forms,
+    linear_model_step,
+    results,
+)
+from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, class_sum, softmax_expr
+from derive.symbolic.functions import stabilize, to_raw
 from derive.symbolic.steps import (
     ConcreteK,
+    Definitions,
     Derivation,
-    Elementwise,
+    FirstOf,
     GeneralK,
     Positive,
     Prose,
@@ -34,25 +45,20 @@ from derive.symbolic.steps import (
     split_sums,
 )
 
-LOSS = sp.Symbol(r"\ell")
-YHAT = S.yhat
 
-
-def _linear_layer(n: int, d: int, K: int) -> tuple[sp.Matrix, sp.Matrix]:
-    batch = make_batch(n, d, K, simplex=False)
-    per_element = sp.Matrix(
-        n,
-        K,
-        lambda r, j: sum(batch.X[r, a] * batch.W[a, j] for a in range(d)) + batch.b[j],
-    )
-    return batch.O, per_element
+def _cross_entropy(model: LossModel) -> sp.Expr:
+    """`-sum_k y_k log yhat_k` in the defined `yhat`, where that *is* the model's loss once
+    `yhat` is unfolded (softmax regression); otherwise the model's loss as written."""
+    in_yhat = -class_sum(S.y[S.k] * sp.log(YHAT[S.k]))
+    unfolded = Definitions().define(YHAT[S.j], model.prediction).unfold(in_yhat)
+    return in_yhat if unfolded == model.loss else model.loss
 
 
 def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
     """The notes' derivation for `model` (softmax cross-entropy by default)."""
     j, k, c, K = S.j, S.k, S.c, S.K
     o = S.o
-    yhat_j = softmax_expr(j)
+    yhat_j = YHAT[j]
     lse = sp.log(sp.Sum(sp.exp(o[S.m]), (S.m, 1, K)))
     forms = derive_forms(model)
     concrete = ConcreteK()
@@ -73,8 +79,7 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             sp.Integer(1),
             (GeneralK((refine_indices(c),)), concrete),
         ),
-        Step(
-            "linear_model",
+        linear_model_step(
             Prose("The linear model", "线性模型"),
             Prose(
                 "Each sample $x$ ($d$ features) gets $K$ logits $o = W^T x + b$; for a batch "
@@ -85,9 +90,6 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "（$n \\times d$）按行堆叠成 $O = XW + \\mathbf{1} b^T$，其中 $W$ 的形状为 "
                 "$d \\times K$。逐元素地，$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$。",
             ),
-            S.Om,
-            sp.MatAdd(S.Xm * S.Wm, S.ones_n * S.bm.T),
-            (Elementwise(_linear_layer, shapes=((2, 2, 2), (3, 2, 4))),),
         ),
         Step(
             "softmax_definition",
@@ -98,7 +100,7 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "softmax 就是用来把输出结果变成概率（和为 1）：对每个输出取指数，再除以它们的和。",
             ),
             YHAT[j],
-            yhat_j,
+            model.prediction,
             definition=True,
         ),
         Step(
@@ -236,15 +238,16 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         ),
         Step(
             "cross_entropy",
-            Prose("The cross-entropy loss in the logits", "用输出 $o$ 写出交叉熵损失函数"),
+            Prose("The cross-entropy loss", "交叉熵损失函数"),
             Prose(
-                "Substituting the softmax for $\\hat{y}$ writes the loss in the logits, the "
-                "variables the gradient is taken in.",
-                "把 softmax 代入 $\\hat{y}$，就把损失写成输出 $o$ 的函数，也就是求梯度的变量。",
+                "The loss $\\ell$ of one sample is this cross-entropy. Every later step is "
+                "checked with $\\ell$ and $\\hat{y}$ replaced by their definitions.",
+                "一个样本的损失 $\\ell$ 就是这个交叉熵。之后的每一步在检验时都把 $\\ell$ 和 "
+                "$\\hat{y}$ 换成它们的定义。",
             ),
-            -sp.Sum(S.y[k] * sp.log(YHAT[k]), (k, 1, K)),
-            model.loss,
-            (GeneralK((softmax_for_yhat, canonical_sums)),),
+            LOSS,
+            _cross_entropy(model),
+            definition=True,
         ),
     )
     logsumexp_shift = Step(
@@ -336,8 +339,6 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "$W$ 和 $b$ 两个梯度共有的因子，只需对任意 $K$ 推导一次，线性层只再乘上 $x$。"
                 "这就是先对 $o_j$ 求梯度、而不是直接对 $W$ 和 $b$ 求的原因。",
             ),
-            display_rhs=sp.MatrixSymbol("x", S.d, 1)
-            * (sp.MatrixSymbol(r"\hat{y}", S.K, 1) - sp.MatrixSymbol("y", S.K, 1)).T,
         ),
         "chain_rule_b": Wording(
             Prose("The chain rule to $b$", "链式法则到 $b$"),
@@ -347,25 +348,18 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "$\\partial o_k / \\partial b_j = \\delta_{kj}$，所以偏置的梯度就是 "
                 "$\\partial \\ell / \\partial o$ 本身。",
             ),
-            display_rhs=sp.MatrixSymbol(r"\hat{y}", S.K, 1) - sp.MatrixSymbol("y", S.K, 1),
         ),
         "batch_gradient_W": Wording(
             Prose("The batch gradient for $W$", "批量上 $W$ 的梯度"),
             Prose(
                 "The training loss is the mean over the batch, $L = \\frac{1}{n} \\sum_i "
                 "\\ell(y^{(i)}, \\hat{y}^{(i)})$. Summing $x^{(i)} (\\hat{y}^{(i)} - "
-                "y^{(i)})^T$ over the samples is one matrix product. The check proves "
-                "$\\partial L / \\partial W = X^T \\, \\partial L / \\partial O$ for an "
-                "arbitrary differentiable per-sample loss, so it holds for every loss on this "
-                "layer; $\\partial L / \\partial O = (\\hat{Y} - Y)/n$ is the gradient above, "
-                "row by row.",
+                "y^{(i)})^T$ over the samples is one matrix product; row $i$ of "
+                "$\\hat{Y} - Y$ is the gradient above at sample $i$.",
                 "训练损失是批量上的平均 $L = \\frac{1}{n} \\sum_i \\ell(y^{(i)}, "
                 "\\hat{y}^{(i)})$。把各样本的 $x^{(i)} (\\hat{y}^{(i)} - y^{(i)})^T$ 相加，"
-                "就是一次矩阵乘法。检验对任意可微的单样本损失证明了 $\\partial L / \\partial W = "
-                "X^T \\, \\partial L / \\partial O$，所以它对这一层上的任何损失都成立；而 "
-                "$\\partial L / \\partial O = (\\hat{Y} - Y)/n$ 就是上面逐行得到的梯度。",
+                "就是一次矩阵乘法；$\\hat{Y} - Y$ 的第 $i$ 行是样本 $i$ 处的上述梯度。",
             ),
-            display_rhs=sp.MatMul(1 / S.n, S.Xm.T, (S.Yhat - S.Ym)),
         ),
         "batch_gradient_b": Wording(
             Prose("The batch gradient for $b$", "批量上 $b$ 的梯度"),
@@ -373,7 +367,6 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
                 "The column sums of $\\hat{Y} - Y$, divided by $n$.",
                 "$\\hat{Y} - Y$ 的列和除以 $n$。",
             ),
-            display_rhs=sp.MatMul(1 / S.n, (S.Yhat - S.Ym).T, S.ones_n),
         ),
         "hessian_logits": Wording(
             Prose("The second derivative", "二阶导数"),
@@ -399,13 +392,40 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             ),
         ),
     }
-    shared = core_steps(model, forms, wording)
+    # The gradient in the defined prediction: the stable gradient with softmax(o)_j written
+    # as yhat_j. The chain-rule and batch steps display this vector (`yhat - y`), so what they
+    # show follows the loss; the elementwise checks prove those displays against the loss.
+    stable_gradient = stabilize(forms.gradient)
+    in_prediction = stable_gradient.xreplace({stabilize(model.prediction): yhat_j})
+    gradient_prediction = Step(
+        "gradient_prediction",
+        Prose("In terms of the prediction", "用预测值表示"),
+        Prose(
+            "Substituting the definition $\\hat{y}_j = \\operatorname{softmax}(o)_j$.",
+            "代入定义 $\\hat{y}_j = \\operatorname{softmax}(o)_j$。",
+        ),
+        stable_gradient,
+        in_prediction,
+        (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=model.concrete_Ks))),),
+    )
+    shows = in_prediction != stable_gradient
+    shared = core_steps(
+        model,
+        forms,
+        wording,
+        per_sample=as_vector(in_prediction) if shows else None,
+        batch_gradient=as_vector(in_prediction, batch=True) if shows else None,
+    )
     steps = []
     for name, step in shared.items():
         steps.append(step)
         if name == "loss_in_logits":
             steps.append(logsumexp_shift)
+        if name == "gradient_stable" and shows:
+            steps.append(gradient_prediction)
     steps = [*story_before, *steps, convexity]
+    by_name = {step.name: step for step in steps}
+    forms_out, sources = final_forms(model, forms, by_name, prediction="softmax_definition")
     return Derivation(
         name=model.name,
         title=model.title,
@@ -414,10 +434,11 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
             "softmax 回归梯度的机器验证推导。",
         ),
         steps=tuple(steps),
-        final_forms=final_forms(model, forms),
+        final_forms=forms_out,
         model=model,
         questions=QUESTIONS,
         results=results(shared),
+        final_sources=sources,
     )
 
 

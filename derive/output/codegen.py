@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
+from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
+from derive.losses.definitions import CATALOGUE_MODELS
 from derive.losses.model import LossModel
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import (
@@ -79,6 +81,16 @@ def _in_place_sum(name: str, expr: sp.Basic, printer: VectorPrinter) -> list[str
     ]
 
 
+def _row_sum(form: sp.MatrixExpr, rows: sp.Expr) -> sp.MatrixExpr:
+    """`(1/n) X^T G` -> `X^T G`: the sum the blocked loop accumulates. Refuses a form whose
+    scalar factor is not exactly `1/rows` (the template divides by `rows` once)."""
+    coeff, matrices = form.as_coeff_matrices()
+    if coeff != 1 / rows:
+        raise NotImplementedError(f"{form}: expected the mean (1/{rows}) of a row sum")
+    out: sp.MatrixExpr = sp.MatMul(*matrices)
+    return out
+
+
 def _param_views(model: LossModel) -> list[dict[str, Any]]:
     return [
         {
@@ -118,8 +130,16 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
 
     distribution = model.targets == "distribution"
     params = _param_views(model)
-    call_params = [p for p in params if p["name"] != S.lam.name]
+    # The weight-decay strength (declared by its role) belongs to the layer, not to the
+    # per-sample functions of the logits.
+    decay_name = model.decay_symbol.name if model.decay_symbol is not None else None
+    call_params = [p for p in params if p["name"] != decay_name]
+    reference = MpmathPrinter({"fully_qualified_modules": False})
     context: dict[str, Any] = {
+        "weight_decay_param": repr(decay_name),
+        "catalogue_loss": any(model is known for known in CATALOGUE_MODELS),
+        "reference_loss": repr(reference.doprint(model.loss)),
+        "reference_prediction": repr(reference.doprint(model.prediction)),
         "template": TEMPLATE,
         "name": d.name,
         "title": d.title("en"),
@@ -135,9 +155,12 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         # The same sum, as statements: the GEMM's fresh result, then `+=` the other terms, so the
         # fused loop allocates no second n x K array per block.
         "logits_inplace": _in_place_sum("O", forms["logits"], chain),
-        "chain_W": chain.doprint(forms["dW"]),
-        "chain_b": chain.doprint(forms["db"]),
+        # The loop sums over rows; the proved (1/n) factor is the division by `batch_rows`.
+        "chain_W": chain.doprint(_row_sum(forms["dW"], forms["batch_rows"])),
+        "chain_b": chain.doprint(_row_sum(forms["db"], forms["batch_rows"])),
         "batch_rows": chain.doprint(forms["batch_rows"]),
+        "chain_W_latex": to_latex(forms["dW"]),
+        "chain_b_latex": to_latex(forms["db"]),
         "decay": None,
         # softmax / log_softmax / logsumexp belong to the API of every softmax-family module.
         "public_kernels": distribution,
@@ -173,7 +196,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
             ),
             "grad_labels_latex": to_latex(grad_all + sp.KroneckerDelta(S.j, S.c) * grad_at_label),
         }
-    if model.weight_decay:
+    if model.decay_symbol is not None:
         decay = VectorPrinter({"W": "W", "V": "V"})
         grad = forms["decay_grad"]
         # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.

@@ -95,7 +95,8 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
     prediction = stable(forms["prediction"])
     second_order = "hvp" in forms
     params = _param_views(model)
-    call_params = [p for p in params if p["name"] != S.lam.name]
+    decay_name = model.decay_symbol.name if model.decay_symbol is not None else None
+    call_params = [p for p in params if p["name"] != decay_name]
     names = [p["name"] for p in call_params]
     context: dict[str, Any] = {
         "template": TEMPLATES[target],
@@ -137,7 +138,7 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
             "grad": _labels_block(labels, "G", forms["gradient"], copy, names),
             "hvp": _labels_block(labels, "HV", forms["hvp"], copy, names) if second_order else None,
         }
-    if model.weight_decay:
+    if model.decay_symbol is not None:
         decay = printer_class({"W": "W", "V": "V"})
         grad = forms["decay_grad"]
         # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.

@@ -404,6 +404,14 @@ class VectorPrinter(NumPyPrinter):
         return self.arrays.get(expr.name, S.checked_name(expr.name, "matrix"))
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
+        scalar, matrices = expr.as_coeff_matrices()
+        if scalar != 1:
+            # The matrix product first, then the scalar: `X.T @ G / n` scales the small result,
+            # never an input block.
+            product = self._print(sp.MatMul(*matrices))
+            num, den = sp.fraction(scalar)
+            out = product if num == 1 else f"{product} * {self._print(num)}"
+            return out if den == 1 else f"{out} / {self._print(den)}"
         args = list(expr.args)
         if len(args) == 2 and args[1] == S.ones_n and isinstance(args[0], sp.Transpose):
             return self._column_sums(self._print(args[0].arg))

@@ -21,8 +21,8 @@ import itertools
 import multiprocessing
 import os
 import random
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import sympy as sp
@@ -64,8 +64,16 @@ def is_zero(expr: sp.Basic) -> bool:
     if expr == 0:
         return True
     atoms = lambda e: sp.cancel(sp.together(_exponentials_as_symbols(e)))  # noqa: E731
-    # A polynomial (no exponentials) is decided fastest by `expand` alone.
-    first = (atoms, sp.expand) if expr.has(sp.exp) else (sp.expand, atoms)
+    whole = lambda e: sp.cancel(sp.together(_whole_exponentials(e)))  # noqa: E731
+    # A polynomial (no exponentials) is decided fastest by `expand` alone; with exponentials,
+    # one opaque symbol per distinct exponential is tried first (cheap where the exponents are
+    # long sums, as in the explicit matrix checks), then one per term of each exponent.
+    if not expr.has(sp.exp):
+        first: tuple[Transform, ...] = (sp.expand, atoms)
+    elif _exponent_terms(expr) > 12:
+        first = (whole, atoms)
+    else:
+        first = (atoms, sp.expand)
     rewrites = (*first, sp.simplify)
     for rewrite in rewrites:
         if rewrite is sp.simplify and sp.count_ops(expr) > SIMPLIFY_LIMIT:
@@ -80,6 +88,27 @@ def is_zero(expr: sp.Basic) -> bool:
 
 #: Operation count above which the last-resort `simplify` is not attempted.
 SIMPLIFY_LIMIT = 400
+
+
+def _exponent_terms(expr: sp.Basic) -> int:
+    """How many distinct terms the exponents of `expr` have (a measure of their length)."""
+    return len({t for e in expr.atoms(sp.exp) for t in sp.Add.make_args(sp.expand(e.args[0]))})
+
+
+def _whole_exponentials(expr: sp.Basic) -> sp.Basic:
+    """Each distinct `exp(t)` (t expanded) as one positive symbol: sound, as a rational
+    identity in those symbols holds whatever their values."""
+    table: dict[sp.Basic, sp.Symbol] = {}
+
+    def atom(e: sp.exp) -> sp.Expr:
+        # exp(-2t) = E_t^-2: one symbol per exponent up to a rational factor.
+        t = sp.expand(e.args[0])
+        sign = -1 if t.could_extract_minus_sign() else 1
+        content, primitive = sp.expand(sign * t).as_content_primitive()
+        out: sp.Expr = table.setdefault(primitive, sp.Dummy(positive=True)) ** (sign * content)
+        return out
+
+    return expr.replace(lambda e: isinstance(e, sp.exp), atom)
 
 
 def _exponentials_as_symbols(expr: sp.Basic) -> sp.Basic:
@@ -112,16 +141,49 @@ def _exponentials_as_symbols(expr: sp.Basic) -> sp.Basic:
 
 
 def canonical_sums(expr: sp.Basic) -> sp.Basic:
-    """Rename each single-limit Sum's dummy to one symbol, so equal sums compare equal."""
-    canon = sp.Symbol("_s", integer=True, positive=True)
+    """Rename every single-limit Sum's dummy canonically, so that equal sums compare equal.
 
-    def rename(s: sp.Sum) -> sp.Sum:
-        (var, lo, hi), *rest = s.limits
-        if rest:
-            return s
-        return sp.Sum(s.function.xreplace({var: canon}), (canon, lo, hi))
+    Capture-free: every bound variable is first made unique (a fresh `Dummy`), then each sum,
+    outermost first, gets the first of `_s`, `_s2`, `_s3`, ... that does not occur free in its
+    own body. A nested sum that uses an enclosing sum's index therefore gets a name of its own,
+    so `sum_j v_j sum_k p_k v_j` and `sum_j v_j sum_k p_k v_k` stay different; sums that do not
+    refer to an enclosing index all use `_s` (the name the stable kernels recognise).
+    """
+    return _name_sums(_fresh_dummies(expr))
 
-    return expr.replace(lambda e: isinstance(e, sp.Sum), rename)
+
+def _fresh_dummies(expr: sp.Basic) -> sp.Basic:
+    """Innermost first, every single-limit Sum binds a `Dummy` of its own."""
+    if not expr.args or not expr.has(sp.Sum):
+        return expr
+    args = [_fresh_dummies(a) for a in expr.args]
+    if isinstance(expr, sp.Sum) and len(expr.limits) == 1:
+        body, (var, lo, hi) = args[0], args[1]
+        fresh = sp.Dummy(var.name, **var.assumptions0)
+        return sp.Sum(body.xreplace({var: fresh}), (fresh, lo, hi))
+    return expr.func(*args) if tuple(args) != expr.args else expr
+
+
+def _canonical_name(taken: set[sp.Basic]) -> sp.Symbol:
+    names = {s.name for s in taken if isinstance(s, sp.Symbol)}
+    for count in itertools.count(1):
+        name = "_s" if count == 1 else f"_s{count}"
+        if name not in names:
+            return sp.Symbol(name, integer=True, positive=True)
+    raise AssertionError("unreachable")
+
+
+def _name_sums(expr: sp.Basic) -> sp.Basic:
+    """Outermost first: each Sum's (unique) dummy becomes the first free canonical name."""
+    if not expr.args or not expr.has(sp.Sum):
+        return expr
+    if isinstance(expr, sp.Sum) and len(expr.limits) == 1:
+        (var, lo, hi) = expr.limits[0]
+        body = expr.function
+        name = _canonical_name(body.free_symbols - {var})
+        return sp.Sum(_name_sums(body.xreplace({var: name})), (name, lo, hi))
+    args = [_name_sums(a) for a in expr.args]
+    return expr.func(*args) if tuple(args) != expr.args else expr
 
 
 def refine_indices(*indices: sp.Symbol) -> Transform:
@@ -236,12 +298,29 @@ def free_class_indices(expr: sp.Basic) -> list[sp.Symbol]:
 class Outcome:
     """What a check established, in words for the notes."""
 
-    strength: Literal["proof", "numeric"]
+    strength: Literal["proof", "replay", "numeric"]
     text: Prose
 
 
 class Check(Protocol):
-    def run(self, step: Step) -> Outcome: ...
+    @property
+    def relations(self) -> frozenset[str]:
+        """The relations this kind of check can establish; a step claiming another is refused."""
+        ...
+
+    def run(self, step: Step, definitions: Definitions | None = None) -> Outcome: ...
+
+
+EQUALITY: frozenset[str] = frozenset({"="})
+
+
+def _require_relation(check: Check, step: Step) -> None:
+    if step.relation not in check.relations:
+        raise _fail(
+            step,
+            f"{type(check).__name__} proves {'/'.join(sorted(check.relations))}, "
+            f"not the claimed relation {step.relation!r}",
+        )
 
 
 def _fail(step: Step, detail: str) -> StepCheckError:
@@ -255,11 +334,26 @@ class GeneralK:
     transforms: tuple[Transform, ...]
     #: The size the proof is symbolic in (K classes; n samples for the likelihood).
     size: str = "K"
+    #: True where the right-hand side was *produced* by these same rewrites: the reduction to 0
+    #: then only replays them, so it is not an independent proof. The step must also carry an
+    #: independent check (`Derivation.check` refuses it otherwise), and the label says so.
+    replays: bool = False
+    relations: frozenset[str] = EQUALITY
 
-    def run(self, step: Step) -> Outcome:
+    def run(self, step: Step, definitions: Definitions | None = None) -> Outcome:
+        _require_relation(self, step)
         diff = run_transforms(step.lhs - step.rhs, self.transforms)
         if not is_zero(diff):
             raise _fail(step, f"symbolic {self.size}: lhs - rhs reduced to {sp.sstr(diff)}, not 0")
+        if self.replays:
+            return Outcome(
+                "replay",
+                Prose(
+                    en=f"reduced to 0 for symbolic ${self.size}$ by the rewrites that produced "
+                    "the right-hand side (a replay, not an independent proof)",
+                    zh=f"对符号 ${self.size}$ 用生成右边的同一组改写化为 0（复现，非独立证明）",
+                ),
+            )
         return Outcome(
             "proof",
             Prose(
@@ -275,8 +369,10 @@ class ConcreteK:
     Ks: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
     targets_simplex: bool = False
     prepare: tuple[Transform, ...] = ()
+    relations: frozenset[str] = EQUALITY
 
-    def run(self, step: Step) -> Outcome:
+    def run(self, step: Step, definitions: Definitions | None = None) -> Outcome:
+        _require_relation(self, step)
         diff0 = step.lhs - step.rhs
         idx = free_class_indices(diff0)
         for K in self.Ks:
@@ -287,22 +383,45 @@ class ConcreteK:
                     e = t(e)
                 if not is_zero(e):
                     at = ", ".join(f"{s}={val}" for s, val in zip(idx, values, strict=True))
-                    raise _fail(step, f"K={K} {at}: lhs - rhs = {sp.sstr(sp.simplify(e))}")
+                    raise _fail(step, f"K={K} {at}: lhs - rhs = {_short(e)}, not 0")
         few = len(self.Ks) <= 3
         ks = ", ".join(map(str, self.Ks)) if few else f"{self.Ks[0]}, \\dots, {self.Ks[-1]}"
+        if not idx:
+            return Outcome(
+                "proof", Prose(en=f"proved for $K = {ks}$", zh=f"对 $K = {ks}$ 逐一严格证明")
+            )
+        small = [K for K in self.Ks if K <= ALL_INDICES_UP_TO]
+        every = f"every value of the free class indices for $K \\le {max(small)}$" if small else ""
+        rest = "at 1, 2 and $K$" + (f" for $K > {max(small)}$" if small else "")
+        if small and max(small) >= self.Ks[-1]:
+            en, zh = every, "自由类别下标取遍所有值"
+        else:
+            en = f"{every}, {rest}" if small else f"free class indices {rest}"
+            zh = "自由类别下标：" + (
+                f"$K \\le {max(small)}$ 时取遍所有值，其余取 1、2 和 $K$"
+                if small
+                else "取 1、2 和 $K$"
+            )
         return Outcome(
             "proof",
-            Prose(
-                en=f"proved for $K = {ks}$ (free class indices at 1, 2 and $K$)",
-                zh=f"对 $K = {ks}$ 逐一严格证明（自由类别下标取 1、2 和 $K$）",
-            ),
+            Prose(en=f"proved for $K = {ks}$ ({en})", zh=f"对 $K = {ks}$ 逐一严格证明（{zh}）"),
         )
 
 
+def _short(expr: sp.Basic, limit: int = 300) -> str:
+    text = str(sp.sstr(expr))
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+#: Up to this K a concrete check tries every value of every free class index.
+ALL_INDICES_UP_TO = 4
+
+
 def _index_values(count: int, K: int) -> Iterable[tuple[int, ...]]:
-    """Index values 1, 2 and K: every pattern of equal/distinct indices, and the last class
-    (special where `y_K = 1 - sum_{j<K} y_j` was substituted). Other values are relabellings."""
-    return itertools.product(sorted({1, 2, K}), repeat=count)
+    """Every index value for small K; beyond, 1, 2 and K: every pattern of equal/distinct
+    indices, and the last class (special where `y_K = 1 - sum_{j<K} y_j` was substituted)."""
+    values = range(1, K + 1) if K <= ALL_INDICES_UP_TO else sorted({1, 2, K})
+    return itertools.product(values, repeat=count)
 
 
 @dataclass(frozen=True)
@@ -314,8 +433,10 @@ class Numeric:
     K: int = 5
     targets_simplex: bool = False
     seed: int = 0
+    relations: frozenset[str] = EQUALITY
 
-    def run(self, step: Step) -> Outcome:
+    def run(self, step: Step, definitions: Definitions | None = None) -> Outcome:
+        _require_relation(self, step)
         rng = random.Random(f"{self.seed}:{step.name}")
         diff0 = step.lhs - step.rhs
         idx = free_class_indices(diff0)
@@ -357,11 +478,15 @@ class FirstOf:
 
     alternatives: tuple[Check, ...]
 
-    def run(self, step: Step) -> Outcome:
+    @property
+    def relations(self) -> frozenset[str]:
+        return frozenset().union(*(a.relations for a in self.alternatives))
+
+    def run(self, step: Step, definitions: Definitions | None = None) -> Outcome:
         error: StepCheckError | None = None
         for alternative in self.alternatives:
             try:
-                return alternative.run(step)
+                return alternative.run(step, definitions)
             except StepCheckError as exc:
                 error = exc
         assert error is not None
@@ -370,42 +495,118 @@ class FirstOf:
 
 @dataclass(frozen=True)
 class Positive:
-    """`rhs > 0` by SymPy's assumption system (exp is positive, sums of positives are positive)."""
+    """`lhs > rhs` (or `>=`) by SymPy's assumption system applied to `lhs - rhs` (exp is
+    positive, sums and quotients of positives are positive). Reads the claimed relation and
+    both sides: an equality, or a right-hand side the assumptions do not bound, is not proved."""
 
-    def run(self, step: Step) -> Outcome:
-        if step.lhs.is_positive is not True:
-            raise _fail(step, "could not establish positivity from the assumptions")
+    relations: frozenset[str] = frozenset({">", ">="})
+
+    def run(self, step: Step, definitions: Definitions | None = None) -> Outcome:
+        _require_relation(self, step)
+        diff = step.lhs - step.rhs
+        proved = diff.is_positive if step.relation == ">" else diff.is_nonnegative
+        if proved is not True:
+            raise _fail(
+                step, f"could not establish lhs - rhs {step.relation} 0 from the assumptions"
+            )
         return Outcome(
             "proof",
-            Prose(en="proved from the assumptions (SymPy)", zh="由 SymPy 的假设系统证明"),
+            Prose(
+                en=f"proved from the assumptions (SymPy: lhs $-$ rhs ${step.relation}$ 0)",
+                zh=f"由 SymPy 的假设系统证明（左边 $-$ 右边 ${step.relation}$ 0）",
+            ),
         )
+
+
+#: What an `Elementwise` check substitutes: every matrix (and display) symbol of the step,
+#: mapped to an explicit matrix (or scalar) for sizes n, d, K, given the derivation's definitions;
+#: a value may be a thunk, evaluated only when the step uses that symbol.
+Binding = Callable[[int, int, int, "Definitions"], dict[sp.Basic, Any]]
 
 
 @dataclass(frozen=True)
 class Elementwise:
-    """A matrix identity proved entry by entry for concrete small shapes.
-
-    `build(n, d, K)` returns the explicit lhs and rhs matrices; symbolic MatrixSymbol calculus is
-    not used (its derivatives of `[0, 0]` elements can silently be 0).
+    """A matrix identity proved entry by entry for concrete small shapes, *on the displayed
+    formula*: `bind(n, d, K, definitions)` gives an explicit matrix for every matrix symbol
+    of the step (X, W, b, Y, Yhat, G, 1, and the display names of derivatives), and both sides
+    of the step are evaluated with them. A symbol the binding does not cover is a failure, so a
+    displayed term can never go unchecked. Symbolic MatrixSymbol calculus is not used (its
+    derivatives of `[0, 0]` elements can silently be 0); derivatives are taken of explicit
+    entries.
     """
 
-    build: Callable[[int, int, int], tuple[sp.Matrix, sp.Matrix]]
+    bind: Binding
     shapes: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 3, 3))
+    #: What the bound symbols mean, for the label (e.g. "$\\hat{Y}$ the softmax of $O$").
+    meaning: Prose = field(default_factory=lambda: Prose("", ""))
+    #: Rewrites applied to each entry's difference before the zero test (as for `ConcreteK`).
+    prepare: tuple[Transform, ...] = ()
+    relations: frozenset[str] = EQUALITY
 
-    def run(self, step: Step) -> Outcome:
+    def run(self, step: Step, definitions: Definitions | None = None) -> Outcome:
+        _require_relation(self, step)
+        defs = definitions or Definitions()
         for n, d, K in self.shapes:
-            lhs, rhs = self.build(n, d, K)
-            if lhs.shape != rhs.shape:
-                raise _fail(step, f"n={n}, d={d}, K={K}: shapes {lhs.shape} != {rhs.shape}")
-            for r in range(lhs.rows):
-                for col in range(lhs.cols):
-                    if not is_zero(lhs[r, col] - rhs[r, col]):
-                        raise _fail(step, f"n={n}, d={d}, K={K}: entry ({r}, {col}) differs")
+            used = step.lhs.atoms(sp.MatrixSymbol, sp.Symbol) | step.rhs.atoms(
+                sp.MatrixSymbol, sp.Symbol
+            )
+            binding = {
+                key: (value() if callable(value) else value)
+                for key, value in self.bind(n, d, K, defs).items()
+                if key in used
+            }
+            try:
+                lhs = explicit(step.lhs, binding, n, d, K)
+                rhs = explicit(step.rhs, binding, n, d, K)
+            except (sp.ShapeError, ValueError, TypeError) as exc:
+                raise _fail(step, f"n={n}, d={d}, K={K}: cannot evaluate ({exc})") from None
+            for side, value in (("lhs", lhs), ("rhs", rhs)):
+                left = _unbound(value)
+                if left:
+                    raise _fail(step, f"n={n}, d={d}, K={K}: {side} has unbound {left}")
+            if isinstance(lhs, sp.MatrixBase) != isinstance(rhs, sp.MatrixBase) or (
+                isinstance(lhs, sp.MatrixBase) and lhs.shape != rhs.shape
+            ):
+                shapes = [getattr(x, "shape", "scalar") for x in (lhs, rhs)]
+                raise _fail(step, f"n={n}, d={d}, K={K}: shapes {shapes[0]} != {shapes[1]}")
+            pairs = (
+                [((r, c), lhs[r, c] - rhs[r, c]) for r in range(lhs.rows) for c in range(lhs.cols)]
+                if isinstance(lhs, sp.MatrixBase)
+                else [((0, 0), lhs - rhs)]
+            )
+            for (r, col), diff in pairs:
+                for t in self.prepare:
+                    diff = t(diff)
+                if not is_zero(diff):
+                    raise _fail(step, f"n={n}, d={d}, K={K}: entry ({r}, {col}) differs")
         sizes = "; ".join(f"$n={n}, d={d}, K={K}$" for n, d, K in self.shapes)
-        return Outcome(
-            "proof",
-            Prose(en=f"proved entry by entry for {sizes}", zh=f"对 {sizes} 逐元素严格证明"),
-        )
+        en = f"both displayed sides proved equal entry by entry on explicit matrices, {sizes}"
+        zh = f"两边按显示的公式在显式矩阵上逐元素严格证明（{sizes}）"
+        if self.meaning.en:
+            en, zh = f"{en}, with {self.meaning.en}", f"{zh}，其中 {self.meaning.zh}"
+        return Outcome("proof", Prose(en=en, zh=zh))
+
+
+def explicit(expr: sp.Basic, binding: dict[sp.Basic, sp.Basic], n: int, d: int, K: int) -> sp.Basic:
+    """`expr` with its bound symbols replaced and sizes substituted, evaluated to an explicit
+    matrix (or a scalar for a trace)."""
+    sizes = {S.n: n, S.d: d, S.K: K}
+    table = {
+        key: (sp.ImmutableMatrix(val) if isinstance(val, sp.MatrixBase) else val)
+        for key, val in binding.items()
+    }
+    out = expr.xreplace(table).xreplace(sizes)
+    if isinstance(out, sp.MatrixBase):
+        return sp.Matrix(out)
+    if isinstance(out, sp.MatrixExpr):
+        return sp.Matrix(out.doit().as_explicit())
+    return out.doit()
+
+
+def _unbound(value: sp.Basic) -> list[str]:
+    """Matrix symbols (or display symbols) that a binding left in an evaluated side."""
+    atoms = value.atoms(sp.MatrixSymbol) | {s for s in value.atoms(sp.Symbol) if "\\" in s.name}
+    return sorted(map(str, atoms))
 
 
 # --------------------------------------------------------------------------- steps
@@ -426,13 +627,50 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Definitions:
+    """The definitions met so far, in order: what a defined name (`\\ell`, `yhat_j`) stands for.
+
+    Checks see every step with its defined names unfolded, so a definition is the object later
+    steps are built from: change it and what they prove changes with it (or fails).
+    A definition's lhs is a symbol, or `base[index]` (which defines `base[t]` for every t).
+    """
+
+    table: tuple[tuple[sp.Basic, sp.Basic], ...] = ()
+
+    def define(self, lhs: sp.Basic, rhs: sp.Basic) -> Definitions:
+        if not (
+            isinstance(lhs, sp.Symbol)
+            or (isinstance(lhs, sp.Indexed) and len(lhs.indices) == 1 and lhs.indices[0].is_Symbol)
+        ):
+            raise ValueError(f"a definition names a symbol or base[index], not {lhs}")
+        return Definitions((*self.table, (lhs, self.unfold(rhs))))
+
+    def unfold(self, expr: sp.Basic) -> sp.Basic:
+        for lhs, rhs in self.table:
+            if isinstance(lhs, sp.Symbol):
+                expr = expr.xreplace({lhs: rhs})
+            else:
+                expr = _unfold_indexed(expr, lhs, rhs)
+        return expr
+
+
+def _unfold_indexed(expr: sp.Basic, lhs: sp.Indexed, rhs: sp.Basic) -> sp.Basic:
+    (index,) = lhs.indices
+    out: sp.Basic = expr.replace(
+        lambda e: isinstance(e, sp.Indexed) and e.base == lhs.base,
+        lambda e: rhs.xreplace({index: e.indices[0]}),
+    )
+    return out
+
+
+@dataclass(frozen=True)
 class CheckedStep:
     step: Step
     outcomes: tuple[Outcome, ...]
 
     @property
     def proved(self) -> bool:
-        """Whether at least one check is a proof (rather than only numeric evidence)."""
+        """Whether at least one check is a proof (rather than numeric evidence or a replay)."""
         return self.step.definition or any(o.strength == "proof" for o in self.outcomes)
 
 
@@ -460,7 +698,12 @@ class Result:
 
 @dataclass(frozen=True)
 class Derivation:
-    """An ordered list of steps, plus the final forms the code generator prints."""
+    """An ordered list of steps, plus the final forms the code generator prints.
+
+    Every final form names the step it comes from (`final_sources`): `check()` refuses a form
+    that is not that step's right-hand side (or proved equal to it), so what the code prints is
+    what a step proved.
+    """
 
     name: str
     title: Prose
@@ -480,16 +723,40 @@ class Derivation:
         if missing:
             raise ValueError(f"derivation {self.name!r}: no step named {', '.join(missing)}")
 
-    def check(self, workers: int = 1) -> CheckedDerivation:
+    #: For each final form, the name of the step whose right-hand side it is.
+    final_sources: dict[str, str] = field(default_factory=dict)
+
+    def definitions(self) -> list[Definitions]:
+        """The definitions in force at each step (those of the steps before it, and its own)."""
+        defs, out = Definitions(), []
+        for step in self.steps:
+            if step.definition:
+                try:
+                    defs = defs.define(step.lhs, step.rhs)
+                except ValueError as exc:
+                    raise _fail(step, str(exc)) from None
+            out.append(defs)
+        return out
+
+    def check(self, workers: int = 1, only: Collection[str] | None = None) -> CheckedDerivation:
         """Run every check; the first failing step, in order, stops everything.
 
+        Before any check runs: a claim with no check, a relation none of its checks can prove,
+        a step whose only proof replays the rewrites that made it, a definition of something
+        that cannot be defined, and a final form that is not its source step's rhs are refused.
         With `workers > 1` the steps are checked in forked processes (they are independent);
         the steps reach the workers through the fork, only outcomes and errors come back.
+        `only` checks just the named steps (and the final forms they are the source of): a
+        partial check, for tests that corrupt one step at a time; its result is not for export.
         """
         for step in self.steps:
-            if not step.definition and not step.checks:
-                raise _fail(step, "a claim with no check")
-        indices = list(range(len(self.steps)))
+            _admissible(step)
+        self.definitions()
+        indices = [i for i, step in enumerate(self.steps) if only is None or step.name in only]
+        # Forms printed from a definition are compared first: no check of a later step would
+        # report a wrong one more precisely.
+        self._check_final_forms(only, definitions=True)
+        results: dict[int, tuple[Outcome, ...] | StepCheckError]
         if workers > 1 and hasattr(os, "fork"):
             global _CHECKING
             _CHECKING = self
@@ -499,19 +766,61 @@ class Derivation:
                 results = dict(pool.imap_unordered(_check_step, indices[::-1]))
             _CHECKING = None
         else:
-            results = dict(_run_step(self, i) for i in indices)
+            results = {}
+            for i in indices:  # in order, stopping at the first failure
+                results[i] = _run_step(self, i)[1]
+                if isinstance(results[i], StepCheckError):
+                    break
         checked = []
         for i in indices:
             outcome = results[i]
             if isinstance(outcome, StepCheckError):
                 raise outcome
             checked.append(CheckedStep(self.steps[i], outcome))
+        self._check_final_forms(only, definitions=False)
         return CheckedDerivation(self, tuple(checked))
+
+    def _check_final_forms(self, only: Collection[str] | None, definitions: bool) -> None:
+        by_name = {s.name: s for s in self.steps}
+        defs = self.definitions()[-1] if self.steps else Definitions()
+        for name, form in self.final_forms.items():
+            if form in SIZES or name.startswith("reference_"):
+                # A size (the n the code divides its row sums by) is no formula; a reference is
+                # what verify evaluates the code against in high precision, never printed as code.
+                continue
+            source = self.final_sources.get(name)
+            step = by_name.get(source or "")
+            if step is not None and (
+                step.definition != definitions or (only is not None and step.name not in only)
+            ):
+                continue
+            if step is None:
+                raise StepCheckError(
+                    f"final form {name}", sp.sstr(form), "?", f"no step proves it ({source!r})"
+                )
+            if form == step.rhs:
+                continue
+            scalar = not isinstance(form, sp.MatrixExpr) and not isinstance(step.rhs, sp.MatrixExpr)
+            if scalar and is_zero(defs.unfold(form - step.rhs)):
+                continue
+            matrix = [c for c in step.checks if isinstance(c, Elementwise)]
+            if not scalar and matrix:
+                # Equal to the step's rhs on the explicit matrices its own check proved it on.
+                probe = replace(step, name=f"final form {name}", lhs=form)
+                try:
+                    matrix[0].run(probe, defs)
+                    continue
+                except StepCheckError:
+                    pass
+            raise StepCheckError(
+                f"final form {name}",
+                sp.sstr(form),
+                sp.sstr(step.rhs),
+                f"not the right-hand side of step {source!r}",
+            )
 
     def replace_step(self, name: str, **changes: object) -> Derivation:
         """A copy with one step changed (used to show that a corrupted step is caught)."""
-        from dataclasses import replace
-
         names = [s.name for s in self.steps]
         if name not in names:
             raise KeyError(name)
@@ -519,15 +828,36 @@ class Derivation:
         return replace(self, steps=steps)
 
 
+#: Final forms that are sizes, not formulas: they need no source step.
+SIZES = frozenset({S.n, S.d, S.K})
+
+
+def _admissible(step: Step) -> None:
+    """Refuse, before checking, what no check could make true."""
+    if step.definition:
+        return
+    if not step.checks:
+        raise _fail(step, "a claim with no check")
+    if not any(step.relation in chk.relations for chk in step.checks):
+        raise _fail(step, f"no check of this step can prove the relation {step.relation!r}")
+    if all(isinstance(chk, GeneralK) and chk.replays for chk in step.checks):
+        raise _fail(step, "its only proof replays the rewrites that produced it")
+
+
 _CHECKING: Derivation | None = None
 
 
 def _run_step(d: Derivation, i: int) -> tuple[int, tuple[Outcome, ...] | StepCheckError]:
     step = d.steps[i]
+    if step.definition:
+        return i, ()
+    defs = d.definitions()[i]
+    # The checks read the step with every defined name unfolded; errors show it as displayed.
+    unfolded = replace(step, lhs=defs.unfold(step.lhs), rhs=defs.unfold(step.rhs))
     try:
-        return i, tuple(chk.run(step) for chk in step.checks)
+        return i, tuple(chk.run(unfolded, defs) for chk in step.checks)
     except StepCheckError as exc:
-        return i, exc
+        return i, StepCheckError(step.name, sp.sstr(step.lhs), sp.sstr(step.rhs), exc.detail)
 
 
 def _check_step(i: int) -> tuple[int, tuple[Outcome, ...] | StepCheckError]:

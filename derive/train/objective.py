@@ -102,6 +102,9 @@ class SklearnFit:
     seconds: float
     n_iter: int
     converged: bool
+    #: The fitted classifier's own `predict` (scikit-learn is scored with it, never with the
+    #: emitted module's, so a wrong `predict` in the module cannot flatter both sides).
+    predict: Callable[[FloatArray], npt.ArrayLike] | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Numerical checks of an emitted module: the code is right, not just the math.
 
 Each check compares the module with something independent of it: central finite differences in
-float64, `scipy.special` references, a 50-digit `mpmath` reference, and properties over random
-shapes. A check reports its worst error next to its bound; `derive verify` prints the table and
-exits non-zero on any failure, and the test suite runs the same checks. Checks adapt to what the
+float64, the loss's and the prediction's own definitions (printed into the module by SymPy,
+before any rewrite) evaluated to 50 digits with `mpmath`, `scipy.special` for the softmax
+kernels, and properties over random shapes. A check reports its worst error next to its bound;
+`derive verify` prints the table and exits non-zero on any failure, and the test suite runs the
+same checks. Checks adapt to what the
 module says it is (`LOSS`, `TARGETS`, `STABLE`): a loss with no independent reference says so in
 the table ("skip") instead of passing silently.
 
@@ -93,6 +95,23 @@ class Subject:
             if p.kind is p.KEYWORD_ONLY and isinstance(p.default, float)
         }
 
+    @property
+    def decay(self) -> float:
+        """The weight-decay strength at its default: the parameter the module names in
+        `WEIGHT_DECAY` (its declared role), never guessed from a name."""
+        name = getattr(self.m, "WEIGHT_DECAY", None)
+        return self.params[name] if name is not None else 0.0
+
+    @property
+    def loss_params(self) -> dict[str, float]:
+        """The parameters of the per-sample loss (all but the weight decay)."""
+        name = getattr(self.m, "WEIGHT_DECAY", None)
+        return {k: v for k, v in self.params.items() if k != name}
+
+    @property
+    def reference(self) -> bool:
+        return hasattr(self.m, "REFERENCE_LOSS")
+
     def targets_for(self, rng: np.random.Generator, n: int, K: int, soft: bool) -> Array:
         if self.targets == "distribution":
             if soft:
@@ -124,39 +143,74 @@ def _as_targets(y: Array, K: int) -> Array:
     return np.eye(K)[y] if y.ndim == 1 else y
 
 
-def _reference_loss(subject: Subject) -> Callable[[Array, Array], float] | None:
-    """An independent (scipy-based) mean loss for the catalogue losses, or None."""
+#: Digits of the mpmath references.
+MP_DIGITS = 50
 
-    name = subject.loss_name.removesuffix("_l2")
-    p = subject.params
 
-    def ce(O: Array, y: Array) -> float:
-        Y = _as_targets(y, O.shape[1])
-        return float(np.mean(-np.sum(Y * special.log_softmax(O, axis=1), axis=1)))
+def _mp_eval(s: Subject, expr: str, o_row: Array, y_row: Array | None, j: int = 1) -> Any:
+    """`expr` (a SymPy-printed mpmath expression in 1-based `o`, `y`) at one sample."""
+    import builtins
 
-    def smoothed(O: Array, y: Array) -> float:
-        Y = (1 - p["eps"]) * _as_targets(y, O.shape[1]) + p["eps"] / O.shape[1]
-        return float(np.mean(-np.sum(Y * special.log_softmax(O, axis=1), axis=1)))
+    import mpmath
 
-    def tempered(O: Array, y: Array) -> float:
-        Y = _as_targets(y, O.shape[1])
-        return float(np.mean(-np.sum(Y * special.log_softmax(O / p["T"], axis=1), axis=1)))
-
-    def logistic(O: Array, Y: Array) -> float:
-        terms = -Y * special.log_expit(O) - (1 - Y) * special.log_expit(-O)
-        return float(np.mean(np.sum(terms, axis=1)))
-
-    def squared(O: Array, Y: Array) -> float:
-        return float(np.mean(np.sum((O - Y) ** 2, axis=1) / 2))
-
-    table: dict[str, Callable[[Array, Array], float]] = {
-        "softmax_regression": ce,
-        "label_smoothing": smoothed,
-        "temperature_softmax": tempered,
-        "logistic_regression": logistic,
-        "squared_error": squared,
+    namespace: dict[str, Any] = {
+        "builtins": builtins,
+        "mpmath": mpmath,
+        "mpf": mpmath.mpf,
+        "exp": mpmath.exp,
+        "log": mpmath.log,
+        "sqrt": mpmath.sqrt,
+        "o": [None, *(mpmath.mpf(float(v)) for v in o_row)],
+        "y": [None, *(mpmath.mpf(float(v)) for v in (y_row if y_row is not None else o_row))],
+        "K": len(o_row),
+        "j": j,
+        **{name: mpmath.mpf(value) for name, value in s.loss_params.items()},
     }
-    return table.get(name)
+    return eval(expr, namespace)
+
+
+def _settled(value: Callable[[], Any]) -> float:
+    """`value()` evaluated with enough digits: at 50, then more, until two precisions agree to
+    30 digits. A definition written naively (`log(1 - 1/(1 + exp(-o)))`) cancels at extreme
+    logits; the reference must not (at |o| = 1e4 that takes ~4400 digits)."""
+    import mpmath
+
+    digits = MP_DIGITS
+    while True:
+        with mpmath.workdps(digits):
+            low = value()
+        with mpmath.workdps(2 * digits):
+            high = value()
+            if mpmath.isfinite(high) and (
+                high == low or abs(high - low) <= mpmath.mpf(10) ** -30 * abs(high)
+            ):
+                return float(high)
+        if digits > 20000:
+            return float(high)
+        digits *= 4
+
+
+def reference_mean_loss(s: Subject, O: Array, y: Array) -> float:
+    """The mean of the loss *as defined* (the module's REFERENCE_LOSS) over the rows, to at
+    least 30 correct digits, rounded once: independent of every kernel in the module."""
+    import mpmath
+
+    Y = _as_targets(y, O.shape[1]) if s.targets == "distribution" else y
+    n = O.shape[0]
+    return _settled(
+        lambda: mpmath.fsum(_mp_eval(s, s.m.REFERENCE_LOSS, O[r], Y[r]) for r in range(n)) / n
+    )
+
+
+def reference_prediction(s: Subject, O: Array) -> Array:
+    """`yhat` *as defined* (REFERENCE_PREDICTION) at every row and class, as above."""
+    n, K = O.shape
+    expr = s.m.REFERENCE_PREDICTION
+    out = np.empty((n, K))
+    for r in range(n):
+        for j in range(K):
+            out[r, j] = _settled(partial(_mp_eval, s, expr, O[r], None, j + 1))
+    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -258,26 +312,70 @@ def fd_hessian(s: Subject) -> Result:
 
 @check
 def reference_loss(s: Subject) -> Result:
-    name = "loss vs an independent scipy.special reference (float64)"
-    ref = _reference_loss(s)
-    if ref is None:
-        return Result(name, math.nan, IDENTITY_BOUND, "skip", f"no reference for {s.loss_name}")
+    """The module's loss (and the fused total, weight decay included) against the loss's own
+    definition evaluated with mpmath: a module whose loss and gradients are all wrong the same
+    way passes the finite-difference rows, not this one."""
+    name = "loss vs its definition evaluated with mpmath (50 digits)"
+    if not s.reference:
+        return Result(name, math.nan, IDENTITY_BOUND, "skip", "module carries no REFERENCE_LOSS")
     rng = _rng(4)
     worst = 0.0
     for n, d, K, scale, soft in (
         (5, 3, 3, 1.0, False),
-        (50, 4, 10, 10.0, True),
-        (20, 3, 300, 100.0, False),
+        (12, 4, 10, 10.0, True),
+        (3, 3, 60, 100.0, False),
     ):
         X, y, W, b = s.problem(rng, n, d, K, soft)
         X *= scale
         O = X @ W + b
-        expected = ref(O, y)
+        expected = reference_mean_loss(s, O, y)
         worst = max(worst, abs(s.loss(O, y) - expected) / max(abs(expected), 1.0))
         total = float(s.m.loss_and_grad(X, y, W, b)[0])
-        decay = s.params.get("lam", 0.0) / 2 * float(np.vdot(W, W))
-        worst = max(worst, abs(total - expected - decay) / max(abs(expected), 1.0))
+        decay = s.decay / 2 * float(np.vdot(W, W))
+        worst = max(worst, abs(total - expected - decay) / max(abs(expected + decay), 1.0))
     return _result(name, worst, IDENTITY_BOUND)
+
+
+@check
+def prediction(s: Subject) -> Result:
+    """`predict_proba` against the prediction's definition (mpmath; parameters such as a
+    temperature included), and `predict` against the rule for the targets: the most probable
+    class, `p > 0.5` for binary outputs, the output itself for regression."""
+    name = "predict_proba vs its definition (mpmath), predict vs its rule"
+    if not s.reference:
+        return Result(name, math.nan, IDENTITY_BOUND, "skip", "module carries no reference")
+    rng = _rng(11)
+    X, _, W, b = s.problem(rng, 40, 3, 4, soft=False)
+    W *= 2.0
+    P = np.asarray(s.m.predict_proba(X, W, b), dtype=np.float64)
+    ref = reference_prediction(s, X @ W + b)
+    worst = _rel(P, ref)
+    if s.targets == "distribution":
+        rule = np.argmax(ref, axis=-1)
+    elif s.targets == "binary":
+        rule = (ref > 0.5).astype(np.intp)
+    else:
+        rule = ref
+    got = np.asarray(s.m.predict(X, W, b))
+    wrong = float(np.mean(got != rule)) if s.targets != "real" else _rel(got, np.asarray(rule))
+    note = f"predict disagrees with its rule on {wrong:.0%} of rows" if wrong > 0 else ""
+    if s.targets == "real":
+        worst = max(worst, wrong)
+        wrong = 0.0
+    return _result(name, worst if wrong == 0 else math.inf, IDENTITY_BOUND, note)
+
+
+@check
+def unchecked_path(s: Subject) -> Result:
+    """`check=False` (no validation) computes exactly what `check=True` computes."""
+    name = "loss_and_grad(check=False) vs check=True"
+    worst = 0.0
+    for soft in (False, True):
+        X, y, W, b = s.problem(_rng(12), 9, 3, 4, soft)
+        a = s.m.loss_and_grad(X, y, W, b)
+        c = s.m.loss_and_grad(X, y, W, b, check=False)
+        worst = max(worst, *(_rel(np.asarray(c[i]), np.asarray(a[i])) for i in range(3)))
+    return _result(name, worst, 0.0)
 
 
 @check
@@ -389,10 +487,9 @@ def extreme_training(s: Subject) -> Result:
     outputs = (np.asarray(loss), dW, db, G)
     if not all(np.isfinite(a).all() for a in outputs):
         return Result(name, math.inf, 0.0, "FAIL", "non-finite output")
-    ref = _reference_loss(s)
-    if ref is None:
+    if not s.reference:
         return Result(name, 0.0, 0.0, "pass", "finite; no reference to compare values with")
-    expected = ref(O, y) + s.params.get("lam", 0.0) / 2 * float(np.vdot(W, W))
+    expected = reference_mean_loss(s, O, y) + s.decay / 2 * float(np.vdot(W, W))
     return _result(name, abs(float(loss) - expected) / max(abs(expected), 1.0), IDENTITY_BOUND)
 
 
@@ -422,15 +519,21 @@ def blocks(s: Subject) -> Result:
     """The blocked `loss_and_grad` over n rows equals the weighted mean over two halves."""
     block = int(getattr(s.m, "_BLOCK_ROWS", 4096))
     n = block + 37
-    X, y, W, b = s.problem(_rng(9), n, 5, 4, soft=False)
-    whole = s.m.loss_and_grad(X, y, W, b)
-    h = n // 2
-    a, c = s.m.loss_and_grad(X[:h], y[:h], W, b), s.m.loss_and_grad(X[h:], y[h:], W, b)
-    worst = max(
-        _rel(np.asarray(whole[i]), (h * np.asarray(a[i]) + (n - h) * np.asarray(c[i])) / n)
-        for i in range(3)
-    )
-    return _result("blocked loss_and_grad vs the same over two halves", worst, IDENTITY_BOUND)
+    worst = 0.0
+    for soft in (False, True):  # labels and target rows take different paths through a block
+        X, y, W, b = s.problem(_rng(9), n, 5, 4, soft=soft)
+        whole = s.m.loss_and_grad(X, y, W, b)
+        h = n // 2
+        a, c = s.m.loss_and_grad(X[:h], y[:h], W, b), s.m.loss_and_grad(X[h:], y[h:], W, b)
+        worst = max(
+            worst,
+            *(
+                _rel(np.asarray(whole[i]), (h * np.asarray(a[i]) + (n - h) * np.asarray(c[i])) / n)
+                for i in range(3)
+            ),
+        )
+    name = "blocked loss_and_grad vs the same over two halves (labels, targets)"
+    return _result(name, worst, IDENTITY_BOUND)
 
 
 @contextlib.contextmanager
@@ -474,8 +577,9 @@ def properties(s: Subject) -> Result:
     distribution = s.targets == "distribution"
     # NOTE: the catalogue formulas are well conditioned (1e-12). A user loss's printed formula may
     # cancel near saturated logits (the focal loss divides by 1 - p): 1e-8 absolute, and said.
-    bound = IDENTITY_BOUND if _reference_loss(s) is not None else 1e-8
-    note = "" if bound == IDENTITY_BOUND else "user loss: bound 1e-8 (conditioning not known)"
+    catalogue = bool(getattr(s.m, "CATALOGUE_LOSS", False))
+    bound = IDENTITY_BOUND if catalogue else 1e-8
+    note = "" if catalogue else "user loss: bound 1e-8 (conditioning not known)"
 
     @settings(
         max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
@@ -553,6 +657,7 @@ def _bad_inputs(s: Subject) -> list[tuple[str, Callable[[], Any]]]:
             ("label < 0", lambda: m.loss_and_grad(X, np.array([0, -1, 1, 0]), W, b)),
             ("float labels", lambda: m.loss_and_grad(X, y.astype(float), W, b)),
             ("target rows != 1", lambda: m.loss_and_grad(X, Y * 0.9, W, b)),
+            ("target rows off by 1e-3", lambda: m.loss_and_grad(X, Y * (1 - 1e-3), W, b)),
             ("negative targets", lambda: m.loss_and_grad(X, Y * 2 - 0.5, W, b)),
         ]
     if s.targets == "binary":
