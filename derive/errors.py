@@ -45,9 +45,14 @@ class StepCheckError(DeriveError):
     def __init__(self, step: str, lhs: str, rhs: str, detail: str) -> None:
         self.step = step
         self.detail = detail
+        self._args = (step, lhs, rhs, detail)
         super().__init__(
             f"step {step!r} failed its check ({detail}):\n  lhs = {lhs}\n  rhs = {rhs}"
         )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        """Picklable (checks run in worker processes send their failures back)."""
+        return (type(self), self._args)
 
 
 class StaleOutputError(DeriveError):

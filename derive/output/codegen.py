@@ -13,6 +13,7 @@ splitting the gradient into `A_j + delta_{jc} B`: the code computes `A` for all 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -136,10 +137,10 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     call_params = [p for p in params if p["name"] != decay_name]
     reference = MpmathPrinter({"fully_qualified_modules": False})
     context: dict[str, Any] = {
-        "weight_decay_param": repr(decay_name),
+        "weight_decay_param": json.dumps(decay_name) if decay_name else "None",
         "catalogue_loss": any(model is known for known in CATALOGUE_MODELS),
-        "reference_loss": repr(reference.doprint(model.loss)),
-        "reference_prediction": repr(reference.doprint(model.prediction)),
+        "reference_loss": json.dumps(reference.doprint(model.loss)),
+        "reference_prediction": json.dumps(reference.doprint(model.prediction)),
         "template": TEMPLATE,
         "name": d.name,
         "title": d.title("en"),

@@ -547,13 +547,10 @@ class Elementwise:
         _require_relation(self, step)
         defs = definitions or Definitions()
         for n, d, K in self.shapes:
-            used = step.lhs.atoms(sp.MatrixSymbol, sp.Symbol) | step.rhs.atoms(
-                sp.MatrixSymbol, sp.Symbol
-            )
             binding = {
                 key: (value() if callable(value) else value)
                 for key, value in self.bind(n, d, K, defs).items()
-                if key in used
+                if step.lhs.has(key) or step.rhs.has(key)
             }
             try:
                 lhs = explicit(step.lhs, binding, n, d, K)

@@ -292,7 +292,7 @@ class _WeightDecay(torch.autograd.Function):
 class _DecayGradient(torch.autograd.Function):
     @staticmethod
     def forward(W: torch.Tensor, lam: float) -> torch.Tensor:
-        out: torch.Tensor = lam * W
+        out: torch.Tensor = W * lam
         return out
 
     @staticmethod
@@ -303,7 +303,7 @@ class _DecayGradient(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, V: torch.Tensor) -> tuple[Any, ...]:
         lam = ctx.lam
-        out: torch.Tensor = lam * V
+        out: torch.Tensor = V * lam
         return out, None
 
 
