@@ -19,7 +19,9 @@ CATALOGUE = catalogue.names()
 @pytest.mark.parametrize("check", verify.CHECKS, ids=lambda f: f.__name__)
 def test_verify_check_passes_on_every_catalogue_module(name: str, check: verify.Check) -> None:
     result = check(verify.Subject(load_generated(name)))
-    assert result.passed, (
+    if result.status == "skip":
+        pytest.skip(f"{result.name}: {result.note}")  # a skip is never counted as a pass
+    assert result.status == "pass", (
         f"{result.name}: worst {result.worst} > bound {result.bound} {result.note}"
     )
 

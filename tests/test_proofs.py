@@ -155,7 +155,7 @@ def test_a_changed_softmax_definition_makes_the_derivation_fail() -> None:
 
 def test_a_changed_cross_entropy_definition_makes_the_derivation_fail() -> None:
     doubled = -2 * class_sum(S.y[S.k] * sp.log(YHAT[S.k]))
-    changed = _only(STORY, "loss_in_logits").replace_step("cross_entropy_definition", rhs=doubled)
+    changed = _only(STORY, "loss_in_logits").replace_step("cross_entropy", rhs=doubled)
     with pytest.raises(StepCheckError, match="loss_in_logits"):
         changed.check()
 
@@ -163,7 +163,7 @@ def test_a_changed_cross_entropy_definition_makes_the_derivation_fail() -> None:
 def test_the_batch_steps_read_the_defined_loss() -> None:
     """With the loss definition doubled, the displayed batch gradient no longer holds."""
     changed = _only(STORY, "batch_gradient_W").replace_step(
-        "cross_entropy_definition", rhs=-2 * class_sum(S.y[S.k] * sp.log(YHAT[S.k]))
+        "cross_entropy", rhs=-2 * class_sum(S.y[S.k] * sp.log(YHAT[S.k]))
     )
     with pytest.raises(StepCheckError, match="batch_gradient_W"):
         changed.check()
@@ -171,7 +171,7 @@ def test_the_batch_steps_read_the_defined_loss() -> None:
 
 def test_a_step_using_an_undefined_loss_fails() -> None:
     d = replace(_only(STORY, "loss_in_logits"))
-    steps = tuple(s for s in d.steps if s.name != "cross_entropy_definition")
+    steps = tuple(s for s in d.steps if s.name != "cross_entropy")
     with pytest.raises(StepCheckError):
         replace(d, steps=steps).check()
     assert LOSS in next(s for s in d.steps if s.name == "loss_in_logits").lhs.free_symbols

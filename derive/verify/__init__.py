@@ -4,6 +4,26 @@
 is a function `Subject -> Result` (see `derive.verify.checks`).
 """
 
-from derive.verify.checks import CHECKS, Check, Result, Subject, bad_inputs, run, table
+from derive.verify.checks import (
+    CHECKS,
+    Check,
+    Result,
+    Subject,
+    bad_inputs,
+    reference_mean_loss,
+    reference_prediction,
+    run,
+    table,
+)
 
-__all__ = ["CHECKS", "Check", "Result", "Subject", "bad_inputs", "run", "table"]
+__all__ = [
+    "CHECKS",
+    "Check",
+    "Result",
+    "Subject",
+    "bad_inputs",
+    "reference_mean_loss",
+    "reference_prediction",
+    "run",
+    "table",
+]

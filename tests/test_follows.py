@@ -1,0 +1,107 @@
+"""One source of truth: change the loss and every displayed formula and printed line follows.
+
+A loss is doubled, given weight decay, and given a parameter of its own named `lam` (the name
+the weight decay would take): each variant goes through the whole pipeline (checked derivation,
+notes, emitted module), and the module's numbers are compared with the original's, so nothing
+typed separately (a display override, a name read as a role) can survive the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from derive.losses.definitions import with_weight_decay
+from derive.losses.derivation import loss_derivation
+from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param
+from derive.losses.softmax_regression import softmax_regression
+from derive.output.codegen import emit_module
+from derive.output.loader import load_module_from_path
+from derive.output.notes import render_markdown
+from derive.symbolic.steps import CheckedDerivation, Derivation
+
+BASE = SOFTMAX_CROSS_ENTROPY
+DOUBLED = replace(BASE, name="doubled", loss=2 * BASE.loss)
+
+
+def _emit(checked: CheckedDerivation, tmp_path: Path) -> ModuleType:
+    path = tmp_path / f"{checked.derivation.name}.py"
+    path.write_text(emit_module(checked), encoding="utf-8")
+    return load_module_from_path(path)
+
+
+def _problem() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X, W, b = rng.normal(size=(7, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
+    return X, rng.integers(0, 4, size=7), W, b
+
+
+def _displays(d: Derivation) -> dict[str, str]:
+    return {s.name: sp.srepr(s.rhs) for s in d.steps}
+
+
+@pytest.fixture(scope="module")
+def base_story() -> CheckedDerivation:
+    return softmax_regression().check()
+
+
+@pytest.mark.slow
+def test_a_doubled_loss_changes_every_display_after_the_loss_and_every_printed_number(
+    base_story: CheckedDerivation, tmp_path: Path
+) -> None:
+    doubled = softmax_regression(DOUBLED).check()
+    before, after = _displays(base_story.derivation), _displays(doubled.derivation)
+    for name in ("loss_in_logits", "gradient_logits", "chain_rule_W", "chain_rule_b"):
+        assert before[name] != after[name], f"{name} still displays the undoubled formula"
+    for name in ("batch_gradient_W", "batch_gradient_b", "hessian_logits"):
+        assert before[name] != after[name], f"{name} still displays the undoubled formula"
+    notes = render_markdown(doubled, "en")
+    assert r"\left(2 \hat{y}" in notes or r"2 \hat{y}" in notes
+    X, y, W, b = _problem()
+    (tmp_path / "a").mkdir()
+    one = _emit(base_story, tmp_path / "a")
+    two = _emit(doubled, tmp_path)
+    for got, ref in zip(two.loss_and_grad(X, y, W, b), one.loss_and_grad(X, y, W, b), strict=True):
+        np.testing.assert_allclose(got, 2 * np.asarray(ref), rtol=1e-13)
+    O = X @ W + b
+    np.testing.assert_allclose(two.hvp_logits(O, O), 2 * one.hvp_logits(O, O), rtol=1e-13)
+
+
+@pytest.mark.slow
+def test_a_user_parameter_named_lam_is_not_taken_for_weight_decay(tmp_path: Path) -> None:
+    lam = sp.Symbol("lam", positive=True)
+    scaled = LossModel(
+        name="scaled_ce",
+        title=BASE.title,
+        loss=lam * BASE.loss,
+        prediction=BASE.prediction,
+        targets="distribution",
+        params=(Param(lam, 0.5, low=0.0, low_inclusive=False, doc="a scale of the user's own"),),
+        second_order=False,
+    )
+    decayed = with_weight_decay(scaled)
+    assert decayed.decay_symbol is not None and decayed.decay_symbol.name != "lam"
+    checked = loss_derivation(decayed).check()
+    module = _emit(checked, tmp_path)
+    assert decayed.decay_symbol.name == module.WEIGHT_DECAY
+    X, y, W, b = _problem()
+    O = X @ W + b
+    # The user's lam reaches the per-sample functions, where it scales the loss...
+    np.testing.assert_allclose(
+        module.loss(O, y, lam=0.25), 0.5 * module.loss(O, y, lam=0.5), rtol=1e-13
+    )
+    # ...and the weight decay adds its own penalty on W only.
+    strength = 0.3
+    L0, dW0, db0 = module.loss_and_grad(X, y, W, b, lam=0.5, weight_decay=0.0)
+    L1, dW1, db1 = module.loss_and_grad(X, y, W, b, lam=0.5, weight_decay=strength)
+    np.testing.assert_allclose(L1 - L0, strength / 2 * np.vdot(W, W), rtol=1e-12)
+    np.testing.assert_allclose(dW1 - dW0, strength * W, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(db1, db0)
+    steps = {s.step.name: s.step for s in checked.steps}
+    assert steps["weight_decay"].rhs.has(decayed.decay_symbol)
+    assert not steps["weight_decay"].rhs.has(lam)
