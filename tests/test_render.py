@@ -40,7 +40,7 @@ def test_chinese_notes_use_the_vocabulary_of_the_student_notes(checked: CheckedD
 def test_the_gradient_step_reads_prediction_minus_label(checked: CheckedDerivation) -> None:
     """Once softmax(o) is defined as yhat, the stable gradient reads yhat_j - y_j."""
     md = render(checked, "en", "md")
-    assert r"\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - y_{j} = \hat{y}_{j} - y_{j}" in md
+    assert r"\frac{\partial \ell}{\partial o_{j}} = \hat{y}_{j} - y_{j}" in md
 
 
 def test_rendering_is_deterministic(checked: CheckedDerivation) -> None:

@@ -9,6 +9,8 @@ that prove it; the gradient, Hessian and matrix forms are *derived* from `model.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from derive import notation as S
@@ -24,12 +26,11 @@ from derive.losses.derivation import (
     results,
 )
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, class_sum, softmax_expr
-from derive.symbolic.functions import stabilize, to_raw
+from derive.symbolic.functions import stabilize
 from derive.symbolic.steps import (
     ConcreteK,
     Definitions,
     Derivation,
-    FirstOf,
     GeneralK,
     Positive,
     Prose,
@@ -393,21 +394,11 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         ),
     }
     # The gradient in the defined prediction: the stable gradient with softmax(o)_j written
-    # as yhat_j. The chain-rule and batch steps display this vector (`yhat - y`), so what they
-    # show follows the loss; the elementwise checks prove those displays against the loss.
+    # as yhat_j (step "gradient_stable" states it). The chain-rule and batch steps display this
+    # vector (`yhat - y`), so what they show follows the loss; the elementwise checks prove
+    # those displays against the loss as defined.
     stable_gradient = stabilize(forms.gradient)
     in_prediction = stable_gradient.xreplace({stabilize(model.prediction): yhat_j})
-    gradient_prediction = Step(
-        "gradient_prediction",
-        Prose("In terms of the prediction", "用预测值表示"),
-        Prose(
-            "Substituting the definition $\\hat{y}_j = \\operatorname{softmax}(o)_j$.",
-            "代入定义 $\\hat{y}_j = \\operatorname{softmax}(o)_j$。",
-        ),
-        stable_gradient,
-        in_prediction,
-        (FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=model.concrete_Ks))),),
-    )
     shows = in_prediction != stable_gradient
     shared = core_steps(
         model,
@@ -418,11 +409,13 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
     )
     steps = []
     for name, step in shared.items():
+        if name == "gradient_stable" and shows:
+            # The stable gradient written in the prediction, `yhat_j - y_j`: proved by unfolding
+            # the definition of yhat (then the stable kernels' raw forms), as before.
+            step = replace(step, lhs=forms.gradient, rhs=in_prediction)
         steps.append(step)
         if name == "loss_in_logits":
             steps.append(logsumexp_shift)
-        if name == "gradient_stable" and shows:
-            steps.append(gradient_prediction)
     steps = [*story_before, *steps, convexity]
     by_name = {step.name: step for step in steps}
     forms_out, sources = final_forms(model, forms, by_name, prediction="softmax_definition")
