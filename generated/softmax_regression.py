@@ -39,6 +39,16 @@ TARGETS = "distribution"
 STABLE = True
 #: Each loss parameter's valid range: (low, high, low included, high included); None: unbounded.
 PARAMETER_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {}
+#: Whether the loss is one of the catalogue's (whose conditioning the verify bounds assume).
+CATALOGUE_LOSS = True
+#: The parameter that is the weight-decay strength (a role the model declares), or None.
+WEIGHT_DECAY = None
+
+#: The per-sample loss and the prediction `yhat_j` *as defined*, before any rewrite, printed
+#: for mpmath by SymPy: `derive verify` evaluates them to 50 digits as references independent
+#: of every kernel above (`o`, `y` are 1-based sequences, `K` the class count, `j` a class).
+REFERENCE_LOSS = "-(builtins.sum(log(exp(o[k])/(builtins.sum(exp(o[m]) for m in range(1, K+1))))*y[k] for k in range(1, K+1)))"
+REFERENCE_PREDICTION = "exp(o[j])/(builtins.sum(exp(o[m]) for m in range(1, K+1)))"
 
 #: Rows of X per block in `loss_and_grad` (both GEMMs read a block while it is in cache).
 _BLOCK_ROWS = 4096
@@ -362,8 +372,8 @@ def loss_and_grad(
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, `dl/do_j` = $\operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$; by the chain rule `dL/dW = X^T G / n`
-    and `dL/db = 1^T G / n`.
+    Per sample, `dl/do_j` = $\operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$ (row r of `G`); by the chain rule
+    `dL/dW` = $\frac{1}{n} X^{T} G$ and `dL/db` = $\frac{1}{n} G^{T} \mathbf{1}$.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
     `reduction="sum"` returns `n` times each of the three instead: sums over the rows, which add

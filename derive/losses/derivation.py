@@ -509,10 +509,14 @@ def final_forms(
     forms["batch_rows"] = S.n
     # What the code prints: the last link of each accurate chain (all of them checked steps).
     for name, chain in derived.chains.items():
-        forms[f"code_{name}"] = chain[-1][1]
-        last = f"{name}_{chain[-1][0]}" if len(chain) > 1 else sources.get(name, "")
-        if last in steps:
-            present[f"code_{name}"] = last
+        form = forms[f"code_{name}"] = chain[-1][1]
+        # Its source: the step whose rhs it is, else the step whose rhs it is a part of (the
+        # labels' gradient `A + delta_jc B` is printed as its parts A and B).
+        exact = [n for n, st in steps.items() if st.rhs == form]
+        labels = f"{name.split('_label')[0]}_labels"
+        part = [labels] if labels in steps and steps[labels].rhs.has(form) else []
+        if exact or part:
+            present[f"code_{name}"] = (exact or part)[-1]
     # References for verify (raw forms and their derivatives, evaluated in high precision):
     # not printed as code, so they need no source step.
     forms |= {f"reference_{name}": e for name, e in reference_forms(model, derived).items()}
