@@ -354,7 +354,7 @@ cross_entropy = loss
 def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
-    - targets: $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
+    - targets: $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
     - labels: $\delta_{jc} \left(\varepsilon - 1\right) + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}$ (computed without a one-hot matrix)
     """
     _param("eps", eps, 0.0, 1.0, True, False)
@@ -386,7 +386,7 @@ def loss_and_grad(
     r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, `dl/do_j` = $\varepsilon y_{j} + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ (row r of `G`); by the chain rule
+    Per sample, `dl/do_j` = $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ (row r of `G`); by the chain rule
     `dL/dW` = $\frac{1}{n} X^{T} G$ and `dL/db` = $\frac{1}{n} G^{T} \mathbf{1}$.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).

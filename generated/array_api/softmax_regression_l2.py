@@ -238,7 +238,7 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any, *, lam: float = 0.0001) -> tup
     db = xp.sum(G, axis=0)
     lam = _param("lam", lam, 0.0, None, True, False)
     total = total + 1 / 2 * lam * xp.sum(W * W)
-    dW = dW + lam * W
+    dW = dW + W * lam
     return total, dW, db
 
 

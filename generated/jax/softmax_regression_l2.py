@@ -252,7 +252,7 @@ def _weight_decay_jvp(
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _decay_gradient(W: jax.Array, lam: float) -> jax.Array:
-    out: jax.Array = lam * W
+    out: jax.Array = W * lam
     return out
 
 
@@ -261,7 +261,7 @@ def _decay_gradient_jvp(
     lam: float, primals: tuple[Any, ...], tangents: tuple[Any, ...]
 ) -> tuple[jax.Array, jax.Array]:
     ((W,), (V,)) = primals, tangents
-    out: jax.Array = lam * V
+    out: jax.Array = V * lam
     return _decay_gradient(W, lam), out
 
 
