@@ -38,7 +38,9 @@ from derive.losses.user_model import (
 from derive.output import build, manifest
 from derive.output.loader import GENERATED_DIR, load_emitted_module
 from derive.output.notes import LANGS
+from derive.output.pdf import compile_pdf
 from derive.train.cli import add_train_arguments, run_train
+from derive.verify import frameworks
 
 EXAMPLES = {
     "latex": "derive latex --loss softmax_regression --lang en --out notes/",
@@ -114,8 +116,6 @@ def cmd_latex(args: argparse.Namespace) -> int:
     for path in build.write(arts, out):
         print(f"  wrote {path}")
         if args.pdf and path.suffix == ".tex":
-            from derive.output.pdf import compile_pdf
-
             print(f"  wrote {compile_pdf(path, out)}")
     return SUCCESS
 
@@ -215,8 +215,6 @@ class ProgressBar:
 
 def _verify_paths(paths: list[Path], target: str = "numpy") -> int:
     if target != "numpy":
-        from derive.verify import frameworks  # imports the framework only when asked for
-
         framework_results = [(p, frameworks.run(frameworks.load(p, target), target)) for p in paths]
         return _report_verified(framework_results)
     modules = [(path, load_emitted_module(path)) for path in paths]  # every file first

@@ -17,16 +17,8 @@ from derive.losses.catalogue import CATALOGUE
 from derive.losses.derivation import LOSS, YHAT, x_vec, y_vec, yhat_vec
 from derive.losses.model import class_sum
 from derive.losses.softmax_regression import softmax_regression
-from derive.symbolic.steps import (
-    SIZES,
-    ConcreteK,
-    Derivation,
-    GeneralK,
-    Prose,
-    Step,
-    canonical_sums,
-    split_sums,
-)
+from derive.symbolic.rewrites import canonical_sums, split_sums
+from derive.symbolic.steps import SIZES, ConcreteK, Derivation, GeneralK, Prose, Step
 
 STORY = softmax_regression()
 L2 = CATALOGUE["softmax_regression_l2"]()

@@ -8,7 +8,15 @@ import jinja2
 import pytest
 
 from derive.output import build
-from derive.output.notes import chinese_punctuation, environment, prose, render, step_views
+from derive.output.notes import (
+    Notebook,
+    chinese_punctuation,
+    environment,
+    prose,
+    render,
+    render_markdown,
+    step_views,
+)
 from derive.symbolic.steps import CheckedDerivation
 
 
@@ -49,8 +57,10 @@ def test_rendering_is_deterministic(checked: CheckedDerivation) -> None:
 
 
 def test_jupyter_reprs(checked: CheckedDerivation) -> None:
-    assert checked._repr_markdown_().count("$$") >= 2
-    latex = checked._repr_latex_()
+    view = Notebook(checked)
+    assert view._repr_markdown_() == render_markdown(checked, "en")
+    assert view._repr_markdown_().count("$$") >= 2
+    latex = view._repr_latex_()
     assert latex.startswith("$") and latex.endswith("$")
 
 

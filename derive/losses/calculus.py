@@ -12,7 +12,7 @@ import sympy as sp
 from derive import notation as S
 from derive.losses.model import LossModel
 from derive.symbolic.functions import recognise_binary
-from derive.symbolic.steps import (
+from derive.symbolic.rewrites import (
     canonical_sums,
     expand_logs,
     refine_indices,

@@ -37,6 +37,15 @@ from derive.symbolic.explicit import (
     row_instance,
 )
 from derive.symbolic.functions import to_raw
+from derive.symbolic.rewrites import (
+    canonical_sums,
+    expand_logs,
+    factor_exponentials,
+    factor_shift,
+    refine_indices,
+    split_sums,
+    targets_sum_to_one,
+)
 from derive.symbolic.steps import (
     Binding,
     ConcreteK,
@@ -49,14 +58,7 @@ from derive.symbolic.steps import (
     Prose,
     Result,
     Step,
-    canonical_sums,
-    expand_logs,
     explicit,
-    factor_exponentials,
-    factor_shift,
-    refine_indices,
-    split_sums,
-    targets_sum_to_one,
 )
 
 

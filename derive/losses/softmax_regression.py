@@ -27,6 +27,16 @@ from derive.losses.derivation import (
 )
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, class_sum, softmax_expr
 from derive.symbolic.functions import stabilize
+from derive.symbolic.rewrites import (
+    canonical_sums,
+    expand_in_sums,
+    expand_logs,
+    factor_exponentials,
+    factor_shift,
+    probabilities_sum_to_one,
+    refine_indices,
+    split_sums,
+)
 from derive.symbolic.steps import (
     ConcreteK,
     Definitions,
@@ -36,14 +46,6 @@ from derive.symbolic.steps import (
     Prose,
     Question,
     Step,
-    canonical_sums,
-    expand_in_sums,
-    expand_logs,
-    factor_exponentials,
-    factor_shift,
-    probabilities_sum_to_one,
-    refine_indices,
-    split_sums,
 )
 
 

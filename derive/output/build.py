@@ -20,6 +20,7 @@ from pathlib import Path
 from derive.errors import OutputDirError, os_error_text
 from derive.losses import catalogue
 from derive.output.codegen import emit_module
+from derive.output.frameworks import emit_framework_module
 from derive.output.loader import GENERATED_DIR
 from derive.output.notes import LANGS, render
 from derive.symbolic.steps import CheckedDerivation
@@ -51,8 +52,6 @@ def code_artifacts(checked: CheckedDerivation) -> dict[str, str]:
 
 def framework_artifacts(checked: CheckedDerivation, target: str) -> dict[str, str]:
     """`<target folder>/<name>.py`: the module for a framework target (torch, jax, array-api)."""
-    from derive.output.frameworks import emit_framework_module
-
     name = checked.derivation.name
     return {f"{FRAMEWORK_DIRS[target]}/{name}.py": emit_framework_module(checked, target)}
 

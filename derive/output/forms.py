@@ -20,7 +20,7 @@ import sympy as sp
 
 from derive import notation as S
 from derive.symbolic.functions import stabilize
-from derive.symbolic.steps import refine_indices
+from derive.symbolic.rewrites import refine_indices
 
 
 def stable(expr: sp.Expr) -> sp.Expr:

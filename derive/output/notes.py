@@ -19,7 +19,8 @@ from derive import resources
 from derive.output.layout import break_lines
 from derive.output.printing import code_block, latex_sides, latex_terms, names_in_use
 from derive.symbolic.functions import to_raw
-from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose, Step, canonical_sums
+from derive.symbolic.rewrites import canonical_sums
+from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose, Step
 
 LANGS = ("en", "zh")
 
@@ -345,3 +346,21 @@ def latex_fragment(checked: CheckedDerivation) -> str:
         r"&\text{" + r.title.replace("$", "") + r"}:\quad " + r.equation for r in rows
     )
     return r"$\begin{aligned}" + body + r"\end{aligned}$"
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A checked derivation as Jupyter shows it: a cell ending in `Notebook(checked)` renders the
+    notes (Markdown) or, where only LaTeX is shown, the equations.
+
+    It lives here, not on `CheckedDerivation`, so that the symbolic core knows nothing of rendering.
+    """
+
+    checked: CheckedDerivation
+    lang: str = "en"
+
+    def _repr_markdown_(self) -> str:
+        return render_markdown(self.checked, self.lang)
+
+    def _repr_latex_(self) -> str:
+        return latex_fragment(self.checked)

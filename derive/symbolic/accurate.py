@@ -35,7 +35,8 @@ from derive.symbolic.functions import (
     Softmax,
     stabilize,
 )
-from derive.symbolic.steps import canonical_sums, instantiate, refine_indices
+from derive.symbolic.rewrites import canonical_sums, refine_indices
+from derive.symbolic.steps import instantiate
 
 Rule = Callable[[sp.Expr], sp.Expr]
 

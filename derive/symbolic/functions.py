@@ -18,6 +18,7 @@ from typing import Any
 import sympy as sp
 
 from derive import notation as S
+from derive.symbolic.rewrites import canonical_sums
 
 CLASS_DUMMY = sp.Symbol("_s", integer=True, positive=True)
 #: The class variable *inside* a row function (`LogSumExp(o[_r])` is the LSE of the whole row).
@@ -317,8 +318,6 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
        `f_idx - LogSumExp(f)` inside a log becomes `LogSoftmax(f, idx)`.
     Callers confirm the result with `stabilize(e).doit() - e == 0` (a derivation step does).
     """
-    from derive.symbolic.steps import canonical_sums
-
     e = canonical_sums(expr)
     e = e.replace(
         lambda t: isinstance(t, sp.log) and _exp_sum_row(t.args[0]) is not None,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import mpmath
 import numpy as np
 
 Array = np.ndarray[Any, Any]
@@ -76,8 +77,6 @@ class Reference:
     """The module's `reference()` functions at one row, in a given precision."""
 
     def __init__(self, module: ModuleType) -> None:
-        import mpmath
-
         self.mp = mpmath
         self.fns: dict[str, Callable[..., Any]] = module.reference()
 

@@ -21,6 +21,7 @@ Tolerances, and why:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import inspect
 import math
@@ -149,10 +150,6 @@ MP_DIGITS = 50
 
 def _mp_eval(s: Subject, expr: str, o_row: Array, y_row: Array | None, j: int = 1) -> Any:
     """`expr` (a SymPy-printed mpmath expression in 1-based `o`, `y`) at one sample."""
-    import builtins
-
-    import mpmath
-
     namespace: dict[str, Any] = {
         "builtins": builtins,
         "mpmath": mpmath,
@@ -173,8 +170,6 @@ def _settled(value: Callable[[], Any]) -> float:
     """`value()` evaluated with enough digits: at 50, then more, until two precisions agree to
     30 digits. A definition written naively (`log(1 - 1/(1 + exp(-o)))`) cancels at extreme
     logits; the reference must not (at |o| = 1e4 that takes ~4400 digits)."""
-    import mpmath
-
     digits = MP_DIGITS
     while True:
         with mpmath.workdps(digits):
@@ -193,8 +188,6 @@ def _settled(value: Callable[[], Any]) -> float:
 def reference_mean_loss(s: Subject, O: Array, y: Array) -> float:
     """The mean of the loss *as defined* (the module's REFERENCE_LOSS) over the rows, to at
     least 30 correct digits, rounded once: independent of every kernel in the module."""
-    import mpmath
-
     Y = _as_targets(y, O.shape[1]) if s.targets == "distribution" else y
     n = O.shape[0]
     return _settled(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from derive.errors import FrameworkMissing
-from derive.output.loader import load_module_from_path
+from derive.pyfile import import_file
 from derive.verify import checks
 
 Array = np.ndarray[Any, Any]
@@ -252,7 +252,7 @@ def load(path: Path, target: str) -> ModuleType:
         raise FrameworkMissing(
             f"--target {target}: {package} is not installed (pip install 'softmax-derive[{extra}]')"
         )
-    return load_module_from_path(path, f"_derive_{target.replace('-', '_')}_{path.stem}")
+    return import_file(Path(path), f"_derive_{target.replace('-', '_')}_{path.stem}", "module")
 
 
 def numpy_view(module: ModuleType, target: str) -> SimpleNamespace:

@@ -1,0 +1,162 @@
+"""The import graph of `derive/` reads as the pipeline: imports point down, no cycles.
+
+Layers, lowest first (DESIGN.md "Layers"): errors, notation, symbolic, losses, output, then
+verify (which imports nothing of the symbolic side: it checks an emitted module on its own),
+then the applications (train) and the command line. A module may import from its own layer or
+a lower one; `verify` only from itself and `errors`. Function-level imports are allowed only for
+optional third-party dependencies (they keep `import derive` working without the extras); a
+function-level import of a `derive` module is how cycles hide, so it is refused too.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "derive"
+
+LAYERS: dict[str, int] = {
+    "derive.errors": 0,
+    "derive.pyfile": 0,
+    "derive.resources": 0,
+    "derive.notation": 1,
+    "derive.symbolic": 2,
+    "derive.losses": 3,
+    "derive.output": 4,
+    "derive.verify": 4,
+    "derive.train": 5,
+    "derive.cli": 6,
+    "derive.__main__": 6,
+    "derive": 6,
+}
+
+#: What `derive.verify` may import from the package: it verifies emitted modules only (and
+#: imports them by path with `derive.pyfile`).
+VERIFY_MAY_IMPORT = ("derive.verify", "derive.errors", "derive.pyfile")
+
+#: Third-party packages that are optional extras (and `resource`, which only POSIX has): importing
+#: them inside a function is how the package stays importable without them.
+OPTIONAL = {
+    "sklearn", "matplotlib", "tqdm", "threadpoolctl", "torch", "jax", "jaxlib", "optax",
+    "dask", "distributed", "zarr", "array_api_compat", "array_api_strict", "cupy", "IPython",
+    "pre_commit", "build", "twine", "resource",
+}  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> int:
+    while module not in LAYERS:
+        module = module.rpartition(".")[0]
+    return LAYERS[module]
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def imports(path: Path) -> Iterator[tuple[str, int, bool]]:
+    """(imported module, line, inside a function) for every import outside `TYPE_CHECKING`."""
+    here = module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+
+    def visit(node: ast.AST, in_function: bool) -> Iterator[tuple[str, int, bool]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                continue
+            if isinstance(child, ast.Import):
+                for alias in child.names:
+                    yield alias.name, child.lineno, in_function
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                for alias in child.names:
+                    full = f"{base}.{alias.name}"
+                    yield (full if (PACKAGE.parent / full.replace(".", "/")).exists()
+                           or (PACKAGE.parent / f"{full.replace('.', '/')}.py").exists()
+                           else base), child.lineno, in_function  # fmt: skip
+            else:
+                nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+                yield from visit(child, nested)
+
+    yield from visit(ast.parse(path.read_text()), False)
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def graph() -> dict[str, set[str]]:
+    """Module-level imports between `derive` modules."""
+    edges: dict[str, set[str]] = {module_name(p): set() for p in SOURCES}
+    for path in SOURCES:
+        for target, _, in_function in imports(path):
+            if target.startswith("derive") and not in_function:
+                edges[module_name(path)].add(target)
+    return edges
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p))
+def test_imports_point_down_the_pipeline(path: Path) -> None:
+    here = module_name(path)
+    wrong = []
+    for target, line, _ in imports(path):
+        if not target.startswith("derive") or target == here:
+            continue
+        if here.startswith("derive.verify") and not target.startswith(VERIFY_MAY_IMPORT):
+            wrong.append(f"line {line}: {target} (verify imports only itself and errors)")
+        elif layer(target) > layer(here) and not (here == "derive" and target == "derive"):
+            wrong.append(f"line {line}: {target} is above {here}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p))
+def test_function_level_imports_are_optional_dependencies_only(path: Path) -> None:
+    hidden = [
+        f"line {line}: {target}"
+        for target, line, in_function in imports(path)
+        if in_function and target.split(".")[0] not in OPTIONAL
+    ]
+    assert not hidden, "imports inside functions (move them to the top):\n" + "\n".join(hidden)
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    edges = graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def walk(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt in edges and nxt not in state:
+                walk(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            walk(node, [node])
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_a_planted_upward_import(tmp_path: Path) -> None:
+    """The test above can fail: an upward import and a hidden one are both reported."""
+    planted = PACKAGE / "symbolic" / "_planted_for_test.py"
+    planted.write_text(
+        "from derive.output import build\n\ndef f():\n    from derive.losses import model\n"
+    )
+    try:
+        found = list(imports(planted))
+        assert ("derive.output.build", 1, False) in found
+        assert ("derive.losses.model", 4, True) in found
+        assert any(layer(t) > layer(module_name(planted)) for t, _, _ in found)
+    finally:
+        planted.unlink()
