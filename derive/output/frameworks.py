@@ -26,9 +26,10 @@ import sympy as sp
 from derive import notation as S
 from derive.losses.model import LossModel
 from derive.output.codegen import _param_views
-from derive.output.forms import labels_form, split_label_delta, stable
+from derive.output.forms import stable
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import PRINTERS, formatted, print_assignments, to_latex, vectorised
+from derive.symbolic.accurate import labels_form, split_label_delta
 from derive.symbolic.steps import CheckedDerivation
 
 #: Emit targets besides NumPy, and their templates.
