@@ -121,4 +121,6 @@ def test_the_example_user_loss_goes_from_a_file_to_a_verified_module(
     out = capsys.readouterr().out
     assert "all checks passed" in out and "FAIL" not in out
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [f"focal_loss{s}" for s in (".md", ".py", ".tex", ".zh.md", ".zh.tex")]
+    # The notes, the module and the manifest `derive check FOLDER` rebuilds them from.
+    suffixes = (".derive.json", ".md", ".py", ".tex", ".zh.md", ".zh.tex")
+    assert names == [f"focal_loss{s}" for s in suffixes]
