@@ -89,7 +89,13 @@ def width(tex: str) -> float:
     return total
 
 
-def break_lines(lhs: str, relation: str, terms: list[str], limit: float = LINE_EM) -> list[str]:
+def break_lines(
+    lhs: str,
+    relation: str,
+    terms: list[str],
+    limit: float = LINE_EM,
+    lhs_terms: list[str] | None = None,
+) -> list[str]:
     """`lhs relation rhs` as lines no wider than `limit` where possible.
 
     `terms` are the right-hand side's top-level terms, each with its sign (the first unsigned).
@@ -101,11 +107,30 @@ def break_lines(lhs: str, relation: str, terms: list[str], limit: float = LINE_E
     if width(f"{lhs} {relation} {rhs}") <= limit:
         return [f"{lhs} {relation} {rhs}"]
     lines: list[str] = []
-    if width(lhs) > limit / 2:
+    if width(lhs) > limit and lhs_terms and len(lhs_terms) > 1:
+        # A left-hand side wider than the page (an unsimplified derivative, say) is packed term
+        # by term too, before the relation starts the right-hand side on a line of its own.
+        lines += _pack(lhs_terms, limit)
+        current = f"{relation} {terms[0]}"
+    elif width(lhs) > limit / 2:
         lines.append(lhs)
         current = f"{relation} {terms[0]}"
     else:
         current = f"{lhs} {relation} {terms[0]}"
+    for term in terms[1:]:
+        if width(f"{current} {term}") <= limit:
+            current = f"{current} {term}"
+        else:
+            lines.append(current)
+            current = term
+    lines.append(current)
+    return lines
+
+
+def _pack(terms: list[str], limit: float) -> list[str]:
+    """Terms packed greedily into lines no wider than `limit` (a lone wide term keeps its line)."""
+    lines: list[str] = []
+    current = terms[0]
     for term in terms[1:]:
         if width(f"{current} {term}") <= limit:
             current = f"{current} {term}"

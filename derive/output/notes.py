@@ -148,7 +148,10 @@ def equation_lines(step: Step, shown: Display) -> tuple[str, list[str]]:
     relation = RELATION_LATEX[step.relation]
     taken = names_in_use(shown.lhs, step.rhs)
     return f"{lhs} {relation} {rhs}", break_lines(
-        lhs, relation, latex_terms(step.rhs, taken, shown.softmax_as)
+        lhs,
+        relation,
+        latex_terms(step.rhs, taken, shown.softmax_as),
+        lhs_terms=latex_terms(shown.lhs, taken, shown.softmax_as),
     )
 
 
