@@ -198,17 +198,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
             "grad_labels_latex": to_latex(grad_all + sp.KroneckerDelta(S.j, S.c) * grad_at_label),
         }
     if model.decay_symbol is not None:
-        decay = VectorPrinter({"W": "W", "V": "V"})
-        grad = forms["decay_grad"]
-        # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.
-        if sp.expand(grad.xreplace({S.Wm: 2 * S.Wm}) - 2 * grad) != sp.ZeroMatrix(*S.Wm.shape):
-            raise NotImplementedError(f"weight decay gradient is not linear in W: {grad}")
-        context["decay"] = {
-            "loss": formatted(decay.doprint(forms["decay_loss"])),
-            "grad": formatted(decay.doprint(grad)),
-            "hvp": formatted(decay.doprint(grad.xreplace({S.Wm: S.Vm}))),
-            "latex": to_latex(forms["decay_loss"]),
-        }
+        context["decay"] = decay_view(forms, VectorPrinter({"W": "W", "V": "V"}))
     fused = context["fused_labels"].lines if distribution else context["fused_soft"].lines
     fused_text = " ".join(fused + ([context["grad_label_term"]] if distribution else []))
     context["uses_K"] = bool(
@@ -229,3 +219,18 @@ def emit_module(checked: CheckedDerivation) -> str:
     """The module's source text: deterministic for a given derivation."""
     text = environment().get_template(TEMPLATE).render(module_context(checked))
     return one_trailing_newline(text)
+
+
+def decay_view(forms: dict[str, Any], decay: VectorPrinter) -> dict[str, str]:
+    """The weight-decay penalty, its gradient and its HVP, printed by `decay` (any target's
+    printer), for the template's layer functions."""
+    grad = forms["decay_grad"]
+    # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.
+    if sp.expand(grad.xreplace({S.Wm: 2 * S.Wm}) - 2 * grad) != sp.ZeroMatrix(*S.Wm.shape):
+        raise NotImplementedError(f"weight decay gradient is not linear in W: {grad}")
+    return {
+        "loss": formatted(decay.doprint(forms["decay_loss"])),
+        "grad": formatted(decay.doprint(grad)),
+        "hvp": formatted(decay.doprint(grad.xreplace({S.Wm: S.Vm}))),
+        "latex": to_latex(forms["decay_loss"]),
+    }

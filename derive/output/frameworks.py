@@ -23,9 +23,8 @@ from typing import Any
 
 import sympy as sp
 
-from derive import notation as S
 from derive.losses.model import LossModel
-from derive.output.codegen import _param_views
+from derive.output.codegen import _param_views, decay_view
 from derive.output.forms import stable
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import PRINTERS, formatted, print_assignments, to_latex, vectorised
@@ -140,17 +139,7 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
             "hvp": _labels_block(labels, "HV", forms["hvp"], copy, names) if second_order else None,
         }
     if model.decay_symbol is not None:
-        decay = printer_class({"W": "W", "V": "V"})
-        grad = forms["decay_grad"]
-        # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.
-        if sp.expand(grad.xreplace({S.Wm: 2 * S.Wm}) - 2 * grad) != sp.ZeroMatrix(*S.Wm.shape):
-            raise NotImplementedError(f"weight decay gradient is not linear in W: {grad}")
-        context["decay"] = {
-            "loss": formatted(decay.doprint(forms["decay_loss"])),
-            "grad": formatted(decay.doprint(grad)),
-            "hvp": formatted(decay.doprint(grad.xreplace({S.Wm: S.Vm}))),
-            "latex": to_latex(forms["decay_loss"]),
-        }
+        context["decay"] = decay_view(forms, printer_class({"W": "W", "V": "V"}))
     context["stable"] = not any(e.atoms(sp.exp) for e in printed)
     used = set(soft.kernels_used)
     if context["labels"] is not None:
