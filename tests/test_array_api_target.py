@@ -123,6 +123,7 @@ def test_bad_inputs_are_refused() -> None:
             call()
 
 
+@pytest.mark.slow
 def test_focal_example(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "focal_loss.py"
     argv = ["emit", "--model", str(example), "--target", "array-api", "--out", str(tmp_path)]

@@ -71,6 +71,7 @@ def test_parameters_are_validated_by_the_emitted_code() -> None:
         m.loss(O, y, eps=1.0)
 
 
+@pytest.mark.slow
 def test_a_loss_the_templates_never_saw_comes_out_right(tmp_path: Path) -> None:
     """Twice the cross-entropy: same pipeline, different code, gradient exactly doubled."""
     doubled = replace(SOFTMAX_CROSS_ENTROPY, name="doubled", loss=2 * SOFTMAX_CROSS_ENTROPY.loss)

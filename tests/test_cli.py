@@ -12,6 +12,7 @@ from derive.output import build
 from derive.output.loader import GENERATED_DIR
 
 
+@pytest.mark.slow
 def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["latex", "--loss", "softmax_regression", "--out", str(tmp_path)]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -26,6 +27,7 @@ def test_latex_writes_the_four_notes(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert p.read_bytes() == (GENERATED_DIR / p.name).read_bytes()
 
 
+@pytest.mark.slow
 def test_emit_then_verify_a_module_by_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -36,6 +38,7 @@ def test_emit_then_verify_a_module_by_path(
     assert "all checks passed" in out and "FAIL" not in out
 
 
+@pytest.mark.slow
 def test_check_fails_with_a_diff_when_stale(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

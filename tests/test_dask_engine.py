@@ -98,6 +98,7 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
 
 
+@pytest.mark.slow
 def test_lbfgs_matches_memory_on_digits(client: Client) -> None:
     data = load_digits_dataset(0.25, 0)
     config = TrainConfig(optimizer="lbfgs", l2=1e-3)
@@ -107,6 +108,7 @@ def test_lbfgs_matches_memory_on_digits(client: Client) -> None:
     assert ours.test_acc == theirs.test_acc
 
 
+@pytest.mark.slow
 def test_lbfgs_matches_memory_on_synthetic_shards(client: Client, tmp_path: Path) -> None:
     X, y = synthetic(5000, 30, 5, seed=1)
     xs, ys = write_shards(tmp_path, X, y, [1700, 3100])
@@ -121,6 +123,7 @@ def test_lbfgs_matches_memory_on_synthetic_shards(client: Client, tmp_path: Path
     assert ours.test_acc == theirs.test_acc
 
 
+@pytest.mark.slow
 def test_a_lost_chunk_is_detected(client: Client) -> None:
     """The 1e-10 criterion can fail: drop one chunk from the data and the optimum moves."""
     data = load_digits_dataset(0.25, 0)
@@ -134,6 +137,7 @@ def test_a_lost_chunk_is_detected(client: Client) -> None:
     assert rel(ours.train_objective, theirs.train_objective) > 1e3 * REL_OBJECTIVE
 
 
+@pytest.mark.slow
 def test_sgd_over_shuffled_chunks_learns(client: Client) -> None:
     data = load_digits_dataset(0.25, 0)
     backend = dask_engine.DaskBackend(client, SOURCE, dask_engine.from_dataset(data, 300))
@@ -150,6 +154,7 @@ def run_cli(*argv: str) -> int:
     return main(["train", *argv])
 
 
+@pytest.mark.slow
 def test_cli_zarr_and_glob_json_save_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -199,7 +204,14 @@ BAD_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CASES))
+#: One bad shard in the default run (each case starts a local cluster); the rest in the slow pass.
+@pytest.mark.parametrize(
+    "case",
+    [
+        c if i == 0 else pytest.param(c, marks=pytest.mark.slow)
+        for i, c in enumerate(sorted(BAD_CASES))
+    ],
+)
 def test_bad_shard_is_one_line_naming_shard_and_row(
     case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -57,13 +57,8 @@ def _rel(a: Any, b: Any) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
 
 
-def _some_slow(names: list[str], fast: str = "label_smoothing") -> list[Any]:
-    """Every loss, the one with labels, parameters and second order in the default run; the rest
-    under `-m slow` (each compiles several XLA programs: minutes on the shared 2-core machine)."""
-    return [n if n == fast else pytest.param(n, marks=pytest.mark.slow) for n in names]
-
-
-@pytest.mark.parametrize("name", _some_slow(catalogue.names()))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", catalogue.names())
 def test_check_grads_under_jit(name: str) -> None:
     m = _load(name)
     O = _logits(5, 4)
@@ -74,6 +69,7 @@ def test_check_grads_under_jit(name: str) -> None:
             check_grads(f, (O,), order=order, modes=["fwd", "rev"])
 
 
+@pytest.mark.slow
 def test_vmap_over_problems_equals_the_loop() -> None:
     m = _load("label_smoothing")
     O = _logits(6, 4).reshape(3, 2, 4)
@@ -104,6 +100,7 @@ def _against(ours: Any, theirs: Any, O: Any) -> None:
     assert _rel(jax.grad(lambda o: ours(o).sum())(O), jax.grad(lambda o: theirs(o).sum())(O)) <= REL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1.0, 30.0])
 def test_losses_match_optax(scale: float) -> None:
     O = _logits(64, 10, scale)
@@ -140,7 +137,8 @@ def test_losses_match_optax(scale: float) -> None:
         _against(jax.jit(ours), jax.jit(theirs), O)
 
 
-@pytest.mark.parametrize("name", _some_slow(catalogue.names()))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", catalogue.names())
 def test_verify_accuracy_checks_pass(name: str) -> None:
     results = frameworks.run(_load(name), "jax")
     failed = [r for r in results if not r.passed]
@@ -168,6 +166,7 @@ def test_bad_inputs_are_refused() -> None:
             call()
 
 
+@pytest.mark.slow
 def test_focal_example(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "focal_loss.py"
     argv = ["emit", "--model", str(example), "--target", "jax", "--out", str(tmp_path)]

@@ -218,6 +218,17 @@ def one_of_each_kind(every: list[Mutant]) -> list[Mutant]:
     return out
 
 
+def test_one_mutant_of_each_kind_is_caught_on_a_scalar_and_a_matrix_step() -> None:
+    """The default run's share of the suite: the gradient in the logits and the batch gradient
+    (the steps the mutation audit found unguarded); the whole story and every loss run slow."""
+    steps = {"gradient_logits", "batch_gradient_W"}
+    survivors = run_mutants(
+        "softmax_regression", lambda every: one_of_each_kind([m for m in every if m.step in steps])
+    )
+    assert not survivors, "\n".join(survivors)
+
+
+@pytest.mark.slow
 def test_mutants_of_the_story_are_caught() -> None:
     survivors = run_mutants("softmax_regression", one_of_each_kind)
     assert not survivors, "\n".join(survivors)
@@ -239,6 +250,7 @@ def test_every_mutant_is_caught(name: str) -> None:
     assert not survivors, "\n".join(survivors)
 
 
+@pytest.mark.slow
 def test_the_mutation_operators_reach_every_kind() -> None:
     """The suite is only as good as its operators: each kind occurs in the story."""
     kinds = {m.kind for m in mutants(derivation("softmax_regression"))}

@@ -74,7 +74,9 @@ def test_dropping_the_label_term_stops_the_pipeline_at_that_step() -> None:
     [
         ("softmax_sums_to_one", sp.Integer(2)),
         ("loss_in_logits", sp.log(sp.Sum(sp.exp(S.o[S.m]), (S.m, 1, S.K)))),
-        ("hessian_logits", sp.Integer(0)),
+        pytest.param(
+            "hessian_logits", sp.Integer(0), marks=pytest.mark.slow
+        ),  # seconds: K=2..4 Hessians
         # the likelihood story: P(y | x) is not yhat_j, the NLL is not +sum y log yhat
         ("likelihood_one_hot", S.yhat[S.j]),
         ("log_likelihood", sp.Sum(S.y[S.j] * sp.log(S.yhat[S.j]), (S.j, 1, S.K))),

@@ -48,7 +48,10 @@ def _logits(n: int, K: int, scale: float = 1.0, seed: int = 1) -> Any:
 
 
 @pytest.mark.parametrize("name", catalogue.names())
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+#: `mean` by default; `sum` and `none` (the same backward, other scalings) in the slow pass.
+@pytest.mark.parametrize(
+    "reduction", ["mean", *(pytest.param(r, marks=pytest.mark.slow) for r in ("sum", "none"))]
+)
 def test_gradcheck_and_gradgradcheck(name: str, reduction: str) -> None:
     m = _load(name)
     O = _logits(5, 4)
@@ -134,6 +137,7 @@ def test_labels_and_one_hot_rows_give_the_same_loss_and_derivatives() -> None:
         assert _rel(ha, hb) <= REL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", catalogue.names())
 def test_verify_accuracy_checks_pass(name: str) -> None:
     results = frameworks.run(_load(name), "torch")
@@ -168,6 +172,7 @@ def test_module_wrapper_and_bad_inputs() -> None:
             call()
 
 
+@pytest.mark.slow
 def test_once_differentiable_where_no_second_order(tmp_path: Path) -> None:
     """The focal example derives no Hessian: double backward says so instead of guessing."""
     example = Path(__file__).resolve().parents[1] / "examples" / "focal_loss.py"
@@ -187,6 +192,7 @@ def test_once_differentiable_where_no_second_order(tmp_path: Path) -> None:
 
 
 # Dynamo itself instantiates the Function class while tracing it (torch 2.13 warns about that).
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
 def test_torch_compile() -> None:
     """The autograd Function traces under torch.compile (no graph break), forward and backward."""

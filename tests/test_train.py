@@ -72,6 +72,7 @@ def train_json(module_path: str, tmp_path: Path, *argv: str) -> dict[str, Any]:
 # --- acceptance: digits, 25% stratified, seed 0 -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sgd_reaches_sklearn_accuracy(module_path: str, tmp_path: Path) -> None:
     # d2l's lr; a smaller batch and more epochs, since digits has 1347 training samples where
     # Fashion-MNIST has 60000 (10 epochs of 256 = 60 steps here, against 2350 there).
@@ -321,6 +322,7 @@ def test_bad_numbers_are_usage_errors(argv: list[str]) -> None:
     assert info.value.code == 2
 
 
+@pytest.mark.slow
 def test_sklearn_is_scored_with_its_own_predict() -> None:
     """A module whose `predict` is wrong (argmin) lowers only its own accuracy, not sklearn's."""
     from dataclasses import replace as dc_replace
