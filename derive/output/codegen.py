@@ -34,7 +34,7 @@ from derive.output.printing import (
     to_latex,
     vectorised,
 )
-from derive.symbolic.steps import CheckedDerivation
+from derive.symbolic.steps import CheckedDerivation, Derivation
 
 TEMPLATE = "module.py.j2"
 
@@ -92,7 +92,9 @@ def _row_sum(form: sp.MatrixExpr, rows: sp.Expr) -> sp.MatrixExpr:
     return out
 
 
-def _param_views(model: LossModel) -> list[dict[str, Any]]:
+def param_views(model: LossModel) -> list[dict[str, Any]]:
+    """Each loss parameter as the templates print it: name, default, range, doc (every target's
+    signatures and validation)."""
     return [
         {
             "name": prm.symbol.name,
@@ -130,17 +132,9 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     chain = VectorPrinter({"X": "Xb", "W": "W", "b": "b", "G": "G"})
 
     distribution = model.targets == "distribution"
-    params = _param_views(model)
-    # The weight-decay strength (declared by its role) belongs to the layer, not to the
-    # per-sample functions of the logits.
-    decay_name = model.decay_symbol.name if model.decay_symbol is not None else None
-    call_params = [p for p in params if p["name"] != decay_name]
-    reference = MpmathPrinter({"fully_qualified_modules": False})
+    declared = declared_view(d)
     context: dict[str, Any] = {
-        "weight_decay_param": json.dumps(decay_name) if decay_name else "None",
-        "catalogue_loss": any(model is known for known in CATALOGUE_MODELS),
-        "reference_loss": json.dumps(reference.doprint(model.loss)),
-        "reference_prediction": json.dumps(reference.doprint(model.prediction)),
+        **declared,
         "template": TEMPLATE,
         "name": d.name,
         "title": d.title("en"),
@@ -165,8 +159,6 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "decay": None,
         # softmax / log_softmax / logsumexp belong to the API of every softmax-family module.
         "public_kernels": distribution,
-        "params": params,
-        "call_params": call_params,
     }
     printed = [loss, gradient, prediction]
     if second_order:
@@ -204,15 +196,37 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     context["uses_K"] = bool(
         re.search(r"\bK\b", fused_text + " ".join(context["fused_soft"].lines))
     )
-    names = [p["name"] for p in call_params]
-    context["reference"] = [
-        {"key": key.removeprefix("reference_"), "lines": print_reference(f"_{key}", e, names)}
-        for key, e in forms.items()
-        if key.startswith("reference_")
-    ]
     used = soft.kernels_used | labels.kernels_used | one.kernels_used
     context["kernels"] = sorted(used)
     return context
+
+
+def declared_view(d: Derivation) -> dict[str, Any]:
+    """What every target's module declares about itself, for `derive verify` and its users: the
+    parameters (`params`; `call_params` without the weight decay, which belongs to the layer, not
+    to the per-sample functions of the logits), the weight-decay parameter by its role, whether
+    the loss is the catalogue's, the loss and prediction *as defined* (for mpmath), and the
+    `reference()` factories of the derived forms (printed by SymPy)."""
+    model: LossModel = d.model
+    params = param_views(model)
+    decay_name = model.decay_symbol.name if model.decay_symbol is not None else None
+    call_params = [p for p in params if p["name"] != decay_name]
+    names = [p["name"] for p in call_params]
+    reference = MpmathPrinter({"fully_qualified_modules": False})
+    return {
+        "params": params,
+        "call_params": call_params,
+        "decay_param": next((p for p in params if p["name"] == decay_name), None),
+        "weight_decay_param": json.dumps(decay_name) if decay_name else "None",
+        "catalogue_loss": any(model is known for known in CATALOGUE_MODELS),
+        "reference_loss": json.dumps(reference.doprint(model.loss)),
+        "reference_prediction": json.dumps(reference.doprint(model.prediction)),
+        "reference": [
+            {"key": key.removeprefix("reference_"), "lines": print_reference(f"_{key}", e, names)}
+            for key, e in d.final_forms.items()
+            if key.startswith("reference_")
+        ],
+    }
 
 
 def emit_module(checked: CheckedDerivation) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import sympy as sp
 
 from derive.losses.model import LossModel
-from derive.output.codegen import _param_views, decay_view
+from derive.output.codegen import decay_view, declared_view
 from derive.output.forms import stable
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import PRINTERS, formatted, print_assignments, to_latex, vectorised
@@ -94,17 +94,15 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
     loss, gradient = stable(forms["loss"]), stable(forms["gradient"])
     prediction = stable(forms["prediction"])
     second_order = "hvp" in forms
-    params = _param_views(model)
-    decay_name = model.decay_symbol.name if model.decay_symbol is not None else None
-    call_params = [p for p in params if p["name"] != decay_name]
+    declared = declared_view(d)
+    call_params = declared["call_params"]
     names = [p["name"] for p in call_params]
     context: dict[str, Any] = {
+        **declared,
         "template": TEMPLATES[target],
         "name": d.name,
         "title": d.title("en"),
         "targets": model.targets,
-        "params": params,
-        "call_params": call_params,
         "second_order": second_order,
         # The validated parameters, as the tuple the derived forms receive.
         "param_checks": _tuple(

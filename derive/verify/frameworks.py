@@ -45,8 +45,22 @@ ACCURACY_CHECKS: tuple[str, ...] = (
 )
 
 
-def _decay_value(m: ModuleType) -> float:
-    return float(getattr(m, "DECAY", {}).get("lam", 0.0))
+def _decay(m: ModuleType) -> tuple[str | None, float]:
+    """The weight-decay parameter (by the role the module declares in `WEIGHT_DECAY`, never by
+    a name) and its default (from the signature of the function that takes it: `weight_decay`,
+    or the array-API module's `loss_and_grad`); (None, 0.0) without one."""
+    name = getattr(m, "WEIGHT_DECAY", None)
+    if name is None:
+        return None, 0.0
+    takes = getattr(m, "weight_decay", None) or m.loss_and_grad
+    return name, float(inspect.signature(takes).parameters[name].default)
+
+
+def _split(m: ModuleType, p: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Keyword arguments of `loss_and_grad` as (the loss's parameters, the decay strength)."""
+    name, default = _decay(m)
+    loss_params = {k: v for k, v in p.items() if k != name}
+    return loss_params, float(p.get(name, default)) if name is not None else 0.0
 
 
 def _signature(params: dict[str, float]) -> inspect.Signature:
@@ -70,48 +84,47 @@ def _torch_view(m: ModuleType) -> SimpleNamespace:
     def mean_loss(O: Any, y: Any, **p: float) -> Any:
         return m.loss(O, y, "mean", **p)
 
-    def loss(O: Array, y: Array) -> Any:
-        return back(mean_loss(t(O), t(y)))[()]
+    def loss(O: Array, y: Array, **p: float) -> Any:
+        return back(mean_loss(t(O), t(y), **p))[()]
 
-    def grad_logits(O: Array, y: Array) -> Array:
+    def grad_logits(O: Array, y: Array, **p: float) -> Array:
         Ot = t(O).requires_grad_(True)
-        (g,) = torch.autograd.grad(mean_loss(Ot, t(y)), Ot)
+        (g,) = torch.autograd.grad(mean_loss(Ot, t(y), **p), Ot)
         return back(g)
 
-    def loss_and_grad(X: Array, y: Array, W: Array, b: Array, **p: float) -> tuple[Any, ...]:
-        lam = p.pop("lam", _decay_value(m))
-        Wt, bt = t(W).requires_grad_(True), t(b).requires_grad_(True)
-        total = mean_loss(t(X) @ Wt + bt, t(y), **p)
-        if hasattr(m, "weight_decay"):
-            total = total + m.weight_decay(Wt, lam)
-        dW, db = torch.autograd.grad(total, (Wt, bt))
-        return back(total)[()], back(dW), back(db)
+    def total(X: Any, y: Any, W: Any, b: Any, p: dict[str, float]) -> Any:
+        loss_params, strength = _split(m, p)
+        value = mean_loss(X @ W + b, y, **loss_params)
+        return value + m.weight_decay(W, strength) if m.WEIGHT_DECAY is not None else value
 
-    def hessian_logits(o: Array) -> Array:
+    def loss_and_grad(X: Array, y: Array, W: Array, b: Array, **p: float) -> tuple[Any, ...]:
+        Wt, bt = t(W).requires_grad_(True), t(b).requires_grad_(True)
+        value = total(t(X), t(y), Wt, bt, p)
+        dW, db = torch.autograd.grad(value, (Wt, bt))
+        return back(value)[()], back(dW), back(db)
+
+    def hessian_logits(o: Array, **p: float) -> Array:
         # One sample's loss is the same for any target; the Hessian of the softmax family does not
         # depend on it (and the binary/real ones are checked the same way with zero targets).
         y = np.zeros(1, dtype=np.int64) if m.TARGETS == "distribution" else np.zeros((1, o.size))
         ot = t(o[None, :])
         hessian: Any = torch.autograd.functional.hessian
-        H = hessian(lambda z: mean_loss(z, t(y)), ot)
+        H = hessian(lambda z: mean_loss(z, t(y), **p), ot)
         return back(H)[0, :, 0, :]
 
-    def hvp_logits(O: Array, V: Array) -> Array:
+    def hvp_logits(O: Array, V: Array, **p: float) -> Array:
         n = O.shape[0]
         y = np.zeros(n, dtype=np.int64) if m.TARGETS == "distribution" else np.zeros_like(O)
         Ot = t(O).requires_grad_(True)
-        (g,) = torch.autograd.grad(m.loss(Ot, t(y), "sum"), Ot, create_graph=True)
+        (g,) = torch.autograd.grad(m.loss(Ot, t(y), "sum", **p), Ot, create_graph=True)
         (hv,) = torch.autograd.grad(g, Ot, t(V))
         return back(hv)
 
-    def hvp_W(X: Array, W: Array, b: Array, V: Array) -> Array:
+    def hvp_W(X: Array, W: Array, b: Array, V: Array, **p: float) -> Array:
         n, K = X.shape[0], W.shape[1]
         y = np.zeros(n, dtype=np.int64) if m.TARGETS == "distribution" else np.zeros((n, K))
         Wt = t(W).requires_grad_(True)
-        total = mean_loss(t(X) @ Wt + t(b), t(y))
-        if hasattr(m, "weight_decay"):
-            total = total + m.weight_decay(Wt, _decay_value(m))
-        (g,) = torch.autograd.grad(total, Wt, create_graph=True)
+        (g,) = torch.autograd.grad(total(t(X), t(y), Wt, t(b), p), Wt, create_graph=True)
         (hv,) = torch.autograd.grad(g, Wt, t(V))
         return back(hv)
 
@@ -157,41 +170,35 @@ def _jax_view(m: ModuleType) -> SimpleNamespace:
     def zeros_target(n: int, K: int) -> Any:
         return jnp.zeros(n, dtype=int) if m.TARGETS == "distribution" else jnp.zeros((n, K))
 
-    def loss(O: Array, y: Array) -> Any:
-        return back(m.loss(j(O), j(y)))[()]
+    def loss(O: Array, y: Array, **p: float) -> Any:
+        return back(m.loss(j(O), j(y), **p))[()]
 
-    def grad_logits(O: Array, y: Array) -> Array:
-        return back(jax.grad(lambda o: m.loss(o, j(y)))(j(O)))
+    def grad_logits(O: Array, y: Array, **p: float) -> Array:
+        return back(jax.grad(lambda o: m.loss(o, j(y), **p))(j(O)))
+
+    def total(X: Any, y: Any, W: Any, b: Any, p: dict[str, float]) -> Any:
+        loss_params, strength = _split(m, p)
+        value = m.loss(X @ W + b, y, "mean", **loss_params)
+        return value + m.weight_decay(W, strength) if m.WEIGHT_DECAY is not None else value
 
     def loss_and_grad(X: Array, y: Array, W: Array, b: Array, **p: float) -> tuple[Any, ...]:
-        lam = p.pop("lam", _decay_value(m))
-
-        def total(w: Any, c: Any) -> Any:
-            value = m.loss(j(X) @ w + c, j(y), "mean", **p)
-            return value + m.weight_decay(w, lam) if hasattr(m, "weight_decay") else value
-
-        value, (dW, db) = jax.value_and_grad(total, argnums=(0, 1))(j(W), j(b))
+        fn = jax.value_and_grad(lambda w, c: total(j(X), j(y), w, c, p), argnums=(0, 1))
+        value, (dW, db) = fn(j(W), j(b))
         return back(value)[()], back(dW), back(db)
 
-    def hessian_logits(o: Array) -> Array:
+    def hessian_logits(o: Array, **p: float) -> Array:
         y = zeros_target(1, o.size)
-        return back(jax.hessian(lambda z: m.loss(z[None, :], y))(j(o)))
+        return back(jax.hessian(lambda z: m.loss(z[None, :], y, **p))(j(o)))
 
-    def hvp_logits(O: Array, V: Array) -> Array:
+    def hvp_logits(O: Array, V: Array, **p: float) -> Array:
         y = zeros_target(*O.shape)
-        g = jax.grad(lambda z: m.loss(z, y, "sum"))
+        g = jax.grad(lambda z: m.loss(z, y, "sum", **p))
         return back(jax.jvp(g, (j(O),), (j(V),))[1])
 
-    def hvp_W(X: Array, W: Array, b: Array, V: Array) -> Array:
+    def hvp_W(X: Array, W: Array, b: Array, V: Array, **p: float) -> Array:
         y = zeros_target(X.shape[0], W.shape[1])
-
-        def total(w: Any) -> Any:
-            value = m.loss(j(X) @ w + j(b), y)
-            return (
-                value + m.weight_decay(w, _decay_value(m)) if hasattr(m, "weight_decay") else value
-            )
-
-        return back(jax.jvp(jax.grad(total), (j(W),), (j(V),))[1])
+        g = jax.grad(lambda w: total(j(X), y, w, j(b), p))
+        return back(jax.jvp(g, (j(W),), (j(V),))[1])
 
     view = SimpleNamespace(loss=loss, grad_logits=grad_logits, loss_and_grad=loss_and_grad)
     if m.SECOND_ORDER:
@@ -206,15 +213,17 @@ def _jax_view(m: ModuleType) -> SimpleNamespace:
 def _array_api_view(m: ModuleType) -> SimpleNamespace:
     """The module already has the NumPy module's API; NumPy arrays reach it through
     array-api-compat. The Hessian and the HVP in W are built from its `hvp_logits` (the derived
-    HVP) by the chain rule, plus the weight decay's Hessian `lam I` (its gradient is linear)."""
+    HVP) by the chain rule, plus the weight decay's Hessian (its gradient is linear in W: the
+    strength times the identity)."""
 
-    def hessian_logits(o: Array) -> Array:
+    def hessian_logits(o: Array, **p: float) -> Array:
         O = np.broadcast_to(o, (o.size, o.size)).copy()
-        return np.asarray(m.hvp_logits(O, np.eye(o.size)))
+        return np.asarray(m.hvp_logits(O, np.eye(o.size), **p))
 
-    def hvp_W(X: Array, W: Array, b: Array, V: Array) -> Array:
-        G = np.asarray(m.hvp_logits(X @ W + b, X @ V)) / X.shape[0]
-        out: Array = X.T @ G + _decay_value(m) * V
+    def hvp_W(X: Array, W: Array, b: Array, V: Array, **p: float) -> Array:
+        loss_params, strength = _split(m, p)
+        G = np.asarray(m.hvp_logits(X @ W + b, X @ V, **loss_params)) / X.shape[0]
+        out: Array = X.T @ G + strength * V
         return out
 
     view = SimpleNamespace(loss=m.loss, grad_logits=m.grad_logits)
@@ -230,6 +239,19 @@ def _array_api_view(m: ModuleType) -> SimpleNamespace:
         view.softmax, view.log_softmax, view.logsumexp = m.softmax, m.log_softmax, m.logsumexp
     return view
 
+
+#: What a module declares about itself (the same names as the NumPy module's), which the checks
+#: read: the loss's definition for the mpmath references, the weight decay's role, ranges.
+DECLARED = (
+    "LOSS",
+    "TARGETS",
+    "STABLE",
+    "CATALOGUE_LOSS",
+    "WEIGHT_DECAY",
+    "PARAMETER_RANGES",
+    "REFERENCE_LOSS",
+    "REFERENCE_PREDICTION",
+)
 
 VIEWS: dict[str, Callable[[ModuleType], SimpleNamespace]] = {
     "torch": _torch_view,
@@ -258,15 +280,21 @@ def load(path: Path, target: str) -> ModuleType:
 def numpy_view(module: ModuleType, target: str) -> SimpleNamespace:
     """`module` (an emitted `target` module) behind the NumPy module's API (see above)."""
     view = VIEWS[target](module)
-    view.LOSS, view.TARGETS, view.STABLE = module.LOSS, module.TARGETS, module.STABLE
-    params = dict(module.PARAMS) | dict(getattr(module, "DECAY", {}))
+    for name in DECLARED:
+        setattr(view, name, getattr(module, name))
+    if hasattr(module, "reference"):
+        view.reference = module.reference
+    decay, default = _decay(module)
+    params = dict(module.PARAMS) | ({decay: default} if decay is not None else {})
     view.loss_and_grad.__signature__ = _signature(params)  # read by checks.Subject.params
     return view
 
 
 def run(module: ModuleType, target: str) -> list[checks.Result]:
-    """The accuracy checks on a framework module, through `numpy_view`."""
+    """The accuracy checks on a framework module, through `numpy_view`, in the order of
+    `ACCURACY_CHECKS`."""
     view = numpy_view(module, target)
-    selected = [c for c in checks.CHECKS if c.__name__ in ACCURACY_CHECKS]
+    by_name = {c.__name__: c for c in checks.CHECKS}
+    selected = [by_name[name] for name in ACCURACY_CHECKS]
     subject: Any = view  # a module in all but type
     return checks.run(subject, selected)

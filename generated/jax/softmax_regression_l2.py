@@ -41,7 +41,20 @@ TARGETS = "distribution"
 STABLE = True
 SECOND_ORDER = True
 PARAMS = {}
-DECAY = {"lam": 0.0001}
+#: Each loss parameter's valid range: (low, high, low included, high included); None: unbounded.
+PARAMETER_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "lam": (0.0, None, True, False),
+}
+#: Whether the loss is one of the catalogue's (whose conditioning the verify bounds assume).
+CATALOGUE_LOSS = True
+#: The parameter that is the weight-decay strength (a role the model declares), or None.
+WEIGHT_DECAY = "lam"
+
+#: The per-sample loss and the prediction `yhat_j` *as defined*, before any rewrite, printed
+#: for mpmath by SymPy: `derive verify` evaluates them to 50 digits as references independent
+#: of every kernel above (`o`, `y` are 1-based sequences, `K` the class count, `j` a class).
+REFERENCE_LOSS = "-(builtins.sum(log(exp(o[k])/(builtins.sum(exp(o[m]) for m in range(1, K+1))))*y[k] for k in range(1, K+1)))"
+REFERENCE_PREDICTION = "exp(o[j])/(builtins.sum(exp(o[m]) for m in range(1, K+1)))"
 
 
 # Stable kernels the printed formulas call, bound to JAX's own max-shifted kernels.
@@ -267,5 +280,112 @@ def _decay_gradient_jvp(
 
 def weight_decay(W: Any, lam: float = 0.0001) -> jax.Array:
     r"""The penalty $\frac{\lambda \operatorname{tr}\left(W^{T} W \right)}{2}$ on the weights (add it to `loss` of `X @ W + b`)."""
-    lam = _param("lam", lam, 0.0, None, True, False)
-    return _weight_decay(jnp.asarray(W), lam)
+    strength = _param("lam", lam, 0.0, None, True, False)
+    return _weight_decay(jnp.asarray(W), strength)
+
+
+# fmt: off
+def reference() -> dict[str, Any]:
+    r"""The derived forms as mpmath functions: what `derive verify` measures accuracy against.
+
+    Printed by SymPy's mpmath printer from the derivation's forms *as derived* (before the
+    accurate rewrites the functions above compute) and their first partial derivatives (`_do`,
+    `_dy`, `_dv`: by `o_m`, `y_m`, `v_m`; `_d<param>`), which size the error bound. Slow, exact
+    in the precision set with `mpmath.workdps`; for checking, not for training. Each entry maps
+    to a factory `(o, y, v, K, **params) -> at(j, k, m)`: `o`, `y`, `v` are sequences indexed
+    from 1 (entry 0 unused), as in the derivation; `at` gives the entry at class indices j, k, m.
+    """
+    import builtins
+
+    import mpmath
+
+    def _reference_loss(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.log(builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))) - builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        return at
+
+    def _reference_loss_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[m])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[m]
+        return at
+
+    def _reference_loss_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -o[m]
+        return at
+
+    def _reference_gradient(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[j]
+        return at
+
+    def _reference_gradient_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+        return at
+
+    def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -(1 if j == m else 0)
+        return at
+
+    def _reference_hessian(o: Any, y: Any, v: Any, K: int) -> Any:
+        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*(1 if j == k else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[k])/x1**2
+        return at
+
+    def _reference_hessian_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x4 = x3**(-2)
+        def at(j: int, k: int, m: int) -> Any:
+            return -x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if k == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*(1 if j == k else 0) + mpmath.exp(o[j])*(1 if j == k else 0)*(1 if j == m else 0)/x3 + 2*mpmath.exp(o[j])*mpmath.exp(o[k])*mpmath.exp(o[m])/x3**3
+        return at
+
+    def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp(o: Any, y: Any, v: Any, K: int) -> Any:
+        x2 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*v[j]/x2 - mpmath.exp(o[j])*builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))/x2**2
+        return at
+
+    def _reference_hvp_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x4 = x3**(-2)
+        x7 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return -x4*x7*mpmath.exp(o[j])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[j] - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[m] + mpmath.exp(o[j])*(1 if j == m else 0)*v[j]/x3 + 2*x7*mpmath.exp(o[j])*mpmath.exp(o[m])/x3**3
+        return at
+
+    def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int) -> Any:
+        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+        return at
+
+    return {
+        "loss": _reference_loss,
+        "loss_do": _reference_loss_do,
+        "loss_dy": _reference_loss_dy,
+        "gradient": _reference_gradient,
+        "gradient_do": _reference_gradient_do,
+        "gradient_dy": _reference_gradient_dy,
+        "hessian": _reference_hessian,
+        "hessian_do": _reference_hessian_do,
+        "hessian_dy": _reference_hessian_dy,
+        "hvp": _reference_hvp,
+        "hvp_do": _reference_hvp_do,
+        "hvp_dy": _reference_hvp_dy,
+        "hvp_dv": _reference_hvp_dv,
+    }
+# fmt: on

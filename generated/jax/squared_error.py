@@ -32,6 +32,18 @@ TARGETS = "real"
 STABLE = True
 SECOND_ORDER = True
 PARAMS = {}
+#: Each loss parameter's valid range: (low, high, low included, high included); None: unbounded.
+PARAMETER_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {}
+#: Whether the loss is one of the catalogue's (whose conditioning the verify bounds assume).
+CATALOGUE_LOSS = True
+#: The parameter that is the weight-decay strength (a role the model declares), or None.
+WEIGHT_DECAY = None
+
+#: The per-sample loss and the prediction `yhat_j` *as defined*, before any rewrite, printed
+#: for mpmath by SymPy: `derive verify` evaluates them to 50 digits as references independent
+#: of every kernel above (`o`, `y` are 1-based sequences, `K` the class count, `j` a class).
+REFERENCE_LOSS = "(builtins.sum((mpf(1)/mpf(2))*(o[k] - y[k])**2 for k in range(1, K+1)))"
+REFERENCE_PREDICTION = "o[j]"
 
 
 # Stable kernels the printed formulas call, bound to JAX's own max-shifted kernels.
@@ -170,3 +182,101 @@ def predict_proba(logits: Any) -> jax.Array:
     O = jnp.asarray(logits)
     P = O
     return jnp.broadcast_to(P, O.shape)
+
+
+# fmt: off
+def reference() -> dict[str, Any]:
+    r"""The derived forms as mpmath functions: what `derive verify` measures accuracy against.
+
+    Printed by SymPy's mpmath printer from the derivation's forms *as derived* (before the
+    accurate rewrites the functions above compute) and their first partial derivatives (`_do`,
+    `_dy`, `_dv`: by `o_m`, `y_m`, `v_m`; `_d<param>`), which size the error bound. Slow, exact
+    in the precision set with `mpmath.workdps`; for checking, not for training. Each entry maps
+    to a factory `(o, y, v, K, **params) -> at(j, k, m)`: `o`, `y`, `v` are sequences indexed
+    from 1 (entry 0 unused), as in the derivation; `at` gives the entry at class indices j, k, m.
+    """
+    import builtins
+
+    import mpmath
+
+    def _reference_loss(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (mpmath.mpf(1)/mpmath.mpf(2))*builtins.sum((o[s] - y[s])**2 for s in range(1, K+1))
+        return at
+
+    def _reference_loss_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return o[m] - y[m]
+        return at
+
+    def _reference_loss_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -o[m] + y[m]
+        return at
+
+    def _reference_gradient(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return o[j] - y[j]
+        return at
+
+    def _reference_gradient_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 if j == m else 0)
+        return at
+
+    def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -(1 if j == m else 0)
+        return at
+
+    def _reference_hessian(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 if j == k else 0)
+        return at
+
+    def _reference_hessian_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return v[j]
+        return at
+
+    def _reference_hvp_do(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return (1 if j == m else 0)
+        return at
+
+    return {
+        "loss": _reference_loss,
+        "loss_do": _reference_loss_do,
+        "loss_dy": _reference_loss_dy,
+        "gradient": _reference_gradient,
+        "gradient_do": _reference_gradient_do,
+        "gradient_dy": _reference_gradient_dy,
+        "hessian": _reference_hessian,
+        "hessian_do": _reference_hessian_do,
+        "hessian_dy": _reference_hessian_dy,
+        "hvp": _reference_hvp,
+        "hvp_do": _reference_hvp_do,
+        "hvp_dy": _reference_hvp_dy,
+        "hvp_dv": _reference_hvp_dv,
+    }
+# fmt: on

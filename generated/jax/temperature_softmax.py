@@ -40,6 +40,20 @@ TARGETS = "distribution"
 STABLE = True
 SECOND_ORDER = True
 PARAMS = {"T": 2.0}
+#: Each loss parameter's valid range: (low, high, low included, high included); None: unbounded.
+PARAMETER_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "T": (0.0, None, False, False),
+}
+#: Whether the loss is one of the catalogue's (whose conditioning the verify bounds assume).
+CATALOGUE_LOSS = True
+#: The parameter that is the weight-decay strength (a role the model declares), or None.
+WEIGHT_DECAY = None
+
+#: The per-sample loss and the prediction `yhat_j` *as defined*, before any rewrite, printed
+#: for mpmath by SymPy: `derive verify` evaluates them to 50 digits as references independent
+#: of every kernel above (`o`, `y` are 1-based sequences, `K` the class count, `j` a class).
+REFERENCE_LOSS = "-(builtins.sum(log(exp(o[k]/T)/(builtins.sum(exp(o[m]/T) for m in range(1, K+1))))*y[k] for k in range(1, K+1)))"
+REFERENCE_PREDICTION = "exp(o[j]/T)/(builtins.sum(exp(o[m]/T) for m in range(1, K+1)))"
 
 
 # Stable kernels the printed formulas call, bound to JAX's own max-shifted kernels.
@@ -241,3 +255,167 @@ def log_softmax(logits: Any) -> jax.Array:
 
 def logsumexp(logits: Any) -> jax.Array:
     return _logsumexp(jnp.asarray(logits))[..., 0]
+
+
+# fmt: off
+def reference() -> dict[str, Any]:
+    r"""The derived forms as mpmath functions: what `derive verify` measures accuracy against.
+
+    Printed by SymPy's mpmath printer from the derivation's forms *as derived* (before the
+    accurate rewrites the functions above compute) and their first partial derivatives (`_do`,
+    `_dy`, `_dv`: by `o_m`, `y_m`, `v_m`; `_d<param>`), which size the error bound. Slow, exact
+    in the precision set with `mpmath.workdps`; for checking, not for training. Each entry maps
+    to a factory `(o, y, v, K, **params) -> at(j, k, m)`: `o`, `y`, `v` are sequences indexed
+    from 1 (entry 0 unused), as in the derivation; `at` gives the entry at class indices j, k, m.
+    """
+    import builtins
+
+    import mpmath
+
+    def _reference_loss(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = 1/T
+        def at(j: int, k: int, m: int) -> Any:
+            return -x0*builtins.sum(o[s]*y[s] for s in range(1, K+1)) + mpmath.log(builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)))
+        return at
+
+    def _reference_loss_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = 1/T
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*mpmath.exp(x0*o[m])/builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)) - x0*y[m]
+        return at
+
+    def _reference_loss_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -o[m]/T
+        return at
+
+    def _reference_loss_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-2)
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*builtins.sum(o[s]*y[s] for s in range(1, K+1)) + builtins.sum(-x0*mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))/builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        return at
+
+    def _reference_gradient(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = 1/T
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*mpmath.exp(x0*o[j])/builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)) - x0*y[j]
+        return at
+
+    def _reference_gradient_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-2)
+        x1 = 1/T
+        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*mpmath.exp(x1*o[j])*(1 if j == m else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[m])/x3**2
+        return at
+
+    def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return -(1 if j == m else 0)/T
+        return at
+
+    def _reference_gradient_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-2)
+        x1 = 1/T
+        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*y[j] - x0*mpmath.exp(x1*o[j])/x3 - x1*mpmath.exp(x1*o[j])*builtins.sum(-x0*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))/x3**2 - mpmath.exp(x1*o[j])*o[j]/(T**3*x3)
+        return at
+
+    def _reference_hessian(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-2)
+        x1 = 1/T
+        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*mpmath.exp(x1*o[j])*(1 if j == k else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])/x3**2
+        return at
+
+    def _reference_hessian_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-3)
+        x3 = 1/T
+        x5 = builtins.sum(mpmath.exp(x3*o[s]) for s in range(1, K+1))
+        x6 = x5**(-2)
+        def at(j: int, k: int, m: int) -> Any:
+            return -x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*(1 if j == m else 0) - x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*(1 if k == m else 0) - x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[m])*(1 if j == k else 0) + x0*mpmath.exp(x3*o[j])*(1 if j == k else 0)*(1 if j == m else 0)/x5 + 2*x0*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*mpmath.exp(x3*o[m])/x5**3
+        return at
+
+    def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hessian_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = 2/T**3
+        x1 = 1/T
+        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        x7 = T**(-4)
+        x8 = x3**(-2)
+        x12 = T**(-2)
+        x13 = x12*builtins.sum(-x12*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k]) - x0*mpmath.exp(x1*o[j])*(1 if j == k else 0)/x3 - x13*x8*mpmath.exp(x1*o[j])*(1 if j == k else 0) + 2*x13*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])/x3**3 + x7*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])*o[j] + x7*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])*o[k] - x7*mpmath.exp(x1*o[j])*(1 if j == k else 0)*o[j]/x3
+        return at
+
+    def _reference_hvp(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = 1/T
+        x2 = builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return mpmath.exp(x0*o[j])*v[j]/(T**2*x2) - mpmath.exp(x0*o[j])*builtins.sum(mpmath.exp(x0*o[s])*v[s] for s in range(1, K+1))/(T**2*x2**2)
+        return at
+
+    def _reference_hvp_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-3)
+        x2 = 1/T
+        x5 = builtins.sum(mpmath.exp(x2*o[s]) for s in range(1, K+1))
+        x7 = x5**(-2)
+        x10 = builtins.sum(mpmath.exp(x2*o[s])*v[s] for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return -x0*x10*x7*mpmath.exp(x2*o[j])*(1 if j == m else 0) + 2*x0*x10*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])/x5**3 - x0*x7*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])*v[j] - x0*x7*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])*v[m] + x0*mpmath.exp(x2*o[j])*(1 if j == m else 0)*v[j]/x5
+        return at
+
+    def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        def at(j: int, k: int, m: int) -> Any:
+            return 0
+        return at
+
+    def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-2)
+        x1 = 1/T
+        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return x0*mpmath.exp(x1*o[j])*(1 if j == m else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[m])/x3**2
+        return at
+
+    def _reference_hvp_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        x0 = T**(-3)
+        x1 = 1/T
+        x4 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        x6 = T**(-4)
+        x7 = x4**(-2)
+        x9 = builtins.sum(mpmath.exp(x1*o[s])*v[s] for s in range(1, K+1))
+        x10 = T**(-2)
+        x13 = builtins.sum(-x10*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))
+        def at(j: int, k: int, m: int) -> Any:
+            return 2*x0*x7*x9*mpmath.exp(x1*o[j]) - 2*x0*mpmath.exp(x1*o[j])*v[j]/x4 - x10*x13*x7*mpmath.exp(x1*o[j])*v[j] + 2*x10*x13*x9*mpmath.exp(x1*o[j])/x4**3 - x10*x7*mpmath.exp(x1*o[j])*builtins.sum(-x10*mpmath.exp(x1*o[s])*o[s]*v[s] for s in range(1, K+1)) + x6*x7*x9*mpmath.exp(x1*o[j])*o[j] - x6*mpmath.exp(x1*o[j])*o[j]*v[j]/x4
+        return at
+
+    return {
+        "loss": _reference_loss,
+        "loss_do": _reference_loss_do,
+        "loss_dy": _reference_loss_dy,
+        "loss_dT": _reference_loss_dT,
+        "gradient": _reference_gradient,
+        "gradient_do": _reference_gradient_do,
+        "gradient_dy": _reference_gradient_dy,
+        "gradient_dT": _reference_gradient_dT,
+        "hessian": _reference_hessian,
+        "hessian_do": _reference_hessian_do,
+        "hessian_dy": _reference_hessian_dy,
+        "hessian_dT": _reference_hessian_dT,
+        "hvp": _reference_hvp,
+        "hvp_do": _reference_hvp_do,
+        "hvp_dy": _reference_hvp_dy,
+        "hvp_dv": _reference_hvp_dv,
+        "hvp_dT": _reference_hvp_dT,
+    }
+# fmt: on
