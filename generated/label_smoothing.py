@@ -468,8 +468,9 @@ def predict_proba(X: Any, W: Any, b: Any, *, eps: float = 0.1) -> Array:
 
 
 def predict(X: Any, W: Any, b: Any, *, eps: float = 0.1) -> Array:
-    """The most probable class of each sample (argmax of `predict_proba`)."""
-    out: Array = np.argmax(predict_proba(X, W, b, eps=eps), axis=-1)
+    r"""The decision for each sample, from `P = predict_proba(X, W, b)`: $\hat{c} = \operatorname{argmax}_{1 \le t \le K} \hat{y}_{t}$."""
+    P = predict_proba(X, W, b, eps=eps)
+    out: Array = np.argmax(P, axis=-1)
     return out
 
 
@@ -508,8 +509,8 @@ def hvp_logits(O: Any, V: Any, *, eps: float = 0.1) -> Array:
 def hvp_W(X: Any, W: Any, b: Any, V: Any, *, eps: float = 0.1) -> Array:
     r"""The Hessian of the mean loss w.r.t. W, applied to a direction V (d, K).
 
-    The logits move by `X V`; `hvp_logits` maps that to `dL/dO`'s change, and the chain rule
-    brings it back to W.
+    $\frac{\partial^2 L}{\partial W^2} [V] = \frac{1}{n} X^{T} \dot{G}$:
+    row r of $\dot{G}$ is `hvp_logits` at row r of $\dot{O} = X V$.
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     Xb, W, b = _layer(X, W, b)
@@ -519,8 +520,9 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, eps: float = 0.1) -> Array:
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
         O = Xb @ W + b
     _finite_logits(O, Xb, 0, W, b)
-    G = hvp_logits(O, Xb @ V, eps=eps) / Xb.shape[0]
-    out: Array = (G.T @ Xb).T
+    n = Xb.shape[0]
+    HV = hvp_logits(O, Xb @ V, eps=eps)
+    out: Array = (HV.T @ Xb).T / n
     return out
 
 

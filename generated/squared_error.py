@@ -285,8 +285,9 @@ def predict_proba(X: Any, W: Any, b: Any) -> Array:
 
 
 def predict(X: Any, W: Any, b: Any) -> Array:
-    """The model's real-valued output (`predict_proba` is the same for regression)."""
-    out: Array = predict_proba(X, W, b)
+    r"""The decision for each sample, from `P = predict_proba(X, W, b)`: $\hat{t}_{j} = \hat{y}_{j}$."""
+    P = predict_proba(X, W, b)
+    out: Array = P
     return out
 
 
@@ -322,8 +323,8 @@ def hvp_logits(O: Any, V: Any) -> Array:
 def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
     r"""The Hessian of the mean loss w.r.t. W, applied to a direction V (d, K).
 
-    The logits move by `X V`; `hvp_logits` maps that to `dL/dO`'s change, and the chain rule
-    brings it back to W.
+    $\frac{\partial^2 L}{\partial W^2} [V] = \frac{1}{n} X^{T} \dot{G}$:
+    row r of $\dot{G}$ is `hvp_logits` at row r of $\dot{O} = X V$.
     """
     Xb, W, b = _layer(X, W, b)
     V = _finite_array("V", V, "a direction of shape (d, K)").astype(Xb.dtype, copy=False)
@@ -332,8 +333,9 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any) -> Array:
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
         O = Xb @ W + b
     _finite_logits(O, Xb, 0, W, b)
-    G = hvp_logits(O, Xb @ V) / Xb.shape[0]
-    out: Array = (G.T @ Xb).T
+    n = Xb.shape[0]
+    HV = hvp_logits(O, Xb @ V)
+    out: Array = (HV.T @ Xb).T / n
     return out
 
 

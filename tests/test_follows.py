@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from derive.errors import StepCheckError
 from derive.losses.definitions import with_weight_decay
 from derive.losses.derivation import loss_derivation
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param
@@ -23,8 +24,10 @@ from derive.losses.softmax_regression import softmax_regression
 from derive.output.codegen import emit_module
 from derive.output.loader import load_module_from_path
 from derive.output.notes import render_markdown
+from derive.symbolic.decision import ArgMax, ArgMin
 from derive.symbolic.steps import CheckedDerivation, Derivation
 
+ROOT = Path(__file__).resolve().parents[1]
 BASE = SOFTMAX_CROSS_ENTROPY
 DOUBLED = replace(BASE, name="doubled", loss=2 * BASE.loss)
 
@@ -70,6 +73,44 @@ def test_a_doubled_loss_changes_every_display_after_the_loss_and_every_printed_n
         np.testing.assert_allclose(got, 2 * np.asarray(ref), rtol=1e-13)
     O = X @ W + b
     np.testing.assert_allclose(two.hvp_logits(O, O), 2 * one.hvp_logits(O, O), rtol=1e-13)
+    # The Hessian in W (printed from its step, not composed in the template) doubles too; the
+    # decision does not move.
+    V = np.random.default_rng(1).normal(size=W.shape)
+    np.testing.assert_allclose(two.hvp_W(X, W, b, V), 2 * one.hvp_W(X, W, b, V), rtol=1e-13)
+    np.testing.assert_array_equal(two.predict(X, W, b), one.predict(X, W, b))
+
+
+def test_the_printed_decision_is_its_steps_right_hand_side(tmp_path: Path) -> None:
+    """`predict` prints the rhs of step `decision_rule`: an equivalent rule written otherwise is
+    proved and printed as written (no rule typed in the template); a wrong one is refused."""
+    d = loss_derivation(BASE)
+    rule = {s.name: s for s in d.steps}["decision_rule"].rhs
+    f, t, lo, hi = rule.args
+    other = ArgMax(2 * f + 1, t, lo, hi)
+    changed = replace(
+        d.replace_step("decision_rule", rhs=other),
+        final_forms={**d.final_forms, "decision": other},
+    )
+    checked = changed.check(only={"decision_rule"})
+    module = _emit(checked, tmp_path)
+    assert "np.argmax(2 * P + 1, axis=-1)" in Path(module.__file__).read_text(encoding="utf-8")
+    X, _, W, b = _problem()
+    np.testing.assert_array_equal(module.predict(X, W, b), np.argmax(X @ W + b, axis=1))
+    wrong = ArgMin(*rule.args)
+    with pytest.raises(StepCheckError, match="decision_rule"):
+        replace(
+            d.replace_step("decision_rule", rhs=wrong),
+            final_forms={**d.final_forms, "decision": wrong},
+        ).check(only={"decision_rule"})
+
+
+def test_weight_decay_adds_its_proved_hessian_term_to_hvp_W() -> None:
+    """The committed l2 module: `hvp_W` gains exactly `lam V` (step `weight_decay_hvp`)."""
+    module = load_module_from_path(ROOT / "generated" / "softmax_regression_l2.py")
+    X, _, W, b = _problem()
+    V = np.random.default_rng(2).normal(size=W.shape)
+    base = module.hvp_W(X, W, b, V, lam=0.0)
+    np.testing.assert_allclose(module.hvp_W(X, W, b, V, lam=0.3) - base, 0.3 * V, rtol=1e-12)
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from derive.errors import StepCheckError
 from derive.losses.catalogue import CATALOGUE
 from derive.losses.derivation import loss_derivation
 from derive.losses.user_model import load_user_model
+from derive.symbolic.decision import ArgMax, ArgMin, Exceeds
 from derive.symbolic.steps import ConcreteK, Derivation, Step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +112,17 @@ def _matrices(rhs: sp.Basic) -> Iterator[tuple[str, sp.Basic]]:
         yield "1/n dropped", rhs.xreplace({S.n: 1})
 
 
+def _decisions(rhs: sp.Basic) -> Iterator[tuple[str, sp.Basic]]:
+    """A wrong prediction rule: argmax <-> argmin, the comparison reversed, another threshold."""
+    for node in rhs.atoms(ArgMax, ArgMin):
+        other = ArgMin if isinstance(node, ArgMax) else ArgMax
+        yield f"{node.func.__name__} -> {other.__name__}", rhs.xreplace({node: other(*node.args)})
+    for node in rhs.atoms(Exceeds):
+        a, b = node.args
+        yield "comparison reversed", rhs.xreplace({node: Exceeds(b, a)})
+        yield "threshold moved", rhs.xreplace({node: Exceeds(a, b + sp.Rational(1, 10))})
+
+
 def step_mutations(step: Step) -> Iterator[tuple[str, str, sp.Basic | str]]:
     """(kind, description, new rhs or new relation) for one step."""
     rhs = step.rhs
@@ -123,6 +135,7 @@ def step_mutations(step: Step) -> Iterator[tuple[str, str, sp.Basic | str]]:
         ("term", _terms),
         ("index", _indices),
         ("matrix", _matrices),
+        ("decision", _decisions),
     ):
         try:
             for what, new in ops(rhs):
@@ -251,6 +264,20 @@ def test_every_mutant_is_caught(name: str) -> None:
 
 
 @pytest.mark.slow
+def test_wrong_prediction_rules_and_hvp_in_W_are_caught() -> None:
+    """The printed decision (`argmax`, `[yhat > 1/2]`) and the Hessian in W are checked steps:
+    every wrong variant of them fails (the binary rule of logistic regression included)."""
+    picked = {"decision_rule", "decision_definition", "hessian_vector_product_W",
+              "logit_direction", "final form decision", "final form hvp_W"}  # fmt: skip
+    survivors: list[str] = []
+    for name in ("softmax_regression", "logistic_regression"):
+        survivors += run_mutants(name, lambda every: [m for m in every if m.step in picked])
+    assert not survivors, "\n".join(survivors)
+    kinds = {m.what for m in mutants(derivation("logistic_regression")) if m.kind == "decision"}
+    assert kinds == {"comparison reversed", "threshold moved"}
+
+
+@pytest.mark.slow
 def test_the_mutation_operators_reach_every_kind() -> None:
     """The suite is only as good as its operators: each kind occurs in the story."""
     kinds = {m.kind for m in mutants(derivation("softmax_regression"))}
@@ -262,6 +289,7 @@ def test_the_mutation_operators_reach_every_kind() -> None:
         "relation",
         "changed definition",
         "wrong final form",
+        "decision",
     }
     whats = {m.what for m in mutants(derivation("softmax_regression"))}
     assert "1/n dropped" in whats and "transposed" in whats

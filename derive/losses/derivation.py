@@ -28,6 +28,7 @@ from derive.losses.calculus import (
 )
 from derive.losses.model import LossModel
 from derive.symbolic.accurate import accurate_chain, labels_form, split_label_delta
+from derive.symbolic.decision import OUTCOME, ArgMax, ArgMin, Exceeds, decide
 from derive.symbolic.explicit import (
     Batch,
     any_loss_gradient,
@@ -92,6 +93,13 @@ dl_db = display(r"\frac{\partial \ell}{\partial b}")
 dL_dW = display(r"\frac{\partial L}{\partial W}")
 dL_db = display(r"\frac{\partial L}{\partial b}")
 dR_dW = display(r"\frac{\partial R}{\partial W}")
+#: The Hessian of the mean loss (of the penalty) w.r.t. W applied to a direction V: the
+#: derivative of `dL/dW` (`dR/dW`) along V, bound to that derivative of explicit entries.
+d2L_dW2_V = display(r"\frac{\partial^2 L}{\partial W^2} [V]")
+d2R_dW2_V = display(r"\frac{\partial^2 R}{\partial W^2} [V]")
+#: How the logits and the rows of G move when W moves along V (n x K).
+O_dot = sp.MatrixSymbol(r"\dot{O}", S.n, S.K)
+G_dot = sp.MatrixSymbol(r"\dot{G}", S.n, S.K)
 #: One sample as column vectors (x: d, y and yhat: K) and the gradient w.r.t. the logits.
 x_vec = sp.MatrixSymbol("x", S.d, 1)
 y_vec = sp.MatrixSymbol("y", S.K, 1)
@@ -188,6 +196,30 @@ def binding(model: LossModel, forms: Forms) -> Binding:
             R = explicit(_defined(defs, PENALTY, "weight decay"), {S.Wm: batch.W}, n, d, K)
             return jacobian(R, batch.W)
 
+        V = sp.Matrix(d, K, lambda a, j: sp.Symbol(f"v_{a}_{j}", real=True))
+        along = sp.Symbol("_t", real=True)
+
+        def along_V(matrix: sp.Matrix) -> sp.Matrix:
+            """The derivative of `matrix` (entries in W) when W moves along V, at V = 0."""
+            moved = {
+                batch.W[a, col]: batch.W[a, col] + along * V[a, col]
+                for a in range(d)
+                for col in range(K)
+            }
+            return matrix.xreplace(moved).diff(along).subs(along, 0)
+
+        O_moves = cache(lambda: along_V(batch.O))
+
+        def hvp_rows() -> sp.Matrix:
+            """Row r: the derived Hessian-vector product at sample r, along row r of O-dot."""
+            assert forms.hvp is not None
+            return sp.Matrix(
+                n, K, lambda r, j: _row_with_direction(forms.hvp, batch, r, j, O_moves()[r, :])
+            )
+
+        def penalty_gradient_along() -> sp.Matrix:
+            return along_V(penalty_gradient())
+
         def prediction(rows: bool) -> sp.Basic:
             value = P()
             if value is None:
@@ -215,9 +247,22 @@ def binding(model: LossModel, forms: Forms) -> Binding:
             S.Yhat: lambda: prediction(rows=True),
             yhat_vec: lambda: prediction(rows=False),
             dR_dW: penalty_gradient,
+            S.Vm: V,
+            O_dot: O_moves,
+            G_dot: hvp_rows,
+            d2L_dW2_V: lambda: along_V(jacobian(L(), batch.W)),
+            d2R_dW2_V: penalty_gradient_along,
         }
 
     return bind
+
+
+def _row_with_direction(
+    expr: sp.Expr, batch: Batch, r: int, j: int, direction: sp.Matrix
+) -> sp.Expr:
+    """`expr` (in o, y, v and a free j) at sample r, class j (0-based), with `v = direction`."""
+    at = row_instance(expr, batch, r, index=j)
+    return at.xreplace({S.v[t + 1]: direction[t] for t in range(batch.O.cols)})
 
 
 def as_vector(expr: sp.Expr, batch: bool = False) -> sp.MatrixExpr | None:
@@ -245,6 +290,7 @@ def as_vector(expr: sp.Expr, batch: bool = False) -> sp.MatrixExpr | None:
 
 
 BATCH_SHAPES = ((2, 2, 2), (3, 2, 3))
+HVP_W_SHAPES = ((2, 2, 2), (3, 1, 2))
 #: Every log argument here is positive (probabilities, sums of exponentials): logs of products
 #: and quotients may be expanded, as in the concrete-K checks.
 LOGS = (expand_logs,)
@@ -419,6 +465,36 @@ def _generic_wording(model: LossModel) -> dict[str, Wording]:
                 "把 $H$ 作用在方向 $v$ 上，不需要构造 $K \\times K$ 矩阵。",
             ),
         ),
+        "weight_decay_hvp": Wording(
+            Prose("The penalty's Hessian along a direction", "惩罚项的 Hessian 作用于方向"),
+            Prose(
+                "$\\partial R / \\partial W$ is linear in $W$, so moving $W$ along $V$ moves it "
+                "by the same map applied to $V$.",
+                "$\\partial R / \\partial W$ 对 $W$ 是线性的，所以 $W$ 沿 $V$ 移动时，"
+                "它的变化就是同一个线性映射作用于 $V$。",
+            ),
+        ),
+        "logit_direction": Wording(
+            Prose("The logits along a direction in $W$", "$W$ 沿某方向移动时的输出"),
+            Prose(
+                "Moving $W$ along a direction $V$ ($d \\times K$) moves the logits $O = XW + "
+                "\\mathbf{1} b^T$ along $\\dot{O}$.",
+                "$W$ 沿方向 $V$（$d \\times K$）移动时，输出 $O = XW + \\mathbf{1} b^T$ 沿 "
+                "$\\dot{O}$ 移动。",
+            ),
+        ),
+        "hessian_vector_product_W": Wording(
+            Prose("The Hessian in $W$ along a direction", "对 $W$ 的 Hessian 作用于方向"),
+            Prose(
+                "Differentiate the batch gradient along $V$: the logits move by $\\dot{O}$, so "
+                "row $r$ of $G$ moves by the Hessian-vector product above at sample $r$ applied "
+                "to row $r$ of $\\dot{O}$ (row $r$ of $\\dot{G}$), and the chain rule brings "
+                "it back to $W$ as for the gradient. No $dK \\times dK$ matrix is formed.",
+                "沿 $V$ 对批量梯度求导：输出移动 $\\dot{O}$，所以 $G$ 的第 $r$ 行移动的量是上面的 "
+                "Hessian 与向量之积在样本 $r$ 处作用于 $\\dot{O}$ 的第 $r$ 行（即 $\\dot{G}$ 的"
+                "第 $r$ 行），再像梯度那样用链式法则回到 $W$。不构造 $dK \\times dK$ 矩阵。",
+            ),
+        ),
     }
 
 
@@ -500,6 +576,10 @@ def final_forms(
         "hvp": "hessian_vector_product",
         "decay_loss": "weight_decay_penalty",
         "decay_grad": "weight_decay",
+        "decay_hvp": "weight_decay_hvp",
+        "hvp_direction": "logit_direction",
+        "hvp_W": "hessian_vector_product_W",
+        "decision": "decision_rule" if "decision_rule" in steps else "decision_definition",
     }
     present = {name: src for name, src in sources.items() if src in steps}
     forms = {name: steps[src].rhs for name, src in present.items()}
@@ -672,7 +752,14 @@ def core_steps(
             decay * S.Wm,
             (Elementwise(bind, shapes=((1, 2, 2), (1, 3, 2)), meaning=MEANING_R),),
         )
+        steps["weight_decay_hvp"] = step(
+            "weight_decay_hvp",
+            d2R_dW2_V,
+            decay * S.Vm,
+            (Elementwise(bind, shapes=((1, 2, 2), (1, 3, 2)), meaning=MEANING_R_V),),
+        )
     accurate_steps("prediction")
+    _decision_steps(model, steps)
     if model.simplex_targets:
         _label_steps(model, forms, steps)
     if forms.hessian is None or forms.hvp is None:
@@ -695,7 +782,114 @@ def core_steps(
         (GeneralK((refine_indices(j),), replays=True), ConcreteK(Ks=Ks)),
     )
     accurate_steps("hvp")
+    steps["logit_direction"] = step(
+        "logit_direction",
+        O_dot,
+        S.Xm * S.Vm,
+        (Elementwise(bind, shapes=batch_shapes, meaning=MEANING_DIRECTION),),
+    )
+    steps["hessian_vector_product_W"] = step(
+        "hessian_vector_product_W",
+        d2L_dW2_V,
+        sp.MatMul(1 / S.n, S.Xm.T, G_dot),
+        # NOTE: second derivatives of explicit entries grow fast with n, d and K (n=3, d=2,
+        # K=3 takes ~30 s for softmax regression): a square and a non-square shape suffice for
+        # the chain rule; the Hessian-vector product itself is proved for symbolic K above.
+        (Elementwise(bind, shapes=HVP_W_SHAPES, meaning=MEANING_HVP_W, prepare=LOGS),),
+    )
     return steps
+
+
+#: The decision's outcome (a class, or 0/1 for a binary output) and its display names.
+_C_HAT = sp.Symbol(r"\hat{c}")
+_T_HAT = sp.IndexedBase(r"\hat{t}")
+
+
+def _decision_steps(model: LossModel, steps: dict[str, Step]) -> None:
+    """What `predict` returns: defined as the outcome with the least expected 0-1 loss under the
+    model's probabilities (for real targets: the output itself), and the rule the code prints,
+    proved from that definition (`decide`)."""
+    t, m = OUTCOME, S.m
+    if model.targets == "distribution":
+        lhs: sp.Basic = _C_HAT
+        risk = sp.Sum(YHAT[m] * (1 - sp.KroneckerDelta(m, t)), (m, 1, S.K))
+        defined: sp.Basic = ArgMin(risk, t, sp.Integer(1), S.K)
+        rule: sp.Basic = ArgMax(YHAT[t], t, sp.Integer(1), S.K)
+        words = DECISION_WORDS["distribution"]
+    elif model.targets == "binary":
+        lhs = _T_HAT[S.j]
+        p = YHAT[S.j]
+        defined = ArgMin(p * (1 - t) + (1 - p) * t, t, sp.Integer(0), sp.Integer(1))
+        rule = Exceeds(p, sp.Rational(1, 2))
+        words = DECISION_WORDS["binary"]
+    else:
+        lhs, defined, rule = _T_HAT[S.j], YHAT[S.j], None
+        words = DECISION_WORDS["real"]
+    title, reason = words[0]
+    steps["decision_definition"] = Step(
+        "decision_definition", title, reason, lhs, defined, definition=True
+    )
+    if rule is None:
+        return
+    title, reason = words[1]
+    steps["decision_rule"] = Step(
+        "decision_rule", title, reason, lhs, rule, (GeneralK((decide,), size="K"),)
+    )
+
+
+DECISION_WORDS: dict[str, tuple[tuple[Prose, Prose], ...]] = {
+    "distribution": (
+        (
+            Prose("The predicted class", "预测的类别"),
+            Prose(
+                "`predict` returns the class with the least expected 0-1 loss under the model's "
+                "probabilities: the probability that any other class is the true one.",
+                "`predict` 返回在模型概率下期望 0-1 损失最小的类别：即真实类别是其他类别的概率"
+                "最小。",
+            ),
+        ),
+        (
+            Prose("The predicted class is the most probable one", "预测的类别是概率最大的类别"),
+            Prose(
+                "The delta picks out $\\hat{y}_t$ from the sum, and a term or a positive factor "
+                "that does not depend on $t$ does not move an argmax: this is what the code "
+                "computes.",
+                "$\\delta$ 从求和中取出 $\\hat{y}_t$，与 $t$ 无关的项和正因子不改变 argmax 的位置："
+                "代码计算的就是这个式子。",
+            ),
+        ),
+    ),
+    "binary": (
+        (
+            Prose("The predicted outcome", "预测的结果"),
+            Prose(
+                "For each output, `predict` returns the outcome $t \\in \\{0, 1\\}$ with the least "
+                "expected 0-1 loss when the model gives 1 the probability $\\hat{y}_j$.",
+                "对每个输出，`predict` 返回期望 0-1 损失最小的结果 $t \\in \\{0, 1\\}$，其中模型给 "
+                "1 的概率为 $\\hat{y}_j$。",
+            ),
+        ),
+        (
+            Prose("A probability above one half", "概率大于二分之一"),
+            Prose(
+                "The expected loss is affine in $t$, so the smaller one is at $t = 1$ exactly "
+                "when its slope $1 - 2 \\hat{y}_j$ is negative (a tie predicts 0): this is what "
+                "the code computes.",
+                "期望损失对 $t$ 是仿射的，所以当且仅当斜率 $1 - 2 \\hat{y}_j$ 为负时 $t = 1$ 更小"
+                "（相等时预测 0）：代码计算的就是这个式子。",
+            ),
+        ),
+    ),
+    "real": (
+        (
+            Prose("The prediction", "预测值"),
+            Prose(
+                "For real-valued targets `predict` returns the model's output itself.",
+                "对实数目标，`predict` 返回模型的输出本身。",
+            ),
+        ),
+    ),
+}
 
 
 def results(steps: dict[str, Step]) -> tuple[Result, ...]:
@@ -846,6 +1040,20 @@ MEANING_SUM = Prose(
     "two blocks of rows",
     "任意可微单样本损失的三个行和 $n L$、$n \\, \\partial L / \\partial W$、"
     "$n \\, \\partial L / \\partial b$，对整个批量与其两个行块分别计算",
+)
+MEANING_R_V = Prose(
+    "$R$ as defined above, its gradient differentiated entry by entry along $V$",
+    "上文定义的 $R$，其梯度沿 $V$ 逐元素求导",
+)
+MEANING_DIRECTION = Prose(
+    "$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$ differentiated entry by entry along $V$",
+    "$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$ 沿 $V$ 逐元素求导",
+)
+MEANING_HVP_W = Prose(
+    MEANING.en + "; row $r$ of $\\dot{G}$ is the Hessian-vector product derived above at sample "
+    "$r$, along row $r$ of $\\dot{O}$",
+    MEANING.zh + "；$\\dot{G}$ 的第 $r$ 行为上面推出的 Hessian 与向量之积在样本 $r$ 处、沿 "
+    "$\\dot{O}$ 第 $r$ 行的值",
 )
 MEANING_R = Prose(
     "$R$ as defined above, differentiated entry by entry",

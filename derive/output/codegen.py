@@ -23,11 +23,13 @@ from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
 from derive.losses.definitions import CATALOGUE_MODELS
+from derive.losses.derivation import YHAT, G_dot
 from derive.losses.model import LossModel
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import (
     VectorPrinter,
     formatted,
+    latex_sides,
     print_assignments,
     print_matrix,
     print_reference,
@@ -189,6 +191,21 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
             ),
             "grad_labels_latex": to_latex(grad_all + sp.KroneckerDelta(S.j, S.c) * grad_at_label),
         }
+    if second_order:
+        # The Hessian in W along V: the logits' direction and the chain rule back to W, each
+        # printed from its step (`HV` holds the rows of G-dot, `hvp_logits` along the direction).
+        along = VectorPrinter({"X": "Xb", "V": "V", G_dot.name: "HV"})
+        context["hvp_W"] = {
+            "direction": along.doprint(forms["hvp_direction"]),
+            "chain": along.doprint(forms["hvp_W"]),
+            "latex": _equation(d, "hvp_W"),
+            "direction_latex": _equation(d, "hvp_direction"),
+        }
+    decide = VectorPrinter({YHAT.label.name: "P"})
+    context["decision"] = {
+        "code": formatted(decide.doprint(forms["decision"])),
+        "latex": _equation(d, "decision"),
+    }
     if model.decay_symbol is not None:
         context["decay"] = decay_view(forms, VectorPrinter({"W": "W", "V": "V"}))
     fused = context["fused_labels"].lines if distribution else context["fused_soft"].lines
@@ -235,16 +252,20 @@ def emit_module(checked: CheckedDerivation) -> str:
     return one_trailing_newline(text)
 
 
+def _equation(d: Derivation, form: str) -> str:
+    """`lhs = rhs` in LaTeX, for a docstring: the printed form under its source step's lhs."""
+    step = next(s for s in d.steps if s.name == d.final_sources[form])
+    lhs, rhs = latex_sides(step.lhs, d.final_forms[form])
+    return f"{lhs} = {rhs}"
+
+
 def decay_view(forms: dict[str, Any], decay: VectorPrinter) -> dict[str, str]:
-    """The weight-decay penalty, its gradient and its HVP, printed by `decay` (any target's
-    printer), for the template's layer functions."""
-    grad = forms["decay_grad"]
-    # The penalty's gradient is linear in W, so its Hessian applied to V is the gradient at V.
-    if sp.expand(grad.xreplace({S.Wm: 2 * S.Wm}) - 2 * grad) != sp.ZeroMatrix(*S.Wm.shape):
-        raise NotImplementedError(f"weight decay gradient is not linear in W: {grad}")
+    """The weight-decay penalty, its gradient and its HVP (each a step's rhs), printed by
+    `decay` (any target's printer), for the template's layer functions."""
     return {
         "loss": formatted(decay.doprint(forms["decay_loss"])),
-        "grad": formatted(decay.doprint(grad)),
-        "hvp": formatted(decay.doprint(grad.xreplace({S.Wm: S.Vm}))),
+        "grad": formatted(decay.doprint(forms["decay_grad"])),
+        "hvp": formatted(decay.doprint(forms["decay_hvp"])),
         "latex": to_latex(forms["decay_loss"]),
+        "hvp_latex": to_latex(forms["decay_hvp"]),
     }

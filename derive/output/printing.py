@@ -21,6 +21,7 @@ from sympy.printing.numpy import JaxPrinter, NumPyPrinter
 from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
+from derive.symbolic.decision import ArgMax, Exceeds
 from derive.symbolic.functions import (
     CLASS_DUMMY,
     ROW,
@@ -381,6 +382,17 @@ class VectorPrinter(NumPyPrinter):
         self.kernels_used.add("_sigmoid")
         return f"_sigmoid(-{self.parenthesize(expr.args[0], 50)})"
 
+    def _print_ArgMax(self, expr: ArgMax) -> str:
+        f, _, lo, hi = expr.args
+        if (lo, hi) != (1, S.K):
+            raise NotImplementedError(f"only an argmax over the classes prints as code: {expr}")
+        # The outcome t is the class axis: `yhat_t` prints as the whole (n, K) array.
+        return f"{self.ns}.argmax({self._print(f)}, axis=-1)"
+
+    def _print_Exceeds(self, expr: Exceeds) -> str:
+        a, b = expr.args
+        return f"({self._print(a)} > {self._print(b)}).astype({self.ns}.intp)"
+
     def _print_RowMax(self, expr: RowMax) -> str:
         return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
@@ -401,7 +413,11 @@ class VectorPrinter(NumPyPrinter):
     # 1 thread, float32, blocks of 4096 rows of n=60000, d=784, K=10: 49 ms vs 67 ms for the
     # second GEMM). On a Xeon (OpenBLAS 0.3.34) the two are within +-10 % (benchmarks/README.md).
     def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
-        return self.arrays.get(expr.name, S.checked_name(expr.name, "matrix"))
+        # A display name (`\dot{G}`) prints as the array the code holds it in; only a name
+        # that reaches the code as itself must be an identifier.
+        if expr.name in self.arrays:
+            return self.arrays[expr.name]
+        return S.checked_name(expr.name, "matrix")
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
         scalar, matrices = expr.as_coeff_matrices()

@@ -77,7 +77,11 @@ def is_zero(expr: sp.Basic) -> bool:
     else:
         first = (atoms, sp.expand)
     rewrites = (*first, sp.simplify)
-    for rewrite in rewrites:
+    for number, rewrite in enumerate(rewrites):
+        if number == 1 and provably_nonzero(expr):
+            # The cheapest rewrite did not reach 0 and a value says it never will: a wrong
+            # step is refused here, not after `simplify` has tried for minutes.
+            return False
         if rewrite is sp.simplify and sp.count_ops(expr) > SIMPLIFY_LIMIT:
             break  # NOTE: simplify on a huge expression can run for hours; report unproved
         try:
@@ -86,6 +90,36 @@ def is_zero(expr: sp.Basic) -> bool:
         except (StopIteration, RecursionError):  # NOTE: SymPy's simplify can raise on sums.
             continue
     return False
+
+
+def provably_nonzero(expr: sp.Basic, digits: int = 60) -> bool:
+    """Whether `expr` is shown nonzero by its value at one exact rational point: a wrong step
+    is refused at once instead of after every rewrite (and `simplify`) has failed to reach 0.
+
+    Sound for a "no": the value is computed to `digits` significant digits and must be real and
+    far above what rounding at that precision could leave of an exact 0 (relative to the size
+    of the terms). Inconclusive (False) where the point leaves the domain (a complex value), an
+    atom has no value (symbolic K, unevaluated sums or derivatives), or evaluation fails.
+    """
+    atoms = expr.free_symbols | expr.atoms(sp.Indexed)
+    if any(a.is_integer for a in atoms if isinstance(a, sp.Symbol)):
+        # NOTE: an identity may hold only at integer sizes and indices (a delta, a guard
+        # `j <= K`): a random rational there proves nothing.
+        return False
+    rng = random.Random(sp.srepr(expr)[:500])
+    values = {a: _random_value(a, rng) for a in sorted(atoms, key=sp.srepr)}
+    try:
+        at = expr.xreplace(values)
+        if not at.is_number or at.has(sp.Sum, sp.Derivative, sp.Integral):
+            return False
+        terms = sp.Add.make_args(at)
+        val = sp.N(at, digits)
+        size = max((abs(sp.N(t, 15)) for t in terms), default=sp.S.One)
+    except (TypeError, ValueError, ZeroDivisionError, ArithmeticError, RecursionError):
+        return False
+    if not (val.is_number and size.is_number) or not val.is_real or not val.is_finite:
+        return False
+    return bool(abs(val) > sp.Float(10) ** (20 - digits) * (1 + size))
 
 
 #: Operation count above which the last-resort `simplify` is not attempted.
