@@ -42,12 +42,19 @@ ARRAYS = {"o": "O", "y": "Y", "v": "V"}
 
 
 def _lines(
-    printer: Any, name: str, expr: sp.Expr, copy: str | None, params: list[str]
+    printer: Any,
+    name: str | list[tuple[str, sp.Expr]],
+    expr: sp.Expr | None,
+    copy: str | None,
+    params: list[str],
 ) -> list[str]:
-    """`name = expr` as statements; a result that is an input array itself is copied (`copy`),
-    because the label term is added to it in place. The parameters and the class count the
-    statements use are bound first (from the `params` tuple and the logits' shape)."""
-    lines = print_assignments(printer, [(name, expr)])
+    """`name = expr` (or several `(name, expr)` at once, sharing their common subexpressions
+    and one exp pass for softmax and log-sum-exp) as statements; a result that is an input
+    array itself is copied (`copy`), because the label term is added to it in place. The
+    parameters and the class count the statements use are bound first (from the `params` tuple
+    and the logits' shape)."""
+    outputs = name if isinstance(name, list) else [(name, expr)]
+    lines = print_assignments(printer, outputs)
     inputs = set(printer.arrays.values())
     out = []
     for line in lines:
@@ -67,12 +74,19 @@ def _label_term(printer: Any, term: sp.Expr) -> dict[str, Any] | None:
 
 
 def _labels_block(
-    printer: Any, name: str, expr: sp.Expr, copy: str | None, params: list[str]
+    printer: Any,
+    name: str,
+    expr: sp.Expr,
+    copy: str | None,
+    params: list[str],
+    loss: sp.Expr | None = None,
 ) -> dict[str, Any]:
-    """The labels form of a per-class quantity (gradient or HVP): `A` statements and `B`."""
+    """The labels form of a per-class quantity (gradient or HVP): `A` statements and `B`; with
+    `loss`, the per-sample loss is computed by the same statements (`loss_rows`)."""
     every, at_label = split_label_delta(labels_form(expr))
+    outputs = [("loss_rows", loss)] if loss is not None else []
     return {
-        "lines": _lines(printer, name, stable(every), copy, params),
+        "lines": _lines(printer, [*outputs, (name, stable(every))], None, copy, params),
         "term": _label_term(printer, stable(at_label)),
         "latex": to_latex(stable(labels_form(expr))),
     }
@@ -112,6 +126,9 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
         ),
         "loss": {"lines": _lines(soft, "loss_rows", loss, None, names), "latex": to_latex(loss)},
         "grad": {"lines": _lines(soft, "G", gradient, None, names), "latex": to_latex(gradient)},
+        # The loss and the gradient from one set of statements (torch's forward pass computes
+        # both when the logits require grad: one exp pass instead of two).
+        "fused": {"lines": _lines(soft, [("loss_rows", loss), ("G", gradient)], None, None, names)},
         "prediction": {
             "lines": _lines(soft, "P", prediction, None, []),
             "latex": to_latex(prediction),
@@ -134,6 +151,7 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
                 "latex": to_latex(loss_c),
             },
             "grad": _labels_block(labels, "G", forms["gradient"], copy, names),
+            "fused": _labels_block(labels, "G", forms["gradient"], copy, names, loss_c),
             "hvp": _labels_block(labels, "HV", forms["hvp"], copy, names) if second_order else None,
         }
     if model.decay_symbol is not None:

@@ -44,21 +44,49 @@ REFERENCE_LOSS = "(builtins.sum((mpf(1)/mpf(2))*(o[k] - y[k])**2 for k in range(
 REFERENCE_PREDICTION = "o[j]"
 
 
-# Stable kernels the printed formulas call, bound to PyTorch's own max-shifted kernels.
+# Stable kernels the printed formulas call: max-shifted, PyTorch's own for many classes.
+# NOTE: for few classes PyTorch's fused softmax / log_softmax / logsumexp kernels cost several
+# times the chain max, exp, sum, divide (CPU, torch 2.13, K = 10: softmax 86 us vs 28 us for
+# softmax and logsumexp together at n = 256; 20.5 ms vs 2.9 ms at n = 60000); for many classes
+# they are faster (K = 1000: 49 ms vs 102 ms at n = 10000). benchmarks/README.md has the figures.
+_FEW_CLASSES = 64
+
+
+def _shifted_exp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`exp(O - max)` and the max (keepdim): every exponent <= 0; -inf (a masked class) -> 0."""
+    m = torch.amax(O, dim=-1, keepdim=True)
+    return torch.exp(O - m), m
+
+
 def _logsumexp(O: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(O, dim=-1, keepdim=True)
+    if O.shape[-1] > _FEW_CLASSES:
+        return torch.logsumexp(O, dim=-1, keepdim=True)
+    E, m = _shifted_exp(O)
+    return m + torch.log(torch.sum(E, dim=-1, keepdim=True))
 
 
 def _softmax(O: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(O, dim=-1)
+    if O.shape[-1] > _FEW_CLASSES:
+        return torch.softmax(O, dim=-1)
+    E, _ = _shifted_exp(O)
+    return E.div_(torch.sum(E, dim=-1, keepdim=True))
 
 
 def _log_softmax(O: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(O, dim=-1)
+    if O.shape[-1] > _FEW_CLASSES:
+        return torch.log_softmax(O, dim=-1)
+    E, m = _shifted_exp(O)
+    # NOTE: (O - max) first, exact for nearby values; the small log second (no cancellation).
+    return (O - m) - torch.log(torch.sum(E, dim=-1, keepdim=True))
 
 
 def _softmax_and_logsumexp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.softmax(O, dim=-1), torch.logsumexp(O, dim=-1, keepdim=True)
+    """Both from one exp pass (the costliest elementwise step of a fused loss and gradient)."""
+    if O.shape[-1] > _FEW_CLASSES:
+        return torch.softmax(O, dim=-1), torch.logsumexp(O, dim=-1, keepdim=True)
+    E, m = _shifted_exp(O)
+    s = torch.sum(E, dim=-1, keepdim=True)
+    return E.div_(s), m + torch.log(s)
 
 
 def _sigmoid(z: torch.Tensor) -> torch.Tensor:
@@ -88,6 +116,17 @@ def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
     return torch.broadcast_to(G, O.shape)
 
 
+def _fused_probs(
+    O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_loss_probs` and `_grad_probs` from one set of statements."""
+    _t0 = O - Y
+    loss_rows = 1 / 2 * torch.sum(_t0 * _t0, dim=-1, keepdim=True)
+    G = _t0
+    rows = torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
+    return rows, torch.broadcast_to(G, O.shape)
+
+
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
@@ -96,30 +135,49 @@ def _hvp_probs(
     return torch.broadcast_to(HV, O.shape)
 
 
-def _forms(target: torch.Tensor) -> tuple[Any, Any, Any]:
-    """(loss, gradient, Hessian-vector product) for this kind of target."""
-    return _loss_probs, _grad_probs, _hvp_probs
+def _forms(target: torch.Tensor) -> tuple[Any, Any, Any, Any]:
+    """(loss, gradient, both, Hessian-vector product) for this kind of target."""
+    return _loss_probs, _grad_probs, _fused_probs, _hvp_probs
 
 
-class _LossRows(torch.autograd.Function):
-    """Per-sample losses (n,); backward: `grad_rows[:, None] * dl/do`, from `_Gradient`."""
+class _Loss(torch.autograd.Function):
+    """The reduced loss; backward: the derived gradient `dl/do` times the incoming gradient.
+
+    When the logits require grad, the forward pass computes the gradient with the loss (one exp
+    pass for both) and keeps it, as `F.cross_entropy` keeps its log-probabilities. Differentiated
+    again (`create_graph=True`), the backward goes through `_Gradient`, whose own backward is the
+    derived Hessian-vector product.
+    """
 
     @staticmethod
-    def forward(O: torch.Tensor, target: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-        loss_fn, _, _ = _forms(target)
-        out: torch.Tensor = loss_fn(O, target, params)
+    def forward(
+        ctx: Any, O: torch.Tensor, target: torch.Tensor, params: tuple[float, ...], reduction: str
+    ) -> torch.Tensor:
+        loss_fn, _, fused_fn, _ = _forms(target)
+        if ctx.needs_input_grad[0]:
+            rows, G = fused_fn(O, target, params)
+            ctx.save_for_backward(O, target, G)
+        else:
+            rows = loss_fn(O, target, params)
+        ctx.params, ctx.reduction = params, reduction
+        if reduction == "none":
+            return rows
+        out: torch.Tensor = rows.sum() if reduction == "sum" else rows.mean()
         return out
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        O, target, params = inputs
-        ctx.save_for_backward(O, target)
-        ctx.params = params
-
-    @staticmethod
-    def backward(ctx: Any, grad_rows: torch.Tensor) -> tuple[Any, ...]:
-        O, target = ctx.saved_tensors
-        return _Gradient.apply(O, target, grad_rows, ctx.params), None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        O, target, G = ctx.saved_tensors
+        n = O.shape[0]
+        if torch.is_grad_enabled():  # create_graph: the gradient is differentiated again
+            if ctx.reduction == "none":
+                rows = grad
+            else:
+                rows = (grad / n if ctx.reduction == "mean" else grad).expand(n)
+            return _Gradient.apply(O, target, rows, ctx.params), None, None, None
+        if ctx.reduction == "none":
+            return G * grad[:, None], None, None, None
+        return G * (grad / n if ctx.reduction == "mean" else grad), None, None, None
 
 
 class _Gradient(torch.autograd.Function):
@@ -129,8 +187,7 @@ class _Gradient(torch.autograd.Function):
     def forward(
         O: torch.Tensor, target: torch.Tensor, grad_rows: torch.Tensor, params: tuple[float, ...]
     ) -> torch.Tensor:
-        _, grad_fn, _ = _forms(target)
-        G: torch.Tensor = grad_fn(O, target, params)
+        G: torch.Tensor = _forms(target)[1](O, target, params)
         return G * grad_rows[:, None]
 
     @staticmethod
@@ -143,7 +200,7 @@ class _Gradient(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, V: torch.Tensor) -> tuple[Any, ...]:
         O, target, grad_rows = ctx.saved_tensors
-        _, grad_fn, hvp_fn = _forms(target)
+        _, grad_fn, _, hvp_fn = _forms(target)
         dO = hvp_fn(O, target, V, ctx.params) * grad_rows[:, None]
         d_rows = torch.sum(grad_fn(O, target, ctx.params) * V, dim=-1)
         return dO, None, d_rows, None
@@ -193,10 +250,8 @@ def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> 
     """
     _check(input, target, reduction)
     params = ()
-    rows = _LossRows.apply(input, target, params)
-    if reduction == "none":
-        return rows
-    return rows.sum() if reduction == "sum" else rows.mean()
+    out: torch.Tensor = _Loss.apply(input, target, params, reduction)
+    return out
 
 
 class Loss(torch.nn.Module):
