@@ -152,12 +152,13 @@ def _emit_user_model(args: argparse.Namespace) -> int:
             f"--out {args.out}: generated/ holds the catalogue's files", "", "choose another folder"
         )
     if args.model:
-        for name in ("name", "targets", "param"):
+        for name in ("name", "targets", "param", "first_order"):
             if getattr(args, name):
+                flag = "--" + name.replace("_", "-")
                 raise UsageError(
-                    f"derive emit: --{name} goes with --formula only",
+                    f"derive emit: {flag} goes with --formula only",
                     "a --model file defines its own",
-                    f"drop --{name}",
+                    f"drop {flag}",
                 )
         model = load_user_model(Path(args.model))
         source = manifest.model_source(Path(args.model), out, args.target)
@@ -170,7 +171,13 @@ def _emit_user_model(args: argparse.Namespace) -> int:
         if len(params) != len(args.param or []):
             raise UsageError("derive emit: a --param is given twice", "", "declare each once")
         targets = args.targets or "distribution"
-        model = model_from_formula(args.name, args.formula, targets=targets, params=params)
+        model = model_from_formula(
+            args.name,
+            args.formula,
+            targets=targets,
+            params=params,
+            second_order=not args.first_order,
+        )
         source = manifest.Source(
             formula=args.formula,
             name=args.name,
@@ -181,6 +188,12 @@ def _emit_user_model(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     checked = loss_derivation(model).check()
     print(f"{model.name}: derivation checked in {time.perf_counter() - t0:.1f} s", flush=True)
+    if model.second_order and "hessian" not in checked.derivation.final_forms:
+        print(
+            f"derive: note: {model.name}: the Hessian depends on the targets y; emitted "
+            "first-order (hessian_logits(o) takes the logits only)",
+            file=sys.stderr,
+        )
     _report_written(build.write(manifest.artifacts(checked, source), out))
     return _verify_emitted(out, model.name, args.target)
 
@@ -360,6 +373,11 @@ def parser() -> argparse.ArgumentParser:
         metavar=PARAM_FLAG,
         help="declare a --formula parameter with its default and optional closed range "
         "(LOW or HIGH may be empty); repeat for several",
+    )
+    emit.add_argument(
+        "--first-order",
+        action="store_true",
+        help="for --formula: emit the loss and its gradient only (no Hessian, no HVPs)",
     )
 
     ver = add("verify", "check an emitted module numerically and print the table", cmd_verify)

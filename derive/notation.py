@@ -56,6 +56,7 @@ v = sp.IndexedBase("v", real=True)  # a direction, for Hessian-vector products
 x = sp.IndexedBase("x", real=True)  # one sample's features
 W = sp.IndexedBase("W", real=True)  # weights, d x K
 b = sp.IndexedBase("b", real=True)  # bias, K
+w = sp.IndexedBase("w", real=True)  # a direction minus its entry at the row's largest logit
 z = sp.IndexedBase("z", real=True)  # logits minus their row max (the accurate, shifted logits)
 p = sp.IndexedBase("p", positive=True)  # a probability vector (used in the PSD argument)
 yhat = sp.IndexedBase("yhat", positive=True)  # the prediction softmax(o), printed \hat{y}

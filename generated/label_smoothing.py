@@ -72,6 +72,22 @@ def _shifted_exp(O: Array) -> tuple[Array, Array]:
     return E, m
 
 
+def _log_of_shifted_sum(E: Array, O: Array) -> Array:
+    """`log sum_k E_k` for `E = exp(O - max)` (keepdims), as `log1p` of the other terms' sum.
+
+    NOTE: the largest term is exactly 1; when the others are tiny (a row led by 20 or more),
+    `log(1 + r)` rounds `1 + r` first and keeps only ~log10(1/r) - 16 digits of r, `log1p(r)`
+    keeps them all.
+    """
+    top = np.argmax(O, axis=-1)[..., None]
+    lead = np.take_along_axis(E, top, axis=-1)
+    np.put_along_axis(E, top, 0, axis=-1)
+    rest = np.sum(E, axis=-1, keepdims=True)
+    np.put_along_axis(E, top, lead, axis=-1)
+    out: Array = np.log1p(rest)
+    return out
+
+
 def _logsumexp(O: Array) -> Array:
     r"""`log sum_k exp(O_k)` over the last axis (keepdims), max-shifted.
 
@@ -79,7 +95,7 @@ def _logsumexp(O: Array) -> Array:
     log is accurate; the naive form overflows at logits of ~710 (float64) or ~89 (float32).
     """
     E, m = _shifted_exp(O)
-    out: Array = m + np.log(np.sum(E, axis=-1, keepdims=True))
+    out: Array = m + _log_of_shifted_sum(E, O)
     return out
 
 
@@ -97,11 +113,15 @@ def _softmax_and_logsumexp_inplace(O: Array) -> tuple[Array, Array]:
     logits (the label's logit, target sums) before calling it.
     """
     m = np.max(O, axis=-1, keepdims=True)
+    top = np.argmax(O, axis=-1)[..., None]
     O -= m
     np.exp(O, out=O)
-    s = np.sum(O, axis=-1, keepdims=True)
-    O /= s
-    out: Array = m + np.log(s)
+    # NOTE: the log-sum-exp as m + log1p(sum of the others), as in `_log_of_shifted_sum`.
+    np.put_along_axis(O, top, 0, axis=-1)
+    rest = np.sum(O, axis=-1, keepdims=True)
+    np.put_along_axis(O, top, 1, axis=-1)
+    O /= 1 + rest
+    out: Array = m + np.log1p(rest)
     return O, out
 
 
@@ -113,7 +133,22 @@ def _log_softmax(O: Array) -> Array:
     two large numbers and lose ~1e3 ulps.
     """
     E, m = _shifted_exp(O)
-    out: Array = (O - m) - np.log(np.sum(E, axis=-1, keepdims=True))
+    out: Array = (O - m) - _log_of_shifted_sum(E, O)
+    return out
+
+
+def _complement(P: Array) -> Array:
+    """`1 - P` over the last axis, for rows of probabilities that sum to 1.
+
+    NOTE: at each row's largest entry the complement is the sum of the other entries: `1 - p`
+    rounds to 0 there once p rounds to 1 (a logit ahead by 37 in float64), the sum keeps every
+    digit. Elsewhere p <= 1/2 and `1 - p` is exact to an ulp.
+    """
+    out: Array = 1 - P
+    top = np.argmax(P, axis=-1)[..., None]
+    others = P.copy()
+    np.put_along_axis(others, top, 0, axis=-1)
+    np.put_along_axis(out, top, np.sum(others, axis=-1, keepdims=True), axis=-1)
     return out
 
 
@@ -355,7 +390,7 @@ def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
     - targets: $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
-    - labels: $\delta_{jc} \left(\varepsilon - 1\right) + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}$ (computed without a one-hot matrix)
+    - labels: $\left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$ (computed without a one-hot matrix)
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)
@@ -363,8 +398,10 @@ def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
     if labels is not None:
         _rows = np.arange(n)
         Z = O - np.max(O, axis=-1, keepdims=True)
-        G = _softmax(Z) - eps / K
-        G[_rows, labels] += eps - 1
+        _t0 = eps / K
+        G = -_t0 + _softmax(Z)
+        _gc = -_t0 + eps - _complement(_softmax(Z))[_rows, labels][:, None]
+        G[_rows, labels] = np.ravel(_gc)
     else:
         assert Y is not None
         Z = O - np.max(O, axis=-1, keepdims=True)
@@ -431,7 +468,8 @@ def loss_and_grad(
             _t0 = eps / K
             loss_rows = _h0 * eps - _h0 - _h1 * _t0 + _l0
             G = _p0 - _t0
-            G[_rows, labels] += eps - 1
+            _gc = -_t0 + eps - _complement(_p0)[_rows, labels][:, None]
+            G[_rows, labels] = np.ravel(_gc)
             labels = labels_all
         else:
             assert Y is not None
@@ -477,7 +515,7 @@ def predict(X: Any, W: Any, b: Any, *, eps: float = 0.1) -> Array:
 def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(\delta_{jk} - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$
+    $H_{jk} = \delta_{jk} \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(1 - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) - \operatorname{softmax}\left(\mathbf{o}\right)_{j} \operatorname{softmax}\left(\mathbf{o}\right)_{k} \left(1 - \delta_{jk}\right)$
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     o = _logit_array("o", o, masked=True)
@@ -485,7 +523,9 @@ def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
         raise ValueError(f"o: expected the logits of one sample, shape (K,), got {o.shape}")
     K = o.shape[0]
     dtype = o.dtype
-    H = (np.eye(K, dtype=dtype) - _softmax(o)[None, :]) * _softmax(o)[:, None]
+    _t0 = np.eye(K, dtype=dtype)
+    _t1 = _softmax(o)[:, None]
+    H = _t0 * _t1 * _complement(_softmax(o))[None, :] - _t1 * (1 - _t0) * _softmax(o)[None, :]
     out: Array = H + np.zeros((K, K), dtype=dtype)
     return out
 
@@ -493,15 +533,16 @@ def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
 def hvp_logits(O: Any, V: Any, *, eps: float = 0.1) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
 
-    $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
+    $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
     """
     _param("eps", eps, 0.0, 1.0, True, False)
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
         raise ValueError(f"V: expected shape {O.shape} to match O, got {V.shape}")
+    Vc = V - np.take_along_axis(V, np.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O)
-    HV = _t0 * (V - np.sum(_t0 * V, axis=-1, keepdims=True))
+    HV = _t0 * (Vc - np.sum(_t0 * Vc, axis=-1, keepdims=True))
     out: Array = HV + np.zeros_like(O)
     return out
 
@@ -542,14 +583,17 @@ def reference() -> dict[str, Any]:
     import mpmath
 
     def _reference_loss(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r2 = builtins.sum(o[s] for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return eps*x0 - x0 + mpmath.log(builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))) - eps*builtins.sum(o[s] for s in range(1, K+1))/K
+            return eps*r0 - r0 + mpmath.log(r1) - eps*r2/K
         return at
 
     def _reference_loss_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return eps*y[m] + mpmath.exp(o[m])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[m] - eps/K
+            return eps*y[m] - y[m] + mpmath.exp(o[m])/r0 - eps/K
         return at
 
     def _reference_loss_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -558,24 +602,29 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_loss_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        r0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r1 = builtins.sum(o[s] for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return builtins.sum(o[s]*y[s] for s in range(1, K+1)) - builtins.sum(o[s] for s in range(1, K+1))/K
+            return r0 - r1/K
         return at
 
     def _reference_gradient(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return eps*y[j] + mpmath.exp(o[j])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[j] - eps/K
+            return eps*y[j] - y[j] + mpmath.exp(o[j])/r0 - eps/K
         return at
 
     def _reference_gradient_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+            x0 = mpmath.exp(o[j])
+            return x0*(1 if j == m else 0)/r0 - x0*mpmath.exp(o[m])/r0**2
         return at
 
     def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return eps*(1 if j == m else 0) - (1 if j == m else 0)
+            x0 = (1 if j == m else 0)
+            return eps*x0 - x0
         return at
 
     def _reference_gradient_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -584,16 +633,23 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hessian(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*(1 if j == k else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[k])/x1**2
+            x0 = mpmath.exp(o[j])
+            return x0*(1 if j == k else 0)/r0 - x0*mpmath.exp(o[k])/r0**2
         return at
 
     def _reference_hessian_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
-        x4 = x3**(-2)
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x3 = r0**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return -x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if k == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*(1 if j == k else 0) + mpmath.exp(o[j])*(1 if j == k else 0)*(1 if j == m else 0)/x3 + 2*mpmath.exp(o[j])*mpmath.exp(o[k])*mpmath.exp(o[m])/x3**3
+            x0 = (1 if j == k else 0)
+            x1 = (1 if j == m else 0)
+            x2 = mpmath.exp(o[j])
+            x4 = mpmath.exp(o[k])
+            x5 = x2*x3*x4
+            x6 = mpmath.exp(o[m])
+            return -x0*x2*x3*x6 - x1*x5 - x5*(1 if k == m else 0) + x0*x1*x2/r0 + 2*x2*x4*x6/r0**3
         return at
 
     def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -607,17 +663,23 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hvp(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x2 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*v[j]/x2 - mpmath.exp(o[j])*builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))/x2**2
+            x0 = mpmath.exp(o[j])
+            return -r0*x0/r1**2 + x0*v[j]/r1
         return at
 
     def _reference_hvp_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
-        x4 = x3**(-2)
-        x7 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x0 = r1**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return -x4*x7*mpmath.exp(o[j])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[j] - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[m] + mpmath.exp(o[j])*(1 if j == m else 0)*v[j]/x3 + 2*x7*mpmath.exp(o[j])*mpmath.exp(o[m])/x3**3
+            x1 = (1 if j == m else 0)
+            x2 = mpmath.exp(o[j])
+            x3 = mpmath.exp(o[m])
+            x4 = x0*x2*x3
+            return -r0*x0*x1*x2 + 2*r0*x2*x3/r1**3 - x4*v[j] - x4*v[m] + x1*x2*v[j]/r1
         return at
 
     def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -626,9 +688,10 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+            x0 = mpmath.exp(o[j])
+            return x0*(1 if j == m else 0)/r0 - x0*mpmath.exp(o[m])/r0**2
         return at
 
     def _reference_hvp_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:

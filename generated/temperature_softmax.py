@@ -72,6 +72,22 @@ def _shifted_exp(O: Array) -> tuple[Array, Array]:
     return E, m
 
 
+def _log_of_shifted_sum(E: Array, O: Array) -> Array:
+    """`log sum_k E_k` for `E = exp(O - max)` (keepdims), as `log1p` of the other terms' sum.
+
+    NOTE: the largest term is exactly 1; when the others are tiny (a row led by 20 or more),
+    `log(1 + r)` rounds `1 + r` first and keeps only ~log10(1/r) - 16 digits of r, `log1p(r)`
+    keeps them all.
+    """
+    top = np.argmax(O, axis=-1)[..., None]
+    lead = np.take_along_axis(E, top, axis=-1)
+    np.put_along_axis(E, top, 0, axis=-1)
+    rest = np.sum(E, axis=-1, keepdims=True)
+    np.put_along_axis(E, top, lead, axis=-1)
+    out: Array = np.log1p(rest)
+    return out
+
+
 def _logsumexp(O: Array) -> Array:
     r"""`log sum_k exp(O_k)` over the last axis (keepdims), max-shifted.
 
@@ -79,7 +95,7 @@ def _logsumexp(O: Array) -> Array:
     log is accurate; the naive form overflows at logits of ~710 (float64) or ~89 (float32).
     """
     E, m = _shifted_exp(O)
-    out: Array = m + np.log(np.sum(E, axis=-1, keepdims=True))
+    out: Array = m + _log_of_shifted_sum(E, O)
     return out
 
 
@@ -93,9 +109,8 @@ def _softmax(O: Array) -> Array:
 def _softmax_and_logsumexp(O: Array) -> tuple[Array, Array]:
     """`softmax(O)` and `logsumexp(O)` (keepdims) from one exponentiation of the shifted row."""
     E, m = _shifted_exp(O)
-    s = np.sum(E, axis=-1, keepdims=True)
-    E /= s
-    out: Array = m + np.log(s)
+    out: Array = m + _log_of_shifted_sum(E, O)
+    E /= np.sum(E, axis=-1, keepdims=True)
     return E, out
 
 
@@ -107,7 +122,22 @@ def _log_softmax(O: Array) -> Array:
     two large numbers and lose ~1e3 ulps.
     """
     E, m = _shifted_exp(O)
-    out: Array = (O - m) - np.log(np.sum(E, axis=-1, keepdims=True))
+    out: Array = (O - m) - _log_of_shifted_sum(E, O)
+    return out
+
+
+def _complement(P: Array) -> Array:
+    """`1 - P` over the last axis, for rows of probabilities that sum to 1.
+
+    NOTE: at each row's largest entry the complement is the sum of the other entries: `1 - p`
+    rounds to 0 there once p rounds to 1 (a logit ahead by 37 in float64), the sum keeps every
+    digit. Elsewhere p <= 1/2 and `1 - p` is exact to an ulp.
+    """
+    out: Array = 1 - P
+    top = np.argmax(P, axis=-1)[..., None]
+    others = P.copy()
+    np.put_along_axis(others, top, 0, axis=-1)
+    np.put_along_axis(out, top, np.sum(others, axis=-1, keepdims=True), axis=-1)
     return out
 
 
@@ -345,7 +375,7 @@ def grad_logits(O: Any, y: Any, *, T: float = 2.0) -> Array:
     r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
 
     - targets: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$
-    - labels: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j}}{T} - \frac{\delta_{jc}}{T}$ (computed without a one-hot matrix)
+    - labels: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$ (computed without a one-hot matrix)
     """
     _param("T", T, 0.0, None, False, False)
     O, n, K = _logit_batch(O)
@@ -354,8 +384,10 @@ def grad_logits(O: Any, y: Any, *, T: float = 2.0) -> Array:
         _rows = np.arange(n)
         Z = O - np.max(O, axis=-1, keepdims=True)
         _t0 = 1 / T
-        G = _t0 * _softmax(_t0 * Z)
-        G[_rows, labels] += -1 / T
+        _t1 = _t0 * Z
+        G = _t0 * _softmax(_t1)
+        _gc = -_t0 * _complement(_softmax(_t1))[_rows, labels][:, None]
+        G[_rows, labels] = np.ravel(_gc)
     else:
         assert Y is not None
         Z = O - np.max(O, axis=-1, keepdims=True)
@@ -421,7 +453,8 @@ def loss_and_grad(
             _t0 = 1 / T
             loss_rows = _l0 - _t0 * O[_rows, labels][:, None]
             G = _p0 * _t0
-            G[_rows, labels] += -1 / T
+            _gc = -_t0 * _complement(_p0)[_rows, labels][:, None]
+            G[_rows, labels] = np.ravel(_gc)
             labels = labels_all
         else:
             assert Y is not None
@@ -465,7 +498,7 @@ def predict(X: Any, W: Any, b: Any, *, T: float = 2.0) -> Array:
 def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(\delta_{jk} - \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$
+    $H_{jk} = \frac{\delta_{jk} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}} - \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k} \left(1 - \delta_{jk}\right)}{T^{2}}$
     """
     _param("T", T, 0.0, None, False, False)
     o = _logit_array("o", o, masked=True)
@@ -473,10 +506,13 @@ def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
         raise ValueError(f"o: expected the logits of one sample, shape (K,), got {o.shape}")
     K = o.shape[0]
     dtype = o.dtype
+    _t0 = 1 / np.square(T)
+    _t1 = np.eye(K, dtype=dtype)
+    _t2 = o / T
+    _t3 = _softmax(_t2)[:, None]
     H = (
-        (np.eye(K, dtype=dtype) - _softmax(o / T)[None, :])
-        * _softmax(o / T)[:, None]
-        / np.square(T)
+        _t0 * _t1 * _t3 * _complement(_softmax(_t2))[None, :]
+        - _t0 * _t3 * (1 - _t1) * _softmax(_t2)[None, :]
     )
     out: Array = H + np.zeros((K, K), dtype=dtype)
     return out
@@ -485,15 +521,16 @@ def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
 def hvp_logits(O: Any, V: Any, *, T: float = 2.0) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
 
-    $\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$ (no K x K matrix is formed).
+    $\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$ (no K x K matrix is formed).
     """
     _param("T", T, 0.0, None, False, False)
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
         raise ValueError(f"V: expected shape {O.shape} to match O, got {V.shape}")
+    Vc = V - np.take_along_axis(V, np.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O / T)
-    HV = _t0 * (V - np.sum(_t0 * V, axis=-1, keepdims=True)) / np.square(T)
+    HV = _t0 * (Vc - np.sum(_t0 * Vc, axis=-1, keepdims=True)) / np.square(T)
     out: Array = HV + np.zeros_like(O)
     return out
 
@@ -534,15 +571,17 @@ def reference() -> dict[str, Any]:
     import mpmath
 
     def _reference_loss(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = 1/T
+        r0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return -x0*builtins.sum(o[s]*y[s] for s in range(1, K+1)) + mpmath.log(builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)))
+            return mpmath.log(r1) - r0/T
         return at
 
     def _reference_loss_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x0*o[m])/builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)) - x0*y[m]
+            return -x0*y[m] + x0*mpmath.exp(x0*o[m])/r0
         return at
 
     def _reference_loss_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -551,23 +590,27 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_loss_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r2 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = T**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return x0*builtins.sum(o[s]*y[s] for s in range(1, K+1)) + builtins.sum(-x0*mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))/builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+            return -r0*x0/r2 + r1*x0
         return at
 
     def _reference_gradient(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x0*o[j])/builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)) - x0*y[j]
+            return -x0*y[j] + x0*mpmath.exp(x0*o[j])/r0
         return at
 
     def _reference_gradient_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x1*o[j])*(1 if j == m else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[m])/x3**2
+            x1 = mpmath.exp(x0*o[j])/T**2
+            return x1*(1 if j == m else 0)/r0 - x1*mpmath.exp(x0*o[m])/r0**2
         return at
 
     def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -576,28 +619,38 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_gradient_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        x3 = T**(-3)
         def at(j: int, k: int, m: int) -> Any:
-            return x0*y[j] - x0*mpmath.exp(x1*o[j])/x3 - x1*mpmath.exp(x1*o[j])*builtins.sum(-x0*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))/x3**2 - mpmath.exp(x1*o[j])*o[j]/(T**3*x3)
+            x1 = mpmath.exp(o[j]/T)
+            x2 = x1/r1
+            return r0*x1*x3/r1**2 - x0*x2 + x0*y[j] - x2*x3*o[j]
         return at
 
     def _reference_hessian(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x1*o[j])*(1 if j == k else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])/x3**2
+            x1 = mpmath.exp(x0*o[j])/T**2
+            return x1*(1 if j == k else 0)/r0 - x1*mpmath.exp(x0*o[k])/r0**2
         return at
 
     def _reference_hessian_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = T**(-3)
         x3 = 1/T
-        x5 = builtins.sum(mpmath.exp(x3*o[s]) for s in range(1, K+1))
-        x6 = x5**(-2)
+        x5 = r0**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return -x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*(1 if j == m else 0) - x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*(1 if k == m else 0) - x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[m])*(1 if j == k else 0) + x0*mpmath.exp(x3*o[j])*(1 if j == k else 0)*(1 if j == m else 0)/x5 + 2*x0*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*mpmath.exp(x3*o[m])/x5**3
+            x1 = (1 if j == k else 0)
+            x2 = (1 if j == m else 0)
+            x4 = mpmath.exp(x3*o[j])
+            x6 = mpmath.exp(x3*o[k])
+            x7 = x0*x4
+            x8 = x5*x6*x7
+            x9 = mpmath.exp(x3*o[m])
+            return -x1*x5*x7*x9 - x2*x8 - x8*(1 if k == m else 0) + x0*x1*x2*x4/r0 + 2*x0*x4*x6*x9/r0**3
         return at
 
     def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -606,32 +659,45 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hessian_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = 2/T**3
         x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
-        x7 = T**(-4)
-        x8 = x3**(-2)
-        x12 = T**(-2)
-        x13 = x12*builtins.sum(-x12*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))
+        x5 = r1**(-2)
+        x6 = T**(-4)
+        x7 = r0*x6
         def at(j: int, k: int, m: int) -> Any:
-            return x0*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k]) - x0*mpmath.exp(x1*o[j])*(1 if j == k else 0)/x3 - x13*x8*mpmath.exp(x1*o[j])*(1 if j == k else 0) + 2*x13*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])/x3**3 + x7*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])*o[j] + x7*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])*o[k] - x7*mpmath.exp(x1*o[j])*(1 if j == k else 0)*o[j]/x3
+            x2 = mpmath.exp(x1*o[j])
+            x3 = x2*(1 if j == k else 0)
+            x4 = x3/r1
+            x8 = x2*mpmath.exp(x1*o[k])
+            x9 = x5*x8
+            x10 = x6*x9
+            return -x0*x4 + x0*x9 + x10*o[j] + x10*o[k] + x3*x5*x7 - x4*x6*o[j] - 2*x7*x8/r1**3
         return at
 
     def _reference_hvp(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = 1/T
-        x2 = builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = T**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(x0*o[j])*v[j]/(T**2*x2) - mpmath.exp(x0*o[j])*builtins.sum(mpmath.exp(x0*o[s])*v[s] for s in range(1, K+1))/(T**2*x2**2)
+            x1 = mpmath.exp(o[j]/T)
+            return -r0*x0*x1/r1**2 + x0*x1*v[j]/r1
         return at
 
     def _reference_hvp_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-3)
-        x2 = 1/T
-        x5 = builtins.sum(mpmath.exp(x2*o[s]) for s in range(1, K+1))
-        x7 = x5**(-2)
-        x10 = builtins.sum(mpmath.exp(x2*o[s])*v[s] for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = r1**(-2)
+        x2 = T**(-3)
+        x3 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return -x0*x10*x7*mpmath.exp(x2*o[j])*(1 if j == m else 0) + 2*x0*x10*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])/x5**3 - x0*x7*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])*v[j] - x0*x7*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])*v[m] + x0*mpmath.exp(x2*o[j])*(1 if j == m else 0)*v[j]/x5
+            x1 = (1 if j == m else 0)
+            x4 = mpmath.exp(x3*o[j])
+            x5 = x2*x4
+            x6 = mpmath.exp(x3*o[m])
+            x7 = x0*x5*x6
+            return -r0*x0*x1*x5 + 2*r0*x2*x4*x6/r1**3 - x7*v[j] - x7*v[m] + x1*x2*x4*v[j]/r1
         return at
 
     def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -640,24 +706,26 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x1*o[j])*(1 if j == m else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[m])/x3**2
+            x1 = mpmath.exp(x0*o[j])/T**2
+            return x1*(1 if j == m else 0)/r0 - x1*mpmath.exp(x0*o[m])/r0**2
         return at
 
     def _reference_hvp_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-3)
-        x1 = 1/T
-        x4 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
-        x6 = T**(-4)
-        x7 = x4**(-2)
-        x9 = builtins.sum(mpmath.exp(x1*o[s])*v[s] for s in range(1, K+1))
-        x10 = T**(-2)
-        x13 = builtins.sum(-x10*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T)*v[s] for s in range(1, K+1))
+        r2 = builtins.sum(mpmath.exp(o[s]/T)*o[s]*v[s] for s in range(1, K+1))
+        r3 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = T**(-4)
+        x4 = 2/T**3
         def at(j: int, k: int, m: int) -> Any:
-            return 2*x0*x7*x9*mpmath.exp(x1*o[j]) - 2*x0*mpmath.exp(x1*o[j])*v[j]/x4 - x10*x13*x7*mpmath.exp(x1*o[j])*v[j] + 2*x10*x13*x9*mpmath.exp(x1*o[j])/x4**3 - x10*x7*mpmath.exp(x1*o[j])*builtins.sum(-x10*mpmath.exp(x1*o[s])*o[s]*v[s] for s in range(1, K+1)) + x6*x7*x9*mpmath.exp(x1*o[j])*o[j] - x6*mpmath.exp(x1*o[j])*o[j]*v[j]/x4
+            x1 = mpmath.exp(o[j]/T)
+            x2 = x1/r3**2
+            x3 = x0*x2
+            x5 = x1*v[j]/r3
+            return -2*r0*r1*x0*x1/r3**3 + r0*x3*v[j] + r1*x2*x4 + r1*x3*o[j] + r2*x3 - x0*x5*o[j] - x4*x5
         return at
 
     return {

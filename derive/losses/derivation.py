@@ -523,7 +523,13 @@ def derive_forms(model: LossModel) -> Forms:
     hessian = hvp = None
     if model.second_order:
         hessian = logit_hessian(gradient)
-        hvp = hessian_vector_product(hessian)
+        # NOTE: `hessian_logits(o)` takes the logits only; a Hessian that depends on the targets
+        # (a quartic, log-cosh) is not emitted: the module is first-order, and `derive emit`
+        # says so, rather than failing in the printer.
+        if any(a.base == S.y for a in hessian.atoms(sp.Indexed)):
+            hessian = None
+        else:
+            hvp = hessian_vector_product(hessian)
     return Forms(loss, gradient, hessian, hvp, _chains(model, loss, gradient, hessian, hvp))
 
 
@@ -551,7 +557,10 @@ def _chains(
         rest, at_label = split_label_delta(labels_form(gradient))
         chains["loss_labels"] = tuple(accurate_chain(labels_form(loss), t, shift=pair))
         chains["gradient_labels"] = tuple(accurate_chain(rest, t, shift=pair))
-        chains["gradient_label_term"] = tuple(accurate_chain(at_label, t))
+        # The column of the label is assigned its own value (A + B at j = c), so that the
+        # complement rule sees `p_c - 1` whole (adding B to a rounded p_c would lose it).
+        at_c = rest.xreplace({S.j: S.c}) + at_label
+        chains["gradient_at_label"] = tuple(accurate_chain(at_c, t, shift=pair))
     return chains
 
 
@@ -593,9 +602,9 @@ def final_forms(
     for name, chain in derived.chains.items():
         form = forms[f"code_{name}"] = chain[-1][1]
         # Its source: the step whose rhs it is, else the step whose rhs it is a part of (the
-        # labels' gradient `A + delta_jc B` is printed as its parts A and B).
+        # labels' gradient `(1 - delta_jc) A + delta_jc B` is printed as its parts A and B).
         exact = [n for n, st in steps.items() if st.rhs == form]
-        labels = f"{name.split('_label')[0]}_labels"
+        labels = f"{name.removesuffix('_at_label').removesuffix('_labels')}_labels"
         part = [labels] if labels in steps and steps[labels].rhs.has(form) else []
         if exact or part:
             present[f"code_{name}"] = (exact or part)[-1]
@@ -918,6 +927,7 @@ _WHAT = {
     "hessian": Prose("the Hessian", "Hessian"),
     "hvp": Prose("the Hessian-vector product", "Hessian 与向量之积"),
     "prediction": Prose("the prediction", "预测"),
+    "gradient_at_label": Prose("the gradient at the label", "标签处的梯度"),
 }
 
 _RULES: dict[str, tuple[Prose, Prose]] = {
@@ -943,10 +953,35 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
     "complements": (
         Prose("with complements", "用补数表示"),
         Prose(
-            "$1 - \\sigma(z) = \\sigma(-z)$: the complement is computed directly, never as a "
-            "difference from 1 (which rounds to 0 once $\\sigma(z)$ rounds to 1).",
+            "$1 - \\sigma(z) = \\sigma(-z)$ and $1 - p_j = \\sum_{m \\ne j} p_m$: the complement "
+            "is computed directly, never as a difference from 1 (which rounds to 0 once "
+            "$\\sigma(z)$ or $p_j$ rounds to 1).",
             "$1 - \\sigma(z) = \\sigma(-z)$：直接计算补数，而不是用 1 去减"
             "（$\\sigma(z)$ 舍入为 1 后差就成了 0）。",
+        ),
+    ),
+    "diagonal": (
+        Prose("with its diagonal apart", "对角线单独写出"),
+        Prose(
+            "$\\delta$ is 0 or 1, so $F = (1 - \\delta) F|_{\\delta=0} + \\delta F|_{\\delta=1}$; "
+            "on the diagonal $1 - p$ is then the other classes' probability, computed without "
+            "subtracting from 1.",
+            "$\\delta$ 只取 0 或 1，所以 "
+            "$F = (1 - \\delta) F|_{\\delta=0} + \\delta F|_{\\delta=1}$；"
+            "对角线上的 $1 - p$ 于是是其余类别的概率之和，不用从 1 中减去。",
+        ),
+    ),
+    "centred": (
+        Prose("with the direction centred", "方向向量居中"),
+        Prose(
+            "Adding one constant to every entry of $v$ changes nothing ($H$ annihilates "
+            "$\\mathbf{1}$; the check proves it for any constant), so the code uses "
+            "$w_k = v_k - v_t$ with $t$ the class of the largest logit: the term "
+            "$\\sum_k p_k w_k$ is then small where $p_t$ is close to 1, instead of cancelling "
+            "$v_t$ against itself.",
+            "给 $v$ 的每个分量加同一个常数不改变结果（$H$ 把 $\\mathbf{1}$ 映为 0；检验对任意常数"
+            "证明），所以代码使用 $w_k = v_k - v_t$，$t$ 为最大 logit 的类别：$p_t$ 接近 1 时 "
+            "$\\sum_k p_k w_k$ 很小，而不是 $v_t$ 与自身相消。",
         ),
     ),
     "shifted": (
@@ -1003,7 +1038,8 @@ def _label_steps(model: LossModel, forms: Forms, steps: dict[str, Step]) -> None
         (GeneralK(general), ConcreteK(Ks=model.concrete_Ks, prepare=(factor_exponentials,)))
     )
     chains = forms.chains
-    rest, term = chains["gradient_labels"][-1][1], chains["gradient_label_term"][-1][1]
+    rest, at_c = chains["gradient_labels"][-1][1], chains["gradient_at_label"][-1][1]
+    delta = sp.KroneckerDelta(S.j, S.c)
     for name, lhs, rhs, title in (
         (
             "loss_labels",
@@ -1014,7 +1050,7 @@ def _label_steps(model: LossModel, forms: Forms, steps: dict[str, Step]) -> None
         (
             "gradient_labels",
             forms.gradient.xreplace(onehot),
-            rest + sp.KroneckerDelta(S.j, S.c) * term,
+            (1 - delta) * rest + delta * at_c,
             Prose("The gradient for an integer label", "整数标签下的梯度"),
         ),
     ):

@@ -44,7 +44,7 @@ TEMPLATE = "module.py.j2"
 #: is still in cache. Chosen by measurement (benchmarks/layouts.py); see benchmarks/README.md.
 BLOCK_ROWS = 4096
 
-ARRAYS = {"o": "O", "z": "Z", "y": "Y", "v": "V"}
+ARRAYS = {"o": "O", "z": "Z", "y": "Y", "v": "V", "w": "Vc"}
 
 
 @dataclass(frozen=True)
@@ -171,9 +171,10 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     context["stable"] = not any(_has_raw_exp(e) for e in printed)
     if distribution:
         loss_c = forms["code_loss_labels"]
-        grad_all, grad_at_label = forms["code_gradient_labels"], forms["code_gradient_label_term"]
-        # A label term that uses the logits is computed in the block (where the logits, shifted
-        # or not, are in scope); a constant one is printed where it is added.
+        grad_all, grad_at_label = forms["code_gradient_labels"], forms["code_gradient_at_label"]
+        # The label's column gets the gradient's value there. One that uses the logits is computed
+        # in the block (where the logits, shifted or not, are in scope); a constant one is
+        # printed where it is assigned.
         term_out = [("_gc", grad_at_label)] if grad_at_label.has(S.o, S.z) else []
         context |= {
             "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
@@ -189,7 +190,10 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
                 if not grad_at_label.free_symbols - {S.K, *(p.symbol for p in model.params)}
                 else f"np.ravel({labels.doprint(vectorised(grad_at_label))})"
             ),
-            "grad_labels_latex": to_latex(grad_all + sp.KroneckerDelta(S.j, S.c) * grad_at_label),
+            "grad_labels_latex": to_latex(
+                (1 - sp.KroneckerDelta(S.j, S.c)) * grad_all
+                + sp.KroneckerDelta(S.j, S.c) * grad_at_label
+            ),
         }
     if second_order:
         # The Hessian in W along V: the logits' direction and the chain rule back to W, each

@@ -31,6 +31,7 @@ from derive.symbolic.functions import (
     Sigmoid,
     SigmoidComplement,
     Softmax,
+    SoftmaxComplement,
     Softplus,
 )
 
@@ -393,6 +394,21 @@ class VectorPrinter(NumPyPrinter):
         a, b = expr.args
         return f"({self._print(a)} > {self._print(b)}).astype({self.ns}.intp)"
 
+    def _print_SoftmaxComplement(self, expr: SoftmaxComplement) -> str:
+        f, idx = expr.args
+        return self._complement(self._print(Softmax(f, ROW)), idx)
+
+    def _print_SharedComplement(self, expr: sp.Function) -> str:
+        p, idx = expr.args
+        return self._complement(self._print(p), idx)
+
+    def _complement(self, probabilities: str, idx: sp.Basic) -> str:
+        """`1 - p` from the whole row of probabilities (exact at the row's largest entry)."""
+        self.kernels_used.add("_complement")
+        if idx == S.c and self.gather is not None:
+            return f"_complement({probabilities})[_rows, {self.gather}][:, None]"
+        return f"_complement({probabilities}){self.axes.get(idx, '')}"
+
     def _print_RowMax(self, expr: RowMax) -> str:
         return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
@@ -491,14 +507,17 @@ def print_assignments(
     names = [name for name, _ in outputs]
     exprs = [vectorised(e) for _, e in outputs]
     shift, exprs = _shifted_logits(exprs, printer, logits_are_scratch)
+    shift += _centred_direction(exprs, printer)
     shared = _print_shared(printer, names, exprs, prefix, logits_are_scratch)
     return [formatted(line) for line in shift] + shared
 
 
 def print_matrix(printer: VectorPrinter, name: str, expr: sp.Expr) -> list[str]:
-    """`name = expr` for an expression in two free class indices (on two axes, no `cse`)."""
-    shift, (out,) = _shifted_logits([expr], printer, logits_are_scratch=False)
-    return [formatted(line) for line in [*shift, f"{name} = {printer.doprint(out)}"]]
+    """`name = expr` for an expression in two free class indices (on two axes)."""
+    shift, exprs = _shifted_logits([expr], printer, logits_are_scratch=False)
+    return [formatted(line) for line in shift] + _print_shared(
+        printer, [name], exprs, "_t", logits_are_scratch=False
+    )
 
 
 def _print_shared(
@@ -518,6 +537,15 @@ def _print_shared(
     lines += [f"{printer._print(sym)} = {printer.doprint(val)}" for sym, val in temps]
     lines += [f"{name} = {printer.doprint(e)}" for name, e in zip(names, reduced, strict=True)]
     return [formatted(line) for line in lines]
+
+
+def _centred_direction(exprs: list[sp.Expr], printer: VectorPrinter) -> list[str]:
+    """`w = v - v_top`, the direction minus its entry at the row's largest logit, if used."""
+    if not any(a.base == S.w for e in exprs for a in e.atoms(sp.Indexed)):
+        return []
+    v, o, w = (printer.doprint(b[ROW]) for b in (S.v, S.o, S.w))
+    top = f"np.argmax({o}, axis=-1, keepdims=True)"
+    return [f"{w} = {v} - np.take_along_axis({v}, {top}, axis=-1)"]
 
 
 def _shifted_logits(
@@ -540,6 +568,12 @@ def _shifted_logits(
         table = {a: S.o[a.indices[0]] for e in exprs for a in e.atoms(sp.Indexed) if a.base == S.z}
         return [f"{printer.doprint(o_row)} -= {shift}"], [e.xreplace(table) for e in exprs]
     return [f"{printer.doprint(z_row)} = {printer.doprint(o_row)} - {shift}"], exprs
+
+
+class SharedComplement(sp.Function):
+    """`1 - p_idx` from probabilities a fused block already computed (printing only)."""
+
+    nargs = 2
 
 
 def _hoist_logit_terms(
@@ -593,6 +627,8 @@ def _share_softmax_and_lse(
             continue
         p_name, l_name = sp.Symbol(f"_p{number}"), sp.Symbol(f"_l{number}")
         swap = {lse: l_name, **dict.fromkeys(softmaxes, p_name)}
+        complements = {a for e in exprs for a in e.atoms(SoftmaxComplement) if a.args[0] == row}
+        swap |= {a: SharedComplement(p_name, a.args[1]) for a in complements}
         exprs = [e.xreplace(swap) for e in exprs]
         kernel = "_softmax_and_logsumexp"
         if logits_are_scratch and row == S.o[ROW]:
@@ -781,26 +817,60 @@ def print_reference(name: str, expr: sp.Expr, params: list[str]) -> list[str]:
     entries of a K x K reference then cost O(1) each, not O(K).
     """
     printer = ReferencePrinter({"fully_qualified_modules": True})
-    temps, (reduced,) = sp.cse([expr], symbols=sp.numbered_symbols("x"), optimizations=None)
     bound = {CLASS_DUMMY, *_ENTRY_INDICES}
+    expr = expr.replace(lambda e: isinstance(e, sp.Sum), _distribute_sum)
+    # Sums over the classes that do not depend on the entry are the row's: computed once.
+    # Innermost first, each printed in terms of the ones before it: a row sum nested in another
+    # (`sum_s (1 - exp(o_s) / sum_t exp(o_t))^g`) is then O(K), not O(K^2).
+    row_sums = sorted(
+        (t for t in expr.atoms(sp.Sum) if not t.free_symbols & bound),
+        key=lambda t: (len(t.atoms(sp.Sum)), sp.default_sort_key(t)),
+    )
+    hoisted: dict[sp.Basic, sp.Symbol] = {}
     outer: list[tuple[sp.Symbol, sp.Expr]] = []
-    inner: dict[sp.Symbol, sp.Expr] = {}
+    for t in row_sums:
+        sym = sp.Symbol(f"r{len(hoisted)}")
+        outer.append((sym, t.xreplace(hoisted)))
+        hoisted[t] = sym
+    expr = expr.xreplace(hoisted)
+    temps, (reduced,) = sp.cse([expr], symbols=sp.numbered_symbols("x"), optimizations=None)
+    # Temporaries of the row go to the factory, those of the entry to `at`; one that holds the
+    # summation dummy is put back where it came from (inside its sum).
+    in_sum: dict[sp.Symbol, sp.Expr] = {}
+    entry: list[tuple[sp.Symbol, sp.Expr]] = []
     for sym, val in temps:
-        val = val.xreplace(inner)
-        if val.free_symbols & bound:
-            inner[sym] = val
+        val = val.xreplace(in_sum)
+        if CLASS_DUMMY in val.free_symbols:
+            in_sum[sym] = val
+        elif val.free_symbols & (bound | {s for s, _ in entry}):
+            entry.append((sym, val))
         else:
             outer.append((sym, val))
-    body = reduced.xreplace(inner)
+    body = reduced.xreplace(in_sum)
     args = ", ".join(["o: Any", "y: Any", "v: Any", "K: int", *(f"{p}: Any" for p in params)])
     lines = [f"def {name}({args}) -> Any:"]
     lines += [f"    {printer.doprint(sym)} = {printer.doprint(val)}" for sym, val in outer]
-    lines += [
-        "    def at(j: int, k: int, m: int) -> Any:",
-        f"        return {printer.doprint(body)}",
-        "    return at",
-    ]
+    lines += ["    def at(j: int, k: int, m: int) -> Any:"]
+    lines += [f"        {printer.doprint(sym)} = {printer.doprint(val)}" for sym, val in entry]
+    lines += [f"        return {printer.doprint(body)}", "    return at"]
     return lines
+
+
+def _distribute_sum(term: sp.Sum) -> sp.Expr:
+    """`sum_s (a f_s + g_s)` as `a sum_s f_s + sum_s g_s`: what does not depend on the dummy leaves
+    the sum (exact for a finite sum), so a sum times an entry's factor becomes a row sum, hoisted.
+    """
+    if len(term.limits) != 1:
+        return term
+    (dummy, *_), summand = term.limits[0], term.function
+    terms = sp.Add.make_args(summand)
+    out: list[sp.Expr] = []
+    for t in terms:
+        factors = sp.Mul.make_args(t)
+        inside = [f for f in factors if dummy in f.free_symbols]
+        outside = [f for f in factors if dummy not in f.free_symbols]
+        out.append(sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), term.limits[0]))
+    return sp.Add(*out)
 
 
 def _split_call(tree: ast.Assign | ast.AugAssign, call: ast.Call, indent: str) -> str:

@@ -33,6 +33,7 @@ from derive.symbolic.functions import (
     Sigmoid,
     SigmoidComplement,
     Softmax,
+    SoftmaxComplement,
     stabilize,
 )
 from derive.symbolic.rewrites import canonical_sums, refine_indices
@@ -41,7 +42,7 @@ from derive.symbolic.steps import instantiate
 Rule = Callable[[sp.Expr], sp.Expr]
 
 #: The rules that take an expression to its printed form, by name, in the order they apply.
-RULES: tuple[str, ...] = ("stable", "endpoints", "complements", "shifted")
+RULES: tuple[str, ...] = ("stable", "endpoints", "complements", "diagonal", "shifted")
 
 SHIFTED_ROW = S.o[ROW] - RowMax(S.o[ROW])
 """`z = o - max(o)`, the definition of the shifted logits the `shifted` rule introduces."""
@@ -50,24 +51,45 @@ SHIFTED_ROW = S.o[ROW] - RowMax(S.o[ROW])
 # --------------------------------------------------------------------------- complements
 
 
+def _complement_of(t: sp.Basic) -> sp.Expr:
+    if isinstance(t, Sigmoid):
+        return 1 - SigmoidComplement(t.args[0])
+    out: sp.Expr = 1 - SoftmaxComplement(*t.args)
+    return out
+
+
 def _complement_add(add: sp.Add) -> sp.Expr:
-    """Write `sigmoid(z) = 1 - sigmoid(-z)` in a sum where that cancels a constant term."""
-    for sig in sorted(add.atoms(Sigmoid), key=str):
-        candidate = sp.expand(add.xreplace({sig: 1 - SigmoidComplement(sig.args[0])}))
+    """Write `p = 1 - (1 - p)` (sigmoid or softmax) in a sum where that cancels a constant."""
+    for p in sorted(add.atoms(Sigmoid, Softmax), key=str):
+        candidate = sp.expand(add.xreplace({p: _complement_of(p)}))
         if len(sp.Add.make_args(candidate)) < len(add.args):
             return candidate
     return add
 
 
 def complements(expr: sp.Expr) -> sp.Expr:
-    """`1 - sigmoid(z)` as `sigmoid(-z)` wherever a sum has that shape (after factoring)."""
-    if not expr.has(Sigmoid):
+    """`1 - sigmoid(z)` as `sigmoid(-z)`, `1 - softmax_j` as the other classes' probability,
+    wherever a sum has that shape (after factoring)."""
+    if not expr.has(Sigmoid, Softmax):
         return expr
     factored = sp.factor_terms(expr)
     out: sp.Expr = factored.replace(
-        lambda t: isinstance(t, sp.Add) and t.has(Sigmoid), _complement_add
+        lambda t: isinstance(t, sp.Add) and t.has(Sigmoid, Softmax), _complement_add
     )
     return out
+
+
+def delta_endpoints(expr: sp.Expr) -> sp.Expr:
+    """`F = (1 - delta) F(delta=0) + delta F(delta=1)` for a Kronecker delta (0 or 1), each
+    part then with complements: the diagonal of `(delta_jk - p_k) p_j` is `(1 - p_j) p_j`."""
+    deltas = sorted(expr.atoms(sp.KroneckerDelta), key=str)
+    if len(deltas) != 1:
+        return expr
+    (d,) = deltas
+    f0, f1 = expr.xreplace({d: 0}), expr.xreplace({d: 1})
+    if f0 == 0 or sp.expand(expr - (f0 + d * (f1 - f0))) != 0 or not f1.has(Sigmoid, Softmax):
+        return expr
+    return (1 - d) * sp.factor_terms(f0) + d * complements(sp.expand(f1))
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -124,7 +146,7 @@ def endpoints(expr: sp.Expr) -> sp.Expr:
 
 
 def _row_functions(expr: sp.Basic) -> set[sp.Basic]:
-    return set(expr.atoms(Softmax, LogSoftmax, LogSumExp))
+    return set(expr.atoms(Softmax, LogSoftmax, LogSumExp, SoftmaxComplement))
 
 
 def has_bare_logits(expr: sp.Basic) -> bool:
@@ -188,7 +210,15 @@ def accurate_chain(
     if targets == "binary" and stages[-1][1].has(S.y):
         add("endpoints", endpoints(stages[-1][1]))
     add("complements", complements(stages[-1][1]))
+    add("diagonal", delta_endpoints(stages[-1][1]))
     current = stages[-1][1]
+    if current.has(S.v):
+        centred = current.xreplace(
+            {a: S.w[a.indices[0]] for a in current.atoms(sp.Indexed) if a.base == S.v}
+        )
+        if probably_equal(current, centred, simplex=targets == "distribution"):
+            add("centred", centred)
+            current = centred
     wants = has_bare_logits(current) if shift is None else shift
     if wants and current.has(S.o):
         candidate = shifted(current)

@@ -108,6 +108,29 @@ class LogSoftmax(_StableFunction):
         return _softmax_latex(printer, f, idx, prefix=r"\log ")
 
 
+class SoftmaxComplement(_StableFunction):
+    """`1 - softmax(f)_idx`, the probability of the *other* classes, `sum_{s != idx} softmax_s`.
+
+    NOTE: `1 - p` rounds to 0 once `p` rounds to 1 (a logit ahead by 37 in float64); summed from
+    the other classes it keeps every digit. Printed as a kernel that sums the others at the row's
+    largest entry (the only place `1 - p` can cancel: elsewhere `p <= 1/2`).
+    """
+
+    nargs = 2
+
+    @property
+    def is_positive(self) -> bool:
+        return True
+
+    def doit(self, **hints: Any) -> sp.Expr:
+        out: sp.Expr = 1 - Softmax(*self.args).doit()
+        return out
+
+    def _latex_base(self, printer: Any) -> str:
+        f, idx = self.args
+        return r"\left(1 - " + _softmax_latex(printer, f, idx) + r"\right)"
+
+
 class Sigmoid(_StableFunction):
     """`1 / (1 + exp(-z))`, printed as a kernel that never exponentiates a positive number.
 
@@ -177,6 +200,8 @@ class SigmoidComplement(_StableFunction):
 
 #: The value the row max stands for in a proof: shift invariance holds for every real shift.
 ANY_SHIFT = sp.Symbol("mu", real=True)
+#: The same for a direction's entry at the leading class (`w = v - v_top`).
+ANY_DIRECTION_SHIFT = sp.Symbol("nu", real=True)
 
 
 class RowMax(_StableFunction):
@@ -204,16 +229,22 @@ def to_raw(expr: sp.Basic) -> sp.Basic:
     # Only these functions are rewritten: a general `doit` would also try to evaluate every
     # symbolic-K sum (slow, and not needed to compare raw formulas).
     out = expr.replace(
-        lambda t: isinstance(t, Softmax | LogSoftmax | LogSumExp), lambda t: t.doit()
+        lambda t: isinstance(t, Softmax | LogSoftmax | LogSumExp | SoftmaxComplement),
+        lambda t: t.doit(),
     )
     out = out.replace(
         lambda t: isinstance(t, Sigmoid | Softplus | SigmoidComplement | RowMax),
         lambda t: t.raw(),
     )
-    # The shifted logits z_k = o_k - max(o), with the max standing for any real shift.
+    # The shifted logits z_k = o_k - max(o), with the max standing for any real shift; the
+    # centred direction w_k = v_k - v_top likewise.
     return out.replace(
-        lambda t: isinstance(t, sp.Indexed) and t.base == S.z,
-        lambda t: S.o[t.indices[0]] - ANY_SHIFT,
+        lambda t: isinstance(t, sp.Indexed) and t.base in (S.z, S.w),
+        lambda t: (
+            S.o[t.indices[0]] - ANY_SHIFT
+            if t.base == S.z
+            else S.v[t.indices[0]] - ANY_DIRECTION_SHIFT
+        ),
     )
 
 

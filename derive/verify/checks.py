@@ -40,6 +40,9 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from scipy import special
 
+from derive.verify.accuracy import FAMILIES as ACCURACY_FAMILIES
+from derive.verify.accuracy import measure as accuracy_measure
+
 Array = np.ndarray[Any, Any]
 Status = Literal["pass", "FAIL", "skip"]
 
@@ -612,6 +615,35 @@ def properties(s: Subject) -> Result:
     except AssertionError:
         return Result(name, worst[0], bound, "FAIL", note)
     return _result(name, worst[0], bound, note)
+
+
+def _accuracy_check(family: str, build: Any) -> Check:
+    """One verify row per input family: the worst error over float64 and float32, in units of
+    the bound `derive.verify.accuracy` states (pass: at most 1)."""
+
+    def accuracy(s: Subject) -> Result:
+        name = f"accuracy vs mpmath: {family} [units of the bound]"
+        if not hasattr(s.m, "reference"):
+            return Result(name, math.nan, 1.0, "skip", "the module carries no reference()")
+        worst, where = 0.0, ""
+        for dtype in (np.float64, np.float32):
+            ratio, at = accuracy_measure(s.m, build, dtype)
+            if math.isnan(ratio):
+                return Result(name, math.nan, 1.0, "skip", at)
+            if ratio > worst or not math.isfinite(ratio):
+                worst, where = ratio, f"{np.dtype(dtype).name} {at}"
+        return _result(name, worst, 1.0, where if worst > 1.0 else "")
+
+    accuracy.__name__ = "accuracy_" + "".join(ch if ch.isalnum() else "_" for ch in family)
+    return accuracy
+
+
+def _register_accuracy() -> None:
+    for family, build in ACCURACY_FAMILIES:
+        CHECKS.append(_accuracy_check(family, build))
+
+
+_register_accuracy()
 
 
 def _bad_inputs(s: Subject) -> list[tuple[str, Callable[[], Any]]]:

@@ -303,14 +303,17 @@ def reference() -> dict[str, Any]:
     import mpmath
 
     def _reference_loss(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r2 = builtins.sum(o[s] for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return eps*x0 - x0 + mpmath.log(builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))) - eps*builtins.sum(o[s] for s in range(1, K+1))/K
+            return eps*r0 - r0 + mpmath.log(r1) - eps*r2/K
         return at
 
     def _reference_loss_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return eps*y[m] + mpmath.exp(o[m])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[m] - eps/K
+            return eps*y[m] - y[m] + mpmath.exp(o[m])/r0 - eps/K
         return at
 
     def _reference_loss_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -319,24 +322,29 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_loss_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        r0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r1 = builtins.sum(o[s] for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return builtins.sum(o[s]*y[s] for s in range(1, K+1)) - builtins.sum(o[s] for s in range(1, K+1))/K
+            return r0 - r1/K
         return at
 
     def _reference_gradient(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return eps*y[j] + mpmath.exp(o[j])/builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1)) - y[j] - eps/K
+            return eps*y[j] - y[j] + mpmath.exp(o[j])/r0 - eps/K
         return at
 
     def _reference_gradient_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+            x0 = mpmath.exp(o[j])
+            return x0*(1 if j == m else 0)/r0 - x0*mpmath.exp(o[m])/r0**2
         return at
 
     def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return eps*(1 if j == m else 0) - (1 if j == m else 0)
+            x0 = (1 if j == m else 0)
+            return eps*x0 - x0
         return at
 
     def _reference_gradient_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -345,16 +353,23 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hessian(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*(1 if j == k else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[k])/x1**2
+            x0 = mpmath.exp(o[j])
+            return x0*(1 if j == k else 0)/r0 - x0*mpmath.exp(o[k])/r0**2
         return at
 
     def _reference_hessian_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
-        x4 = x3**(-2)
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x3 = r0**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return -x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[k])*(1 if k == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*(1 if j == k else 0) + mpmath.exp(o[j])*(1 if j == k else 0)*(1 if j == m else 0)/x3 + 2*mpmath.exp(o[j])*mpmath.exp(o[k])*mpmath.exp(o[m])/x3**3
+            x0 = (1 if j == k else 0)
+            x1 = (1 if j == m else 0)
+            x2 = mpmath.exp(o[j])
+            x4 = mpmath.exp(o[k])
+            x5 = x2*x3*x4
+            x6 = mpmath.exp(o[m])
+            return -x0*x2*x3*x6 - x1*x5 - x5*(1 if k == m else 0) + x0*x1*x2/r0 + 2*x2*x4*x6/r0**3
         return at
 
     def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -368,17 +383,23 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hvp(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x2 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*v[j]/x2 - mpmath.exp(o[j])*builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))/x2**2
+            x0 = mpmath.exp(o[j])
+            return -r0*x0/r1**2 + x0*v[j]/r1
         return at
 
     def _reference_hvp_do(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x3 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
-        x4 = x3**(-2)
-        x7 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s])*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        x0 = r1**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return -x4*x7*mpmath.exp(o[j])*(1 if j == m else 0) - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[j] - x4*mpmath.exp(o[j])*mpmath.exp(o[m])*v[m] + mpmath.exp(o[j])*(1 if j == m else 0)*v[j]/x3 + 2*x7*mpmath.exp(o[j])*mpmath.exp(o[m])/x3**3
+            x1 = (1 if j == m else 0)
+            x2 = mpmath.exp(o[j])
+            x3 = mpmath.exp(o[m])
+            x4 = x0*x2*x3
+            return -r0*x0*x1*x2 + 2*r0*x2*x3/r1**3 - x4*v[j] - x4*v[m] + x1*x2*v[j]/r1
         return at
 
     def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
@@ -387,9 +408,10 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:
-        x1 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(o[j])*(1 if j == m else 0)/x1 - mpmath.exp(o[j])*mpmath.exp(o[m])/x1**2
+            x0 = mpmath.exp(o[j])
+            return x0*(1 if j == m else 0)/r0 - x0*mpmath.exp(o[m])/r0**2
         return at
 
     def _reference_hvp_deps(o: Any, y: Any, v: Any, K: int, eps: Any) -> Any:

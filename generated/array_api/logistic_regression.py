@@ -238,13 +238,19 @@ def reference() -> dict[str, Any]:
     import mpmath
 
     def _reference_loss(o: Any, y: Any, v: Any, K: int) -> Any:
+        r0 = builtins.sum(mpmath.log(1 + mpmath.exp(-o[s]))*y[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.log(mpmath.exp(o[s]) + 1)*y[s] for s in range(1, K+1))
+        r2 = builtins.sum(mpmath.log(mpmath.exp(o[s]) + 1) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return builtins.sum(mpmath.log(1 + mpmath.exp(-o[s]))*y[s] for s in range(1, K+1)) - builtins.sum(mpmath.log(mpmath.exp(o[s]) + 1)*y[s] for s in range(1, K+1)) + builtins.sum(mpmath.log(mpmath.exp(o[s]) + 1) for s in range(1, K+1))
+            return r0 - r1 + r2
         return at
 
     def _reference_loss_do(o: Any, y: Any, v: Any, K: int) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return -mpmath.exp(o[m])*y[m]/(mpmath.exp(o[m]) + 1) + mpmath.exp(o[m])/(mpmath.exp(o[m]) + 1) - mpmath.exp(-o[m])*y[m]/(1 + mpmath.exp(-o[m]))
+            x0 = mpmath.exp(o[m])
+            x1 = 1/(x0 + 1)
+            x2 = mpmath.exp(-o[m])
+            return -x0*x1*y[m] + x0*x1 - x2*y[m]/(x2 + 1)
         return at
 
     def _reference_loss_dy(o: Any, y: Any, v: Any, K: int) -> Any:
@@ -259,7 +265,8 @@ def reference() -> dict[str, Any]:
 
     def _reference_gradient_do(o: Any, y: Any, v: Any, K: int) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(-o[j])*(1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**2
+            x0 = mpmath.exp(-o[j])
+            return x0*(1 if j == m else 0)/(x0 + 1)**2
         return at
 
     def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int) -> Any:
@@ -269,12 +276,16 @@ def reference() -> dict[str, Any]:
 
     def _reference_hessian(o: Any, y: Any, v: Any, K: int) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return (1 - 1/(1 + mpmath.exp(-o[j])))*(1 if j == k else 0)/(1 + mpmath.exp(-o[j]))
+            x0 = 1/(1 + mpmath.exp(-o[j]))
+            return x0*(1 - x0)*(1 if j == k else 0)
         return at
 
     def _reference_hessian_do(o: Any, y: Any, v: Any, K: int) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return (1 - 1/(1 + mpmath.exp(-o[j])))*mpmath.exp(-o[j])*(1 if j == k else 0)*(1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**2 - mpmath.exp(-o[j])*(1 if j == k else 0)*(1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**3
+            x0 = mpmath.exp(-o[j])
+            x1 = x0 + 1
+            x2 = x0*(1 if j == k else 0)*(1 if j == m else 0)
+            return x2*(1 - 1/x1)/x1**2 - x2/x1**3
         return at
 
     def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int) -> Any:
@@ -284,12 +295,16 @@ def reference() -> dict[str, Any]:
 
     def _reference_hvp(o: Any, y: Any, v: Any, K: int) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return v[j]/(1 + mpmath.exp(-o[j])) - v[j]/(1 + mpmath.exp(-o[j]))**2
+            x0 = 1 + mpmath.exp(-o[j])
+            return v[j]/x0 - v[j]/x0**2
         return at
 
     def _reference_hvp_do(o: Any, y: Any, v: Any, K: int) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(-o[j])*(1 if j == m else 0)*v[j]/(1 + mpmath.exp(-o[j]))**2 - 2*mpmath.exp(-o[j])*(1 if j == m else 0)*v[j]/(1 + mpmath.exp(-o[j]))**3
+            x0 = mpmath.exp(-o[j])
+            x1 = x0 + 1
+            x2 = x0*(1 if j == m else 0)*v[j]
+            return x2/x1**2 - 2*x2/x1**3
         return at
 
     def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int) -> Any:
@@ -299,7 +314,9 @@ def reference() -> dict[str, Any]:
 
     def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int) -> Any:
         def at(j: int, k: int, m: int) -> Any:
-            return (1 if j == m else 0)/(1 + mpmath.exp(-o[j])) - (1 if j == m else 0)/(1 + mpmath.exp(-o[j]))**2
+            x0 = (1 if j == m else 0)
+            x1 = 1 + mpmath.exp(-o[j])
+            return x0/x1 - x0/x1**2
         return at
 
     return {

@@ -232,8 +232,9 @@ def reference() -> dict[str, Any]:
     import mpmath
 
     def _reference_loss(o: Any, y: Any, v: Any, K: int) -> Any:
+        r0 = builtins.sum((o[s] - y[s])**2 for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return (mpmath.mpf(1)/mpmath.mpf(2))*builtins.sum((o[s] - y[s])**2 for s in range(1, K+1))
+            return (mpmath.mpf(1)/mpmath.mpf(2))*r0
         return at
 
     def _reference_loss_do(o: Any, y: Any, v: Any, K: int) -> Any:

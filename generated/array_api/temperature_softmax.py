@@ -299,15 +299,17 @@ def reference() -> dict[str, Any]:
     import mpmath
 
     def _reference_loss(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = 1/T
+        r0 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         def at(j: int, k: int, m: int) -> Any:
-            return -x0*builtins.sum(o[s]*y[s] for s in range(1, K+1)) + mpmath.log(builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)))
+            return mpmath.log(r1) - r0/T
         return at
 
     def _reference_loss_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x0*o[m])/builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)) - x0*y[m]
+            return -x0*y[m] + x0*mpmath.exp(x0*o[m])/r0
         return at
 
     def _reference_loss_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -316,23 +318,27 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_loss_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(o[s]*y[s] for s in range(1, K+1))
+        r2 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = T**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return x0*builtins.sum(o[s]*y[s] for s in range(1, K+1)) + builtins.sum(-x0*mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))/builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+            return -r0*x0/r2 + r1*x0
         return at
 
     def _reference_gradient(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x0*o[j])/builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1)) - x0*y[j]
+            return -x0*y[j] + x0*mpmath.exp(x0*o[j])/r0
         return at
 
     def _reference_gradient_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x1*o[j])*(1 if j == m else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[m])/x3**2
+            x1 = mpmath.exp(x0*o[j])/T**2
+            return x1*(1 if j == m else 0)/r0 - x1*mpmath.exp(x0*o[m])/r0**2
         return at
 
     def _reference_gradient_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -341,28 +347,38 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_gradient_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        x3 = T**(-3)
         def at(j: int, k: int, m: int) -> Any:
-            return x0*y[j] - x0*mpmath.exp(x1*o[j])/x3 - x1*mpmath.exp(x1*o[j])*builtins.sum(-x0*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))/x3**2 - mpmath.exp(x1*o[j])*o[j]/(T**3*x3)
+            x1 = mpmath.exp(o[j]/T)
+            x2 = x1/r1
+            return r0*x1*x3/r1**2 - x0*x2 + x0*y[j] - x2*x3*o[j]
         return at
 
     def _reference_hessian(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x1*o[j])*(1 if j == k else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])/x3**2
+            x1 = mpmath.exp(x0*o[j])/T**2
+            return x1*(1 if j == k else 0)/r0 - x1*mpmath.exp(x0*o[k])/r0**2
         return at
 
     def _reference_hessian_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = T**(-3)
         x3 = 1/T
-        x5 = builtins.sum(mpmath.exp(x3*o[s]) for s in range(1, K+1))
-        x6 = x5**(-2)
+        x5 = r0**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return -x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*(1 if j == m else 0) - x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*(1 if k == m else 0) - x0*x6*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[m])*(1 if j == k else 0) + x0*mpmath.exp(x3*o[j])*(1 if j == k else 0)*(1 if j == m else 0)/x5 + 2*x0*mpmath.exp(x3*o[j])*mpmath.exp(x3*o[k])*mpmath.exp(x3*o[m])/x5**3
+            x1 = (1 if j == k else 0)
+            x2 = (1 if j == m else 0)
+            x4 = mpmath.exp(x3*o[j])
+            x6 = mpmath.exp(x3*o[k])
+            x7 = x0*x4
+            x8 = x5*x6*x7
+            x9 = mpmath.exp(x3*o[m])
+            return -x1*x5*x7*x9 - x2*x8 - x8*(1 if k == m else 0) + x0*x1*x2*x4/r0 + 2*x0*x4*x6*x9/r0**3
         return at
 
     def _reference_hessian_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -371,32 +387,45 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hessian_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
         x0 = 2/T**3
         x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
-        x7 = T**(-4)
-        x8 = x3**(-2)
-        x12 = T**(-2)
-        x13 = x12*builtins.sum(-x12*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))
+        x5 = r1**(-2)
+        x6 = T**(-4)
+        x7 = r0*x6
         def at(j: int, k: int, m: int) -> Any:
-            return x0*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k]) - x0*mpmath.exp(x1*o[j])*(1 if j == k else 0)/x3 - x13*x8*mpmath.exp(x1*o[j])*(1 if j == k else 0) + 2*x13*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])/x3**3 + x7*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])*o[j] + x7*x8*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[k])*o[k] - x7*mpmath.exp(x1*o[j])*(1 if j == k else 0)*o[j]/x3
+            x2 = mpmath.exp(x1*o[j])
+            x3 = x2*(1 if j == k else 0)
+            x4 = x3/r1
+            x8 = x2*mpmath.exp(x1*o[k])
+            x9 = x5*x8
+            x10 = x6*x9
+            return -x0*x4 + x0*x9 + x10*o[j] + x10*o[k] + x3*x5*x7 - x4*x6*o[j] - 2*x7*x8/r1**3
         return at
 
     def _reference_hvp(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = 1/T
-        x2 = builtins.sum(mpmath.exp(x0*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = T**(-2)
         def at(j: int, k: int, m: int) -> Any:
-            return mpmath.exp(x0*o[j])*v[j]/(T**2*x2) - mpmath.exp(x0*o[j])*builtins.sum(mpmath.exp(x0*o[s])*v[s] for s in range(1, K+1))/(T**2*x2**2)
+            x1 = mpmath.exp(o[j]/T)
+            return -r0*x0*x1/r1**2 + x0*x1*v[j]/r1
         return at
 
     def _reference_hvp_do(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-3)
-        x2 = 1/T
-        x5 = builtins.sum(mpmath.exp(x2*o[s]) for s in range(1, K+1))
-        x7 = x5**(-2)
-        x10 = builtins.sum(mpmath.exp(x2*o[s])*v[s] for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*v[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = r1**(-2)
+        x2 = T**(-3)
+        x3 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return -x0*x10*x7*mpmath.exp(x2*o[j])*(1 if j == m else 0) + 2*x0*x10*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])/x5**3 - x0*x7*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])*v[j] - x0*x7*mpmath.exp(x2*o[j])*mpmath.exp(x2*o[m])*v[m] + x0*mpmath.exp(x2*o[j])*(1 if j == m else 0)*v[j]/x5
+            x1 = (1 if j == m else 0)
+            x4 = mpmath.exp(x3*o[j])
+            x5 = x2*x4
+            x6 = mpmath.exp(x3*o[m])
+            x7 = x0*x5*x6
+            return -r0*x0*x1*x5 + 2*r0*x2*x4*x6/r1**3 - x7*v[j] - x7*v[m] + x1*x2*x4*v[j]/r1
         return at
 
     def _reference_hvp_dy(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
@@ -405,24 +434,26 @@ def reference() -> dict[str, Any]:
         return at
 
     def _reference_hvp_dv(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-2)
-        x1 = 1/T
-        x3 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = 1/T
         def at(j: int, k: int, m: int) -> Any:
-            return x0*mpmath.exp(x1*o[j])*(1 if j == m else 0)/x3 - x0*mpmath.exp(x1*o[j])*mpmath.exp(x1*o[m])/x3**2
+            x1 = mpmath.exp(x0*o[j])/T**2
+            return x1*(1 if j == m else 0)/r0 - x1*mpmath.exp(x0*o[m])/r0**2
         return at
 
     def _reference_hvp_dT(o: Any, y: Any, v: Any, K: int, T: Any) -> Any:
-        x0 = T**(-3)
-        x1 = 1/T
-        x4 = builtins.sum(mpmath.exp(x1*o[s]) for s in range(1, K+1))
-        x6 = T**(-4)
-        x7 = x4**(-2)
-        x9 = builtins.sum(mpmath.exp(x1*o[s])*v[s] for s in range(1, K+1))
-        x10 = T**(-2)
-        x13 = builtins.sum(-x10*mpmath.exp(x1*o[s])*o[s] for s in range(1, K+1))
+        r0 = builtins.sum(mpmath.exp(o[s]/T)*o[s] for s in range(1, K+1))
+        r1 = builtins.sum(mpmath.exp(o[s]/T)*v[s] for s in range(1, K+1))
+        r2 = builtins.sum(mpmath.exp(o[s]/T)*o[s]*v[s] for s in range(1, K+1))
+        r3 = builtins.sum(mpmath.exp(o[s]/T) for s in range(1, K+1))
+        x0 = T**(-4)
+        x4 = 2/T**3
         def at(j: int, k: int, m: int) -> Any:
-            return 2*x0*x7*x9*mpmath.exp(x1*o[j]) - 2*x0*mpmath.exp(x1*o[j])*v[j]/x4 - x10*x13*x7*mpmath.exp(x1*o[j])*v[j] + 2*x10*x13*x9*mpmath.exp(x1*o[j])/x4**3 - x10*x7*mpmath.exp(x1*o[j])*builtins.sum(-x10*mpmath.exp(x1*o[s])*o[s]*v[s] for s in range(1, K+1)) + x6*x7*x9*mpmath.exp(x1*o[j])*o[j] - x6*mpmath.exp(x1*o[j])*o[j]*v[j]/x4
+            x1 = mpmath.exp(o[j]/T)
+            x2 = x1/r3**2
+            x3 = x0*x2
+            x5 = x1*v[j]/r3
+            return -2*r0*r1*x0*x1/r3**3 + r0*x3*v[j] + r1*x2*x4 + r1*x3*o[j] + r2*x3 - x0*x5*o[j] - x4*x5
         return at
 
     return {
