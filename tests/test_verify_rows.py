@@ -163,6 +163,134 @@ BROKEN: dict[str, list[tuple[str, str, str | tuple[str, str]]]] = {
             "    return _lg(X, y, W, b, check, **k)\n",
         ),
     ],
+    "accuracy_random": [
+        (
+            "softmax_regression",
+            "grad_logits one part in 1e9 too large",
+            "_g = grad_logits\ndef grad_logits(O, y):\n    return _g(O, y) * (1 + 1e-9 * (True))\n",
+        )
+    ],
+    "accuracy_offset_1e4": [
+        (
+            "softmax_regression",
+            "loss as LSE(o) - o_c on the raw logits: a common offset cancels after rounding",
+            "def loss(O, y):\n"
+            "    O = _np.asarray(O)\n    m = O.max(axis=-1, keepdims=True)\n"
+            "    lse = m + _np.log(_np.exp(O - m).sum(axis=-1, keepdims=True))\n"
+            "    y = _np.asarray(y)\n"
+            "    Y = _np.eye(O.shape[-1], dtype=O.dtype)[y] if y.ndim == 1 else y\n"
+            "    return O.dtype.type(_np.mean(_np.sum(Y * (lse - O), axis=-1)))\n",
+        )
+    ],
+    "accuracy_offset_1e8": [
+        (
+            "softmax_regression",
+            "loss as LSE(o) - o_c on the raw logits: a common offset cancels after rounding",
+            "def loss(O, y):\n"
+            "    O = _np.asarray(O)\n    m = O.max(axis=-1, keepdims=True)\n"
+            "    lse = m + _np.log(_np.exp(O - m).sum(axis=-1, keepdims=True))\n"
+            "    y = _np.asarray(y)\n"
+            "    Y = _np.eye(O.shape[-1], dtype=O.dtype)[y] if y.ndim == 1 else y\n"
+            "    return O.dtype.type(_np.mean(_np.sum(Y * (lse - O), axis=-1)))\n",
+        )
+    ],
+    "accuracy_offset_1e12": [
+        (
+            "softmax_regression",
+            "loss as LSE(o) - o_c on the raw logits: a common offset cancels after rounding",
+            "def loss(O, y):\n"
+            "    O = _np.asarray(O)\n    m = O.max(axis=-1, keepdims=True)\n"
+            "    lse = m + _np.log(_np.exp(O - m).sum(axis=-1, keepdims=True))\n"
+            "    y = _np.asarray(y)\n"
+            "    Y = _np.eye(O.shape[-1], dtype=O.dtype)[y] if y.ndim == 1 else y\n"
+            "    return O.dtype.type(_np.mean(_np.sum(Y * (lse - O), axis=-1)))\n",
+        )
+    ],
+    "accuracy_saturated__lead_20": [
+        (
+            "softmax_regression",
+            "Hessian diagonal as p - p^2 (1 - p rounds away in a saturated row)",
+            "def hessian_logits(o):\n"
+            "    p = softmax(_np.asarray(o))\n    return _np.diag(p) - _np.outer(p, p)\n",
+        )
+    ],
+    "accuracy_saturated__lead_40": [
+        (
+            "softmax_regression",
+            "Hessian diagonal as p - p^2 (1 - p rounds away in a saturated row)",
+            "def hessian_logits(o):\n"
+            "    p = softmax(_np.asarray(o))\n    return _np.diag(p) - _np.outer(p, p)\n",
+        )
+    ],
+    "accuracy_saturated__lead_800": [
+        (
+            "softmax_regression",
+            "loss as -log(softmax(o)_c) (the log of an underflowed 0 for a class 800 behind)",
+            "def loss(O, y):\n"
+            "    P = softmax(_np.asarray(O))\n    y = _np.asarray(y)\n"
+            "    Y = _np.eye(P.shape[-1], dtype=P.dtype)[y] if y.ndim == 1 else y\n"
+            "    return P.dtype.type(-_np.mean(_np.sum(Y * _np.log(P), axis=-1)))\n",
+        )
+    ],
+    "accuracy_masked_classes": [
+        (
+            "softmax_regression",
+            "masked (-inf) logits clamped to -20 (a masked class keeps probability e^-23)",
+            "_l = loss\ndef loss(O, y):\n    return _l(_np.maximum(O, -20.0), y)\n",
+        )
+    ],
+    "accuracy_parameters_at_their_ends": [
+        (
+            "label_smoothing",
+            "eps clamped to at most 0.99 (wrong at the end of its range, eps -> 1)",
+            "_g = grad_logits\ndef grad_logits(O, y, *, eps=0.1):\n"
+            "    return _g(O, y, eps=min(eps, 0.99))\n",
+        )
+    ],
+    "accuracy_targets_near_1e8": [
+        (
+            "squared_error",
+            "squared error expanded: sum o^2/2 - sum o y + sum y^2/2 (every digit lost near 1e8)",
+            "def loss(O, y):\n"
+            "    O = _np.asarray(O)\n    y = _np.asarray(y, dtype=O.dtype)\n"
+            "    r = 0.5 * (O * O).sum(axis=-1) - (O * y).sum(axis=-1)\n"
+            "    r += 0.5 * (y * y).sum(axis=-1)\n"
+            "    return O.dtype.type(_np.mean(r))\n",
+        )
+    ],
+    "accuracy_sigmoid_tails": [
+        (
+            "logistic_regression",
+            "gradient as sigmoid(x) - y (0 instead of -sigmoid(-x) for y = 1, x = 37)",
+            "def grad_logits(O, y):\n"
+            "    O = _np.asarray(O)\n    y = _np.asarray(y, dtype=O.dtype)\n"
+            "    return (1 / (1 + _np.exp(-O)) - y) / O.shape[0]\n",
+        )
+    ],
+    "accuracy_K___1": [
+        (
+            "softmax_regression",
+            "a single class's loss is log 2, not 0",
+            "_l = loss\ndef loss(O, y):\n"
+            "    return _l(O, y) + (_np.log(2.0) if _np.shape(O)[-1] == 1 else 0.0)\n",
+        )
+    ],
+    "accuracy_K___2": [
+        (
+            "softmax_regression",
+            "grad_logits one part in 1e9 too large for two classes",
+            "_g = grad_logits\ndef grad_logits(O, y):\n"
+            "    return _g(O, y) * (1 + 1e-9 * (_np.shape(O)[-1] == 2))\n",
+        )
+    ],
+    "accuracy_K___1000": [
+        (
+            "softmax_regression",
+            "grad_logits one part in 1e9 too large for more than 100 classes",
+            "_g = grad_logits\ndef grad_logits(O, y):\n"
+            "    return _g(O, y) * (1 + 1e-9 * (_np.shape(O)[-1] > 100))\n",
+        )
+    ],
 }
 
 CASES = [(row, *case) for row, cases in BROKEN.items() for case in cases]

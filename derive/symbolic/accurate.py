@@ -59,11 +59,22 @@ def _complement_of(t: sp.Basic) -> sp.Expr:
 
 
 def _complement_add(add: sp.Add) -> sp.Expr:
-    """Write `p = 1 - (1 - p)` (sigmoid or softmax) in a sum where that cancels a constant."""
+    """Write `p = 1 - (1 - p)` (sigmoid or softmax) in a sum where that cancels a constant.
+
+    First the whole sum (`p - p^2` after factoring); else just the pair `a - a p` among other
+    terms (`1 - p_c + gamma p_c x` becomes `(1 - p_c) + gamma p_c x`: the pair is what rounds).
+    """
     for p in sorted(add.atoms(Sigmoid, Softmax), key=str):
         candidate = sp.expand(add.xreplace({p: _complement_of(p)}))
         if len(sp.Add.make_args(candidate)) < len(add.args):
             return candidate
+    terms = sp.Add.make_args(add)
+    for p in sorted(add.atoms(Sigmoid, Softmax), key=str):
+        for a in terms:
+            if a.has(p) or -a * p not in terms:
+                continue
+            rest = [t for t in terms if t not in (a, -a * p)]
+            return sp.Add(*rest, a * (1 - _complement_of(p)))
     return add
 
 
