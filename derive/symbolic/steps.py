@@ -98,19 +98,32 @@ def provably_nonzero(expr: sp.Basic, digits: int = 60) -> bool:
 
     Sound for a "no": the value is computed to `digits` significant digits and must be real and
     far above what rounding at that precision could leave of an exact 0 (relative to the size
-    of the terms). Inconclusive (False) where the point leaves the domain (a complex value), an
-    atom has no value (symbolic K, unevaluated sums or derivatives), or evaluation fails.
+    of the terms). A symbolic size or class index is first given one concrete value (a claim
+    false for K = 4 is false for symbolic K). Inconclusive (False) where the point leaves the
+    domain (a complex value), an atom has no value (another integer symbol, an unevaluated
+    derivative), or evaluation fails.
     """
-    atoms = expr.free_symbols | expr.atoms(sp.Indexed)
-    if any(a.is_integer for a in atoms if isinstance(a, sp.Symbol)):
-        # NOTE: an identity may hold only at integer sizes and indices (a delta, a guard
-        # `j <= K`): a random rational there proves nothing.
-        return False
     rng = random.Random(sp.srepr(expr)[:500])
-    values = {a: _random_value(a, rng) for a in sorted(atoms, key=sp.srepr)}
+    integers = {a for a in expr.free_symbols if a.is_integer}
     try:
+        if integers:
+            # Symbolic sizes and class indices: one concrete instance (K = 4, the indices
+            # 1..4), its sums written out. A claim false there is false for symbolic K.
+            if not integers <= set(INSTANCE_SIZES) | set(INSTANCE_INDICES):
+                return False
+            # Distinct indices take distinct values (a swapped j and k must not coincide).
+            distinct = rng.sample(range(1, INSTANCE_SIZES[S.K] + 1), len(INSTANCE_INDICES))
+            table = {
+                a: INSTANCE_SIZES[a] if a in INSTANCE_SIZES else distinct[INSTANCE_INDICES.index(a)]
+                for a in sorted(integers, key=str)
+            }
+            expr = expr.xreplace(table).doit()
+        atoms = expr.free_symbols | expr.atoms(sp.Indexed)
+        if any(a.is_integer for a in atoms if isinstance(a, sp.Symbol)):
+            return False
+        values = {a: _random_value(a, rng) for a in sorted(atoms, key=sp.srepr)}
         at = expr.xreplace(values)
-        if not at.is_number or at.has(sp.Sum, sp.Derivative, sp.Integral):
+        if not at.is_number or at.has(sp.Sum, sp.Derivative, sp.Integral, sp.Piecewise):
             return False
         terms = sp.Add.make_args(at)
         val = sp.N(at, digits)
@@ -121,6 +134,10 @@ def provably_nonzero(expr: sp.Basic, digits: int = 60) -> bool:
         return False
     return bool(abs(val) > sp.Float(10) ** (20 - digits) * (1 + size))
 
+
+#: The concrete instance `provably_nonzero` evaluates a symbolic-size claim at.
+INSTANCE_SIZES: dict[sp.Basic, int] = {S.K: 4, S.n: 3, S.d: 2}
+INSTANCE_INDICES = (S.j, S.k, S.c, S.m)
 
 #: Operation count above which the last-resort `simplify` is not attempted.
 SIMPLIFY_LIMIT = 400
