@@ -141,6 +141,8 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "name": d.name,
         "title": d.title("en"),
         "targets": model.targets,
+        # Integer labels are accepted (and a labels branch printed) for distribution targets.
+        "labels_allowed": distribution,
         "block_rows": BLOCK_ROWS,
         "loss_soft": _block(soft, [("loss_rows", loss)], loss),
         "grad_soft": _block(soft, [("G", gradient)], gradient),

@@ -1,0 +1,335 @@
+"""Each template rendered on its own with a tiny, hand-made context: exact pieces of the output.
+
+The templates hold layout only (DESIGN.md): every formula arrives as a printed string. Here the
+"formulas" are markers (`LOSS_ROWS`, `GRAD_SOFT`, ...) so a test sees exactly where the template
+puts what it was given, and nothing it typed itself; a missing key is refused (StrictUndefined).
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import jinja2
+import pytest
+
+from derive.output.codegen import Printed
+from derive.output.notes import environment
+
+ENV = environment()
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    return ENV.get_template(template).render(context)
+
+
+def block(*lines: str, latex: str = "TEX") -> Printed:
+    return Printed(list(lines), latex)
+
+
+def module_context(labels: bool) -> dict[str, Any]:
+    """The smallest context module.py.j2 renders: one class of targets, no parameters, first
+    order, no weight decay, no references."""
+    ctx: dict[str, Any] = {
+        "template": "module.py.j2",
+        "name": "tiny",
+        "title": "Tiny",
+        "targets": "distribution" if labels else "real",
+        "labels_allowed": labels,
+        "stable": True,
+        "params": [],
+        "call_params": [],
+        "catalogue_loss": False,
+        "weight_decay_param": "None",
+        "reference_loss": '"REF_LOSS"',
+        "reference_prediction": '"REF_PRED"',
+        "block_rows": 7,
+        "loss_soft": block("loss_rows = LOSS_SOFT"),
+        "grad_soft": block("G = GRAD_SOFT"),
+        "fused_soft": block("loss_rows = FUSED_LOSS", "G = FUSED_GRAD"),
+        "second_order": False,
+        "prediction": block("P = PRED"),
+        "decision": {"code": "DECIDE(P)", "latex": "DECISION_TEX"},
+        "logits": "LOGITS",
+        "logits_inplace": ["O = GEMM", "O += BIAS"],
+        "chain_W": "CHAIN_W",
+        "chain_b": "CHAIN_B",
+        "batch_rows": "ROWS",
+        "chain_W_latex": "CW",
+        "chain_b_latex": "CB",
+        "decay": None,
+        "public_kernels": False,
+        "uses_K": False,
+        "reference": [],
+        "kernels": [],
+    }
+    if labels:
+        ctx |= {
+            "loss_labels": block("loss_rows = LOSS_LABELS"),
+            "grad_labels": block("G = GRAD_LABELS"),
+            "fused_labels": block("loss_rows = FUSED_LOSS_C", "G = FUSED_GRAD_C"),
+            "grad_label_term": "TERM",
+            "grad_labels_latex": "GL",
+        }
+    return ctx
+
+
+def test_module_without_labels_prints_each_block_where_it_belongs() -> None:
+    text = render("module.py.j2", module_context(labels=False))
+    ast.parse(text)  # layout only, but valid Python around the markers
+    assert (
+        '    _, Y = _targets("y", y, n, K, O.dtype)\n'
+        "    assert Y is not None\n"
+        "    loss_rows = LOSS_SOFT\n"
+        "    return O.dtype.type(" in text
+    )
+    assert "    assert Y is not None\n    G = GRAD_SOFT\n    out: Array = G / n\n" in text
+    assert (
+        "        assert Y is not None\n"
+        "        Y_all = Y\n"
+        "        Y = Y_all[start:stop]\n"
+        "        loss_rows = FUSED_LOSS\n"
+        "        G = FUSED_GRAD\n"
+        "        Y = Y_all\n"
+        "        total += " in text
+    )
+    assert "    P = predict_proba(X, W, b)\n    out: Array = DECIDE(P)\n" in text
+    assert "DECISION_TEX" in text
+    assert "labels" not in text.split("def loss(")[1].split("def grad_logits")[0]
+    assert "0.5" not in text and "argmax" not in text  # no rule typed in the template
+
+
+def test_module_with_labels_uses_one_branch_for_the_three_functions() -> None:
+    text = render("module.py.j2", module_context(labels=True))
+    ast.parse(text)
+    assert (
+        '    labels, Y = _targets("y", y, n, K, O.dtype)\n'
+        "    if labels is not None:\n"
+        "        _rows = np.arange(n)\n"
+        "        loss_rows = LOSS_LABELS\n"
+        "    else:\n"
+        "        assert Y is not None\n"
+        "        loss_rows = LOSS_SOFT\n"
+        "    return O.dtype.type(" in text
+    )
+    assert (
+        "        _rows = np.arange(n)\n"
+        "        G = GRAD_LABELS\n"
+        "        G[_rows, labels] = TERM\n"
+        "    else:\n"
+        "        assert Y is not None\n"
+        "        G = GRAD_SOFT\n"
+        "    out: Array = G / n\n" in text
+    )
+    assert (
+        "        if labels is not None:\n"
+        "            labels_all = labels\n"
+        "            labels = labels_all[start:stop]\n"
+        "            _rows = np.arange(stop - start)\n"
+        "            loss_rows = FUSED_LOSS_C\n"
+        "            G = FUSED_GRAD_C\n"
+        "            G[_rows, labels] = TERM\n"
+        "            labels = labels_all\n"
+        "        else:\n"
+        "            assert Y is not None\n"
+        "            Y_all = Y\n"
+        "            Y = Y_all[start:stop]\n"
+        "            loss_rows = FUSED_LOSS\n"
+        "            G = FUSED_GRAD\n"
+        "            Y = Y_all\n"
+        "        total += " in text
+    )
+    assert '        labels, Y = _targets("y", y, X.shape[0], W.shape[1], X.dtype)\n' in text
+
+
+def test_module_second_order_and_decay_pieces() -> None:
+    ctx = module_context(labels=False) | {
+        "second_order": True,
+        "hessian": block("H = HESS"),
+        "hvp": block("HV = HVP"),
+        "hvp_W": {
+            "direction": "DIRECTION",
+            "chain": "CHAIN_HV",
+            "latex": "HVW_TEX",
+            "direction_latex": "DIR_TEX",
+        },
+        "decay": {
+            "loss": "PENALTY",
+            "grad": "PENALTY_GRAD",
+            "hvp": "PENALTY_HVP",
+            "latex": "R_TEX",
+            "hvp_latex": "RV_TEX",
+        },
+    }
+    text = render("module.py.j2", ctx)
+    ast.parse(text)
+    assert (
+        "    n = Xb.shape[0]\n"
+        "    HV = hvp_logits(O, DIRECTION)\n"
+        "    out: Array = CHAIN_HV\n"
+        "    out += PENALTY_HVP\n"
+        "    return out\n" in text
+    )
+    assert "    total += ROWS * float(PENALTY)\n" in text
+    assert "    dW += PENALTY_GRAD\n" in text
+
+
+def test_kernels_template_emits_only_the_kernels_asked_for() -> None:
+    text = render("kernels.py.j2", {"kernels": ["_sigmoid"], "public_kernels": False})
+    defs = [n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)]
+    assert defs == ["_sigmoid"]
+    every = render("kernels.py.j2", {"kernels": [], "public_kernels": True})
+    names = {n.name for n in ast.parse(every).body if isinstance(n, ast.FunctionDef)}
+    assert {"_softmax", "_log_softmax", "_logsumexp"} <= names and "_sigmoid" not in names
+
+
+@pytest.mark.parametrize(
+    ("targets", "present", "absent"),
+    [
+        ("distribution", "pass class labels in [0, {K})", "binary targets must lie"),
+        ("binary", "binary targets must lie in [0, 1]", "class labels"),
+        ("real", '"""Real targets: shape (n, K), finite -> (None, Y)."""', "binary targets"),
+    ],
+)
+def test_validation_template_per_kind_of_target(targets: str, present: str, absent: str) -> None:
+    text = render("validation.py.j2", {"targets": targets})
+    ast.parse(text)
+    assert present in text and absent not in text
+
+
+def _notes_context(cjk: bool | None) -> dict[str, Any]:
+    words = {
+        key: key.upper()
+        for key in [
+            "summary",
+            "questions",
+            "questions_intro",
+            "proved_in",
+            "colon",
+            "semicolon",
+            "period",
+            "step",
+            "title_sep",
+            "definition",
+            "checked",
+            "numeric_only",
+            "results",
+            "results_intro",
+            "open",
+            "close",
+        ]
+    }
+    step = {
+        "number": 1,
+        "name": "first",
+        "title": "STEP_TITLE",
+        "reason": "STEP_REASON",
+        "equation": "A = B",
+        "lines": ["A = B"],
+        "checks": ["CHECK_ONE", "CHECK_TWO"],
+        "definition": False,
+        "numeric_only": False,
+    }
+    ctx = {
+        "template": "notes",
+        "title": "NOTES_TITLE",
+        "intro": "INTRO",
+        "words": words,
+        "questions": [],
+        "results": [],
+        "steps": [step],
+    }
+    if cjk is not None:
+        ctx["cjk"] = cjk
+    return ctx
+
+
+def test_markdown_notes_lay_out_a_step() -> None:
+    text = render("notes.md.j2", _notes_context(None))
+    assert (
+        '<a id="step-1"></a>\n'
+        "## STEP 1TITLE_SEPSTEP_TITLE\n\n"
+        "STEP_REASON\n\n"
+        "$$\nA = B\n$$\n\n"
+        "*CHECKEDCOLONCHECK_ONESEMICOLONCHECK_TWOPERIOD*\n" in text
+    )
+
+
+def test_latex_notes_lay_out_a_step() -> None:
+    text = render("notes.tex.j2", _notes_context(False))
+    assert "\\subsection*{STEP 1TITLE_SEPSTEP_TITLE}\nSTEP_REASON\n" in text
+    assert "\\noindent\\emph{CHECKEDCOLONCHECK_ONESEMICOLONCHECK_TWOPERIOD}" in text
+    assert "\\title{NOTES_TITLE}" in text
+
+
+def _framework_context(template: str) -> dict[str, Any]:
+    def printed(name: str) -> dict[str, Any]:
+        return {"lines": [f"{name} = {name.upper()}_FORM"], "latex": "TEX"}
+
+    torch_only = {"fused": printed("fused")} if template == "torch.py.j2" else {}
+    return torch_only | {
+        "template": template,
+        "name": "tiny",
+        "title": "Tiny",
+        "targets": "real",
+        "second_order": False,
+        "stable": True,
+        "params": [],
+        "call_params": [],
+        "param_checks": "()",
+        "decay": None,
+        "decay_param": None,
+        "labels": None,
+        "hvp": None,
+        "loss": printed("loss_rows"),
+        "grad": printed("G"),
+        "prediction": printed("P"),
+        "catalogue_loss": False,
+        "weight_decay_param": "None",
+        "reference_loss": '"REF_LOSS"',
+        "reference_prediction": '"REF_PRED"',
+        "reference": [],
+    }
+
+
+@pytest.mark.parametrize("template", ["torch.py.j2", "jax.py.j2", "array_api.py.j2"])
+def test_framework_templates_place_the_printed_forms(template: str) -> None:
+    text = render(template, _framework_context(template))
+    ast.parse(text)
+    for marker in ("loss_rows = LOSS_ROWS_FORM", "G = G_FORM", "P = P_FORM"):
+        assert marker in text, marker
+    assert 'REFERENCE_LOSS = "REF_LOSS"' in text
+
+
+@pytest.mark.parametrize(
+    ("template", "context"),
+    [
+        ("module.py.j2", module_context(labels=True)),
+        ("kernels.py.j2", {"kernels": [], "public_kernels": True}),
+        ("validation.py.j2", {"targets": "binary"}),
+        ("notes.md.j2", _notes_context(None)),
+        ("notes.tex.j2", _notes_context(True)),
+        ("torch.py.j2", _framework_context("torch.py.j2")),
+        ("jax.py.j2", _framework_context("jax.py.j2")),
+        ("array_api.py.j2", _framework_context("array_api.py.j2")),
+    ],
+)
+def test_a_missing_key_is_refused(template: str, context: dict[str, Any]) -> None:
+    render(template, context)  # the whole context renders...
+    for key in context:
+        smaller = {k: v for k, v in context.items() if k != key}
+        try:
+            render(template, smaller)
+        except jinja2.UndefinedError:
+            continue
+        # A key the template reads only on another branch (e.g. labels when there are none).
+        assert key in UNUSED_ON_THIS_BRANCH.get(template, set()), f"{template} ignored {key}"
+
+
+#: Keys of the tiny contexts above that their template does not read on the branch rendered.
+UNUSED_ON_THIS_BRANCH: dict[str, set[str]] = {
+    # Read only on the branches not rendered here: a weight decay, a second-order model.
+    "torch.py.j2": {"decay_param", "hvp"},
+    "jax.py.j2": {"decay_param", "hvp"},
+    "array_api.py.j2": {"decay_param", "hvp"},
+}
