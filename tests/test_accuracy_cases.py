@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from derive.output.loader import load_generated
+from derive.verify import accuracy
 
 mpmath.mp.dps = 50
 U = np.finfo(np.float64).eps / 2
@@ -77,3 +78,24 @@ def test_sigmoid_tails_keep_their_tiny_values(x: float) -> None:
     # The Hessian's diagonal sigmoid(x) sigmoid(-x), not sigmoid(x) (1 - sigmoid(x)) = 0.
     H = bce.hessian_logits(np.array([x]))
     assert rel_err(float(H[0, 0]), tail * (1 - tail)) <= REL
+
+
+def test_a_family_whose_exact_values_overflow_the_dtype_is_a_skip_with_its_reason() -> None:
+    """`exp(o)` at o = 1e4 (a Poisson loss at the offset family) has no finite value to compare
+    with: verify says so instead of failing on the overflow the module rightly raises."""
+    m = load_generated("squared_error")
+
+    def family(residual: float) -> accuracy.Family:
+        def build(mod: accuracy.Module) -> list[accuracy.Case]:
+            O = np.array([[residual / 2, 1.0]])
+            return [accuracy.Case(O, -O, np.zeros_like(O), {}, False)]
+
+        return build
+
+    # (o - y)^2 / 2 = 2e40 overflows float32 (max 3.4e38) but not float64; 1e400 overflows both.
+    ratio, why = accuracy.measure(m, family(2e20), np.float32)
+    assert np.isnan(ratio) and why == accuracy.OVERFLOWS.format(dtype="float32"), why
+    ratio, why = accuracy.measure(m, family(2e20), np.float64)
+    assert ratio <= 1.0, why
+    ratio, why = accuracy.measure(m, family(2e200), np.float64)
+    assert np.isnan(ratio) and "float64" in why, why

@@ -43,6 +43,8 @@ AGREE = 30
 MAX_DIGITS = 1600
 #: Why a masked family is skipped for a loss that puts target weight on masked classes.
 INFINITE_LOSS = "the loss gives masked (-inf) classes target weight: its exact value is +inf"
+#: Why a family is skipped in a dtype whose range the exact values exceed (`exp(o)` at 1e4).
+OVERFLOWS = "the exact values exceed the largest {dtype} (nothing finite to compare)"
 #: A masked class (-inf) in the reference: exp(-1e6) is 0 to over 400000 digits.
 MASKED = -1e6
 
@@ -407,8 +409,8 @@ def measure(m: ModuleType, family: Family, dtype: type) -> tuple[float, str]:
     worst = Worst()
     for case in cases:
         for label, err, bound in _compare(mod, ref, case, dtype, u, tiny):
-            if label == INFINITE_LOSS:
-                return math.nan, label
+            if label in (INFINITE_LOSS, OVERFLOWS):
+                return math.nan, label.format(dtype=np.dtype(dtype).name)
             worst.add(err, bound, label)
     return worst.ratio, worst.where
 
@@ -453,6 +455,15 @@ def _compare(
             pairs = _indices(kind, K, sample)
             row[kind] = _exact_row(ref, kind, o, y, v, kw, pairs, scales)
         rows.append(row)
+    biggest = float(np.finfo(dtype).max)
+    if any(
+        abs(value) > biggest  # inf included (float() of an mpf beyond 1.8e308)
+        for row in rows
+        for values, _ in row.values()
+        for value in values.values()
+    ):
+        yield OVERFLOWS, 0.0, 1.0
+        return
 
     def check(label: str, got: Any, exact: float, sens: float) -> tuple[str, float, float]:
         bound = C * u * sens + floor
