@@ -293,3 +293,19 @@ def test_the_mutation_operators_reach_every_kind() -> None:
     }
     whats = {m.what for m in mutants(derivation("softmax_regression"))}
     assert "1/n dropped" in whats and "transposed" in whats
+
+
+def test_the_label_parts_must_compose_the_proved_gradient() -> None:
+    """The printed parts A and B of the labels' gradient are checked to *be* the rhs of step
+    `gradient_labels` as `(1 - delta_jc) A + delta_jc B`, not only to occur in it: B replaced by
+    A or by a factor of B (both occur in the rhs) is refused; the committed parts pass."""
+    d = derivation("softmax_regression")
+    forms = d.final_forms
+    d.check(only={"gradient_labels"})
+    rhs = {s.name: s.rhs for s in d.steps}["gradient_labels"]
+    B = forms["code_gradient_at_label"]
+    for wrong in (forms["code_gradient_labels"], *sp.Mul.make_args(B)[-1:]):
+        assert rhs.has(wrong)
+        broken = replace(d, final_forms={**forms, "code_gradient_at_label": wrong})
+        with pytest.raises(StepCheckError, match=r"printed parts .* do not make up"):
+            broken.check(only={"gradient_labels"})

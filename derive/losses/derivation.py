@@ -601,13 +601,13 @@ def final_forms(
     # What the code prints: the last link of each accurate chain (all of them checked steps).
     for name, chain in derived.chains.items():
         form = forms[f"code_{name}"] = chain[-1][1]
-        # Its source: the step whose rhs it is, else the step whose rhs it is a part of (the
-        # labels' gradient `(1 - delta_jc) A + delta_jc B` is printed as its parts A and B).
+        # Its source: the step whose rhs it is; the labels' parts A and B come from the step
+        # whose rhs is their composition (`LABEL_GRADIENT`, checked by `Derivation.check`).
         exact = [n for n, st in steps.items() if st.rhs == form]
-        labels = f"{name.removesuffix('_at_label').removesuffix('_labels')}_labels"
-        part = [labels] if labels in steps and steps[labels].rhs.has(form) else []
-        if exact or part:
-            present[f"code_{name}"] = (exact or part)[-1]
+        if name in LABEL_PARTS and "gradient_labels" in steps:
+            present[f"code_{name}"] = "gradient_labels"
+        elif exact:
+            present[f"code_{name}"] = exact[-1]
     # References for verify (raw forms and their derivatives, evaluated in high precision):
     # not printed as code, so they need no source step.
     forms |= {f"reference_{name}": e for name, e in reference_forms(model, derived).items()}
@@ -1019,6 +1019,24 @@ def _rule_proof(rule: str, model: LossModel) -> FirstOf:
     return FirstOf((GeneralK((to_raw, split_sums, canonical_sums)), ConcreteK(Ks=Ks)))
 
 
+#: The forms the code prints for the gradient at integer labels: `A` for every class and `B`
+#: assigned at the label's column, and how they make up the rhs of step `gradient_labels`:
+#: `(1 - delta_jc) A + delta_jc B`, in placeholders named after the printed forms. The step
+#: is built from it and `Derivation.check` confirms that its rhs is exactly that composition of
+#: the printed forms (not only that it contains them).
+LABEL_PARTS = ("gradient_labels", "gradient_at_label")
+LABEL_GRADIENT = (1 - sp.KroneckerDelta(S.j, S.c)) * sp.Symbol("code_gradient_labels") + (
+    sp.KroneckerDelta(S.j, S.c) * sp.Symbol("code_gradient_at_label")
+)
+
+
+def compose(composition: sp.Basic, forms: dict[str, sp.Basic]) -> sp.Basic:
+    """`composition` with each placeholder replaced by the form of that name."""
+    return composition.xreplace(
+        {s: forms[s.name] for s in composition.free_symbols if s.name in forms}
+    )
+
+
 def _label_steps(model: LossModel, forms: Forms, steps: dict[str, Step]) -> None:
     """The printed forms for integer labels: the target one-hot at the label c."""
     onehot = {
@@ -1038,8 +1056,7 @@ def _label_steps(model: LossModel, forms: Forms, steps: dict[str, Step]) -> None
         (GeneralK(general), ConcreteK(Ks=model.concrete_Ks, prepare=(factor_exponentials,)))
     )
     chains = forms.chains
-    rest, at_c = chains["gradient_labels"][-1][1], chains["gradient_at_label"][-1][1]
-    delta = sp.KroneckerDelta(S.j, S.c)
+    printed = {f"code_{name}": chains[name][-1][1] for name in LABEL_PARTS}
     for name, lhs, rhs, title in (
         (
             "loss_labels",
@@ -1050,7 +1067,7 @@ def _label_steps(model: LossModel, forms: Forms, steps: dict[str, Step]) -> None
         (
             "gradient_labels",
             forms.gradient.xreplace(onehot),
-            (1 - delta) * rest + delta * at_c,
+            compose(LABEL_GRADIENT, printed),
             Prose("The gradient for an integer label", "整数标签下的梯度"),
         ),
     ):
@@ -1132,6 +1149,7 @@ def loss_derivation(model: LossModel) -> Derivation:
     by_name["linear_model"] = linear
     steps = (definition, prediction, linear, *shared.values())
     forms_out, sources = final_forms(model, forms, by_name)
+    compositions = {"gradient_labels": LABEL_GRADIENT} if "gradient_labels" in by_name else {}
     return Derivation(
         name=model.name,
         title=model.title,
@@ -1144,4 +1162,5 @@ def loss_derivation(model: LossModel) -> Derivation:
         model=model,
         results=results(shared),
         final_sources=sources,
+        final_compositions=compositions,
     )

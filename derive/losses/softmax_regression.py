@@ -15,6 +15,7 @@ import sympy as sp
 
 from derive import notation as S
 from derive.losses.derivation import (
+    LABEL_GRADIENT,
     LOSS,
     YHAT,
     Wording,
@@ -421,6 +422,7 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
     steps = [*story_before, *steps, convexity]
     by_name = {step.name: step for step in steps}
     forms_out, sources = final_forms(model, forms, by_name, prediction="softmax_definition")
+    compositions = {"gradient_labels": LABEL_GRADIENT} if "gradient_labels" in by_name else {}
     return Derivation(
         name=model.name,
         title=model.title,
@@ -434,6 +436,7 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         questions=QUESTIONS,
         results=results(shared),
         final_sources=sources,
+        final_compositions=compositions,
     )
 
 

@@ -36,7 +36,7 @@ from derive.output.printing import (
     to_latex,
     vectorised,
 )
-from derive.symbolic.steps import CheckedDerivation, Derivation
+from derive.symbolic.steps import CheckedDerivation, Derivation, Step
 
 TEMPLATE = "module.py.j2"
 
@@ -192,10 +192,8 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
                 if not grad_at_label.free_symbols - {S.K, *(p.symbol for p in model.params)}
                 else f"np.ravel({labels.doprint(vectorised(grad_at_label))})"
             ),
-            "grad_labels_latex": to_latex(
-                (1 - sp.KroneckerDelta(S.j, S.c)) * grad_all
-                + sp.KroneckerDelta(S.j, S.c) * grad_at_label
-            ),
+            # The step whose rhs the two printed parts make up, as the notes show it.
+            "grad_labels_latex": to_latex(_source(d, "code_gradient_labels").rhs),
         }
     if second_order:
         # The Hessian in W along V: the logits' direction and the chain rule back to W, each
@@ -258,9 +256,14 @@ def emit_module(checked: CheckedDerivation) -> str:
     return one_trailing_newline(text)
 
 
+def _source(d: Derivation, form: str) -> Step:
+    """The step a final form is printed from."""
+    return next(s for s in d.steps if s.name == d.final_sources[form])
+
+
 def _equation(d: Derivation, form: str) -> str:
     """`lhs = rhs` in LaTeX, for a docstring: the printed form under its source step's lhs."""
-    step = next(s for s in d.steps if s.name == d.final_sources[form])
+    step = _source(d, form)
     lhs, rhs = latex_sides(step.lhs, d.final_forms[form])
     return f"{lhs} = {rhs}"
 

@@ -642,6 +642,10 @@ class Derivation:
 
     #: For each final form, the name of the step whose right-hand side it is.
     final_sources: dict[str, str] = field(default_factory=dict)
+    #: Steps whose rhs the code prints in parts: step name -> the rhs as an expression in
+    #: placeholder symbols named after the final forms (e.g. `(1 - delta) A + delta B`).
+    #: `check()` confirms the rhs is exactly that composition of the printed forms.
+    final_compositions: dict[str, sp.Basic] = field(default_factory=dict)
 
     def definitions(self) -> list[Definitions]:
         """The definitions in force at each step (those of the steps before it, and its own)."""
@@ -720,8 +724,8 @@ class Derivation:
             scalar = not isinstance(form, sp.MatrixExpr) and not isinstance(step.rhs, sp.MatrixExpr)
             if scalar and is_zero(defs.unfold(form - step.rhs)):
                 continue
-            if scalar and step.name.endswith("_labels") and step.rhs.has(form):
-                continue  # printed as a part of a proved rhs (the labels' A + delta_jc B)
+            if scalar and self._composes(step, name, defs):
+                continue  # a part of a proved rhs, which is exactly their composition
             matrix = [c for c in step.checks if isinstance(c, Elementwise)]
             if not scalar and matrix:
                 # Equal to the step's rhs on the explicit matrices its own check proved it on.
@@ -731,12 +735,28 @@ class Derivation:
                     continue
                 except StepCheckError:
                     pass
-            raise StepCheckError(
-                f"final form {name}",
-                sp.sstr(form),
-                sp.sstr(step.rhs),
-                f"not the right-hand side of step {source!r}",
-            )
+            composition = self.final_compositions.get(step.name)
+            detail = f"not the right-hand side of step {source!r}"
+            if composition is not None and sp.Symbol(name) in composition.free_symbols:
+                detail = (
+                    f"the printed parts {sp.sstr(composition)} do not make up the right-hand "
+                    f"side of step {source!r}"
+                )
+            raise StepCheckError(f"final form {name}", sp.sstr(form), sp.sstr(step.rhs), detail)
+
+    def _composes(self, step: Step, form: str, defs: Definitions) -> bool:
+        """Whether `form` is one of the parts `step`'s rhs is composed of, and the rhs is
+        exactly that composition of the printed forms."""
+        composition = self.final_compositions.get(step.name)
+        if composition is None or sp.Symbol(form) not in composition.free_symbols:
+            return False
+        parts = {
+            s: self.final_forms[s.name]
+            for s in composition.free_symbols
+            if isinstance(s, sp.Symbol) and s.name in self.final_forms
+        }
+        whole = composition.xreplace(parts)
+        return bool(whole == step.rhs or is_zero(defs.unfold(whole - step.rhs)))
 
     def replace_step(self, name: str, **changes: object) -> Derivation:
         """A copy with one step changed (used to show that a corrupted step is caught)."""
