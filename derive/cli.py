@@ -28,9 +28,9 @@ from derive.errors import (
 )
 from derive.losses import catalogue
 from derive.losses.derivation import loss_derivation
+from derive.losses.model import TARGET_KINDS
 from derive.losses.user_model import (
     PARAM_FLAG,
-    TARGET_KINDS,
     load_user_model,
     model_from_formula,
     parse_param_flag,

@@ -19,6 +19,7 @@ from derive.losses.model import (
     class_sum,
     softmax_expr,
 )
+from derive.symbolic.functions import sigmoid_expr
 from derive.symbolic.steps import Prose
 
 eps = sp.Symbol("eps", nonnegative=True)
@@ -75,12 +76,12 @@ TEMPERATURE = LossModel(
     ),
 )
 
-_sigmoid = 1 / (1 + sp.exp(-o[k]))
+_sigmoid = sigmoid_expr(o[k])
 LOGISTIC = LossModel(
     name="logistic_regression",
     title=Prose("Sigmoid and binary cross-entropy", "sigmoid 与二元交叉熵"),
     loss=class_sum(-y[k] * sp.log(_sigmoid) - (1 - y[k]) * sp.log(1 - _sigmoid)),
-    prediction=1 / (1 + sp.exp(-o[j])),
+    prediction=sigmoid_expr(o[j]),
     targets="binary",
     description=Prose(
         "binary cross-entropy of $\\sigma(o_k)$ against targets $y_k \\in [0, 1]$, one per "

@@ -48,6 +48,7 @@ from derive.symbolic.rewrites import (
     targets_sum_to_one,
 )
 from derive.symbolic.steps import (
+    CONCRETE_KS,
     Binding,
     ConcreteK,
     Definitions,
@@ -294,7 +295,7 @@ HVP_W_SHAPES = ((2, 2, 2), (3, 1, 2))
 #: Every log argument here is positive (probabilities, sums of exponentials): logs of products
 #: and quotients may be expanded, as in the concrete-K checks.
 LOGS = (expand_logs,)
-FULL_KS = (2, 3, 4, 5, 6, 7, 8)
+FULL_KS = CONCRETE_KS
 
 MEANING = Prose(
     "$O_{rj} = \\sum_a X_{ra} W_{aj} + b_j$, the loss as defined above, and its derivatives "

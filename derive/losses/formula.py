@@ -24,6 +24,7 @@ import sympy as sp
 from derive import notation as S
 from derive.errors import FormulaParseError
 from derive.losses.model import softmax_expr
+from derive.symbolic.functions import sigmoid_expr
 
 MAX_LENGTH = 2000
 MAX_EXPONENT = 64
@@ -36,7 +37,7 @@ UNARY: dict[str, Callable[[sp.Expr], sp.Expr]] = {
     "exp": sp.exp,
     "log": sp.log,
     "sqrt": sp.sqrt,
-    "sigmoid": lambda z: 1 / (1 + sp.exp(-z)),
+    "sigmoid": sigmoid_expr,
 }
 
 

@@ -10,15 +10,17 @@ printer maps to whole-array NumPy operations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import sympy as sp
 
 from derive import notation as S
 from derive.errors import ModelDefinitionError
-from derive.symbolic.steps import Prose
+from derive.symbolic.steps import CONCRETE_KS, Prose
 
 TargetKind = Literal["distribution", "binary", "real"]
+#: The kinds of target a loss may declare (the values of `TargetKind`), in this order.
+TARGET_KINDS: tuple[str, ...] = get_args(TargetKind)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class LossModel:
     description: Prose = field(default_factory=lambda: Prose(en="", zh=""))
     #: The concrete class counts every symbolic step is also proved for. Large, generic losses
     #: may ask for fewer (their expressions grow fast with K); the notes say which were done.
-    concrete_Ks: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    concrete_Ks: tuple[int, ...] = CONCRETE_KS
     #: Derive (and emit) the Hessian w.r.t. the logits and its vector products.
     second_order: bool = True
 
@@ -96,7 +98,7 @@ class LossModel:
             raise ModelDefinitionError(f"{self.name}: a role is declared twice: {roles}")
         if len({prm.symbol.name for prm in self.params}) != len(self.params):
             raise ModelDefinitionError(f"{self.name}: two parameters share a name")
-        if self.targets not in ("distribution", "binary", "real"):
+        if self.targets not in TARGET_KINDS:
             raise ModelDefinitionError(
                 f"targets of {self.name}: {self.targets!r}; expected distribution, binary or real"
             )

@@ -17,11 +17,10 @@ import sympy as sp
 from derive import notation as S
 from derive.errors import FormulaParseError, ModelDefinitionError, os_error_text
 from derive.losses.formula import parse_formula
-from derive.losses.model import LossModel, Param, TargetKind, softmax_expr
+from derive.losses.model import TARGET_KINDS, LossModel, Param, TargetKind, softmax_expr
 from derive.pyfile import import_file
+from derive.symbolic.functions import sigmoid_expr
 from derive.symbolic.steps import Prose
-
-TARGET_KINDS = ("distribution", "binary", "real")
 
 
 def default_prediction(targets: str) -> sp.Expr:
@@ -29,8 +28,7 @@ def default_prediction(targets: str) -> sp.Expr:
     if targets == "distribution":
         return softmax_expr(S.j)
     if targets == "binary":
-        out: sp.Expr = 1 / (1 + sp.exp(-S.o[S.j]))
-        return out
+        return sigmoid_expr(S.o[S.j])
     return S.o[S.j]
 
 

@@ -42,6 +42,13 @@ def _row_latex(printer: Any, f: sp.Expr) -> str:
     return out
 
 
+def sigmoid_expr(z: sp.Expr) -> sp.Expr:
+    """`1 / (1 + exp(-z))`: the logistic function as a formula (the one definition of it that
+    losses, user formulas and the `Sigmoid` kernel's raw form all use)."""
+    out: sp.Expr = 1 / (1 + sp.exp(-z))
+    return out
+
+
 class _StableFunction(sp.Function):
     """Common LaTeX handling: SymPy prints powers of a function by passing `exp`."""
 
@@ -152,8 +159,7 @@ class Sigmoid(_StableFunction):
         return out
 
     def raw(self) -> sp.Expr:
-        out: sp.Expr = 1 / (1 + sp.exp(-self.args[0]))
-        return out
+        return sigmoid_expr(self.args[0])
 
     def _latex_base(self, printer: Any) -> str:
         return r"\sigma\left(" + str(printer._print(self.args[0])) + r"\right)"

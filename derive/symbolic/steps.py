@@ -37,6 +37,9 @@ from derive.symbolic.rewrites import (
 
 Relation = Literal["=", ">", ">="]
 
+#: The concrete class counts a step is proved for by default (and every catalogue loss asks for).
+CONCRETE_KS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+
 
 @dataclass(frozen=True)
 class Prose:
@@ -286,7 +289,7 @@ class GeneralK:
 class ConcreteK:
     """Proof for each concrete K with explicit symbols, every free class index enumerated."""
 
-    Ks: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    Ks: tuple[int, ...] = CONCRETE_KS
     targets_simplex: bool = False
     prepare: tuple[Transform, ...] = ()
     relations: frozenset[str] = EQUALITY
