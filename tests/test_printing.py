@@ -86,3 +86,21 @@ def test_latex_reads_in_textbook_order() -> None:
     )
     assert to_latex(-S.y[S.j] + S.p[S.j]) == r"p_{j} - y_{j}"
     assert to_latex(sp.KroneckerDelta(S.c, S.j)) == r"\delta_{jc}"
+
+
+def test_a_delta_at_the_label_under_a_nonlinearity_is_the_labels_one_hot() -> None:
+    """`sum_k (o_k - delta_kc)^2` with integer labels: the delta becomes the labels' one-hot rows
+    in the logits' dtype (it once printed `np.eye(K, dtype=dtype)`: a NameError, and the wrong
+    matrix). Evaluated, not compared as text: the value must be the one-hot's."""
+    import numpy as np
+
+    expr = sp.Sum((S.o[S.k] - sp.KroneckerDelta(S.k, S.c)) ** 2, (S.k, 1, S.K))
+    printer = VectorPrinter({"o": "O"}, gather="labels")
+    lines = print_assignments(printer, [("L", expr)])
+    O = np.array([[0.5, 2.0, -1.0], [3.0, 0.0, 1.0]], dtype=np.float32)
+    labels = np.array([1, 0])
+    scope = {"np": np, "O": O, "labels": labels, "_rows": np.arange(2)}
+    exec("\n".join(lines), scope)
+    expected = ((O - np.eye(3, dtype=np.float32)[labels]) ** 2).sum(axis=-1, keepdims=True)
+    assert scope["L"].dtype == np.float32
+    np.testing.assert_array_equal(scope["L"], expected)

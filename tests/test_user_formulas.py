@@ -51,7 +51,7 @@ FAILING = {
     "log_cosh": "no log-add-exp / tanh recognition: overflow at |o - y| ~ 1e3, random 1.26 units",
     "ce_entropy_bonus": "masked classes: p log p at p = 0 printed as 0 * -inf",
     "sigmoid_squared": "sigmoid tails: sigmoid(o) - y not complemented for y = 1",
-    "brier": "the emitted module refers to an undefined dtype (a printer bug)",
+    "brier": "saturated rows: the gradient of (p_k - y_k)^2 loses 1 - p (lead 20: ~7e12 units)",
 }
 #: The derivation refuses it (exit 2): a step fails its check.
 REFUSED = {"generalized_ce": "step batch_gradient_W fails its check"}

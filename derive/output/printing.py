@@ -305,6 +305,9 @@ class VectorPrinter(NumPyPrinter):
         self.axes = axes or {}
         self.gather = gather
         self.kernels_used: set[str] = set()
+        #: The logits array in scope where the current block is printed (set by
+        #: `print_assignments`): a one-hot of the labels takes its dtype and class count from it.
+        self.logits_in_scope: str | None = None
 
     def _module_format(self, fqn: str, register: bool = True) -> str:
         # `numpy.exp` prints as `np.exp` (`jax.numpy.exp` as `jnp.exp`): the emitted module
@@ -359,8 +362,36 @@ class VectorPrinter(NumPyPrinter):
         out: str = super()._print_Mul(expr)
         return out
 
+    def doprint(self, expr: Any, assign_to: Any = None) -> Any:
+        # The logits array this expression reads (shifted `z` first): a one-hot of the labels
+        # takes its dtype and its number of classes from it.
+        self._logits = next(
+            (
+                self.arrays[b.name]
+                for b in (S.z, S.o)
+                if b.name in self.arrays and expr.has(b.label)
+            ),
+            None,
+        )
+        return super().doprint(expr, assign_to)
+
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
-        return f"{self.ns}.eye(K, dtype=dtype)"
+        a, b = expr.args
+        if S.c not in (a, b):
+            return f"{self.ns}.eye(K, dtype=dtype)"
+        other = b if a == S.c else a
+        if other == S.c:
+            return "1"
+        if self.gather is None or self.logits_in_scope is None:
+            raise ValueError("a delta at the label needs the labels and the logits in scope")
+        # `delta_kc` under a nonlinearity (the label's form of `(p_k - y_k)^2`, say) is the
+        # labels' one-hot rows; the label split `A + delta_jc B` never reaches this.
+        return self._label_one_hot(self.logits_in_scope) + self.axes.get(other, "")
+
+    def _label_one_hot(self, logits: str) -> str:
+        """The labels' one-hot rows, (n, K), in the dtype of `logits`."""
+        mask = f"{self.ns}.arange({logits}.shape[-1]) == {self.gather}[:, None]"
+        return f"({mask}).astype({logits}.dtype)"
 
     def _kernel(self, expr: sp.Function) -> str:
         name = KERNELS[type(expr)]
@@ -527,6 +558,14 @@ def _print_shared(
     prefix: str,
     logits_are_scratch: bool,
 ) -> list[str]:
+    printer.logits_in_scope = next(
+        (
+            printer.arrays[b.name]
+            for b in (S.z, S.o)
+            if b.name in printer.arrays and any(e.has(b.label) for e in exprs)
+        ),
+        None,
+    )
     shared, exprs = _share_softmax_and_lse(exprs, printer, logits_are_scratch)
     temps, reduced = sp.cse(
         exprs,
@@ -738,6 +777,9 @@ class TorchVectorPrinter(VectorPrinter):
     def _sum_of_squares(self, code: str) -> str:
         return f"torch.sum({code} * {code})"
 
+    def _label_one_hot(self, logits: str) -> str:
+        return f"torch.nn.functional.one_hot({self.gather}, {logits}.shape[-1]).to({logits}.dtype)"
+
 
 class JaxVectorPrinter(VectorPrinter, JaxPrinter):
     """JAX: SymPy's `JaxPrinter` (`jax.numpy` functions, printed as `jnp.`), whole-array."""
@@ -773,6 +815,10 @@ class ArrayApiVectorPrinter(VectorPrinter):
 
     def _sum_of_squares(self, code: str) -> str:
         return f"xp.sum({code} * {code})"
+
+    def _label_one_hot(self, logits: str) -> str:
+        # `gather` is already the labels' boolean one-hot mask here.
+        return f"xp.astype({self.gather}, {logits}.dtype)"
 
 
 #: The printer of each emit target.
