@@ -341,8 +341,14 @@ def test_a_doubled_module_passes_the_finite_differences_but_not_the_reference(
     assert _row(module, "reference_loss").status == "FAIL"
 
 
+#: The command's exit status, for one classic and one accuracy row: that each row FAILs on its
+#: defect is `test_the_row_fails_on_its_defect`; this shows a FAIL row makes `derive verify` exit 1
+#: (each run takes every row: tens of seconds, so not once per row).
+CLI_CASES = [c for c in CASES if c[0] in ("fd_logits", "accuracy_offset_1e8")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("row", "name", "defect", "patch"), CASES, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(("row", "name", "defect", "patch"), CLI_CASES, ids=lambda v: str(v)[:40])
 def test_derive_verify_exits_1_on_the_defect(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
