@@ -1,17 +1,18 @@
 """Template contexts for the framework targets: PyTorch, JAX and the array API standard.
 
-The same checked final forms as the NumPy module (`derive.output.forms`), printed by each
-target's printer (`derive.output.printing.PRINTERS`); the templates `torch.py.j2`, `jax.py.j2`
-and `array_api.py.j2` lay the printed statements out inside an autograd `Function`, `custom_jvp`
+The same checked final forms as the NumPy module prints (the ends of the derivation's accurate
+chains, `code_*`: max-shifted logits `z`, complements, ...), printed by each target's printer
+(`derive.output.printing.PRINTERS`); the templates `torch.py.j2`, `jax.py.j2` and
+`array_api.py.j2` lay the printed statements out inside an autograd `Function`, `custom_jvp`
 rules or array-API functions, and hold no formula.
 
 What each target gets, per loss:
 - the per-sample loss, its gradient `dl/do` and (where the model derives second order) the
   Hessian-vector product `H v`, for probability/real targets `Y` (n, K);
-- for integer labels (torch and JAX; softmax-family losses), the same three forms with
-  `y_k = delta_{kc}` substituted, the gradient split into `A_j + delta_{jc} B` so that no one-hot
-  matrix is built (the array API has no integer-array indexing: it uses one-hot rows with the
-  probability forms);
+- for integer labels (softmax-family losses), the derivation's label forms: the loss, and the
+  gradient as `A_j` for every class plus the label's term `B` (`code_gradient_labels`,
+  `code_gradient_label_term`), so that no one-hot matrix is built (the array API has no
+  integer-array indexing: it picks the label's entries with a boolean mask);
 - the prediction, and the weight-decay penalty with its gradient and Hessian-vector product.
 """
 
@@ -23,9 +24,9 @@ from typing import Any
 
 import sympy as sp
 
+from derive import notation as S
 from derive.losses.model import LossModel
 from derive.output.codegen import decay_view, declared_view
-from derive.output.forms import stable
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import PRINTERS, formatted, print_assignments, to_latex, vectorised
 from derive.symbolic.accurate import labels_form, split_label_delta
@@ -38,7 +39,7 @@ TEMPLATES: dict[str, str] = {
     "array-api": "array_api.py.j2",
 }
 
-ARRAYS = {"o": "O", "y": "Y", "v": "V"}
+ARRAYS = {"o": "O", "z": "Z", "y": "Y", "v": "V"}
 
 
 def _lines(
@@ -76,20 +77,34 @@ def _label_term(printer: Any, term: sp.Expr) -> dict[str, Any] | None:
 def _labels_block(
     printer: Any,
     name: str,
-    expr: sp.Expr,
+    every: sp.Expr,
+    at_label: sp.Expr,
     copy: str | None,
     params: list[str],
     loss: sp.Expr | None = None,
 ) -> dict[str, Any]:
-    """The labels form of a per-class quantity (gradient or HVP): `A` statements and `B`; with
-    `loss`, the per-sample loss is computed by the same statements (`loss_rows`)."""
-    every, at_label = split_label_delta(labels_form(expr))
+    """A per-class quantity for integer labels, `A_j + delta_{jc} B`: the statements of `A`
+    (and, with `loss`, of the per-sample loss `loss_rows`) and `B`. A `B` that uses the logits is
+    computed by the same statements (`_gc`, where the shifted logits are in scope)."""
     outputs = [("loss_rows", loss)] if loss is not None else []
+    in_block = at_label.has(S.o, S.z)
+    outputs.append((name, every))
+    if in_block:
+        outputs.append(("_gc", at_label))
+    term = {"code": "_gc", "row": True} if in_block else _label_term(printer, at_label)
     return {
-        "lines": _lines(printer, [*outputs, (name, stable(every))], None, copy, params),
-        "term": _label_term(printer, stable(at_label)),
-        "latex": to_latex(stable(labels_form(expr))),
+        "lines": _lines(printer, outputs, None, copy, params),
+        "term": term,
+        "latex": to_latex(every + sp.KroneckerDelta(S.j, S.c) * at_label),
     }
+
+
+def _hvp_labels(hvp: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """The HVP for integer labels as `(A, B)`: unchanged where it does not depend on the targets
+    (the softmax family's), else with `y_k = delta_{kc}` substituted and split."""
+    if not hvp.has(S.y):
+        return hvp, sp.Integer(0)
+    return split_label_delta(labels_form(hvp))
 
 
 def _tuple(items: Iterable[str]) -> str:
@@ -105,9 +120,11 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
     forms = d.final_forms
     printer_class = PRINTERS[target]
     soft = printer_class(ARRAYS)
-    loss, gradient = stable(forms["loss"]), stable(forms["gradient"])
-    prediction = stable(forms["prediction"])
-    second_order = "hvp" in forms
+    # The printed forms are the ends of the derivation's accurate chains (checked steps), as in
+    # the NumPy module.
+    loss, gradient = forms["code_loss"], forms["code_gradient"]
+    prediction = forms["code_prediction"]
+    second_order = "code_hvp" in forms
     declared = declared_view(d)
     call_params = declared["call_params"]
     names = [p["name"] for p in call_params]
@@ -138,21 +155,24 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
     }
     printed = [loss, gradient, prediction]
     if second_order:
-        hvp = stable(forms["hvp"])
+        hvp = forms["code_hvp"]
         printed.append(hvp)
         context["hvp"] = {"lines": _lines(soft, "HV", hvp, None, names), "latex": to_latex(hvp)}
     if model.targets == "distribution":
         labels = printer_class(ARRAYS, gather="onehot" if target == "array-api" else "labels")
         copy = ".clone()" if target == "torch" else None
-        loss_c = stable(labels_form(forms["loss"]))
+        loss_c = forms["code_loss_labels"]
+        every, at_label = forms["code_gradient_labels"], forms["code_gradient_label_term"]
         context["labels"] = {
             "loss": {
                 "lines": _lines(labels, "loss_rows", loss_c, None, names),
                 "latex": to_latex(loss_c),
             },
-            "grad": _labels_block(labels, "G", forms["gradient"], copy, names),
-            "fused": _labels_block(labels, "G", forms["gradient"], copy, names, loss_c),
-            "hvp": _labels_block(labels, "HV", forms["hvp"], copy, names) if second_order else None,
+            "grad": _labels_block(labels, "G", every, at_label, copy, names),
+            "fused": _labels_block(labels, "G", every, at_label, copy, names, loss_c),
+            "hvp": _labels_block(labels, "HV", *_hvp_labels(forms["code_hvp"]), copy, names)
+            if second_order
+            else None,
         }
     if model.decay_symbol is not None:
         context["decay"] = decay_view(forms, printer_class({"W": "W", "V": "V"}))

@@ -780,6 +780,9 @@ class TorchVectorPrinter(VectorPrinter):
     def _label_one_hot(self, logits: str) -> str:
         return f"torch.nn.functional.one_hot({self.gather}, {logits}.shape[-1]).to({logits}.dtype)"
 
+    def _print_RowMax(self, expr: RowMax) -> str:
+        return f"torch.amax({self._print(expr.args[0])}, dim=-1, keepdim=True)"
+
 
 class JaxVectorPrinter(VectorPrinter, JaxPrinter):
     """JAX: SymPy's `JaxPrinter` (`jax.numpy` functions, printed as `jnp.`), whole-array."""
@@ -794,6 +797,9 @@ class JaxVectorPrinter(VectorPrinter, JaxPrinter):
 
     def _sum_of_squares(self, code: str) -> str:
         return f"jnp.vdot({code}, {code})"
+
+    def _print_RowMax(self, expr: RowMax) -> str:
+        return f"jnp.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
 
 class ArrayApiVectorPrinter(VectorPrinter):
@@ -819,6 +825,9 @@ class ArrayApiVectorPrinter(VectorPrinter):
     def _label_one_hot(self, logits: str) -> str:
         # `gather` is already the labels' boolean one-hot mask here.
         return f"xp.astype({self.gather}, {logits}.dtype)"
+
+    def _print_RowMax(self, expr: RowMax) -> str:
+        return f"xp.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
 
 #: The printer of each emit target.

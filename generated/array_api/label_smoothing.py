@@ -113,21 +113,23 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     xp = array_namespace(O, Y)
     K = O.shape[-1]
     eps = params[0]
-    _t0 = xp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-    loss_rows = _t0 * eps - _t0 + _logsumexp(O) - eps * xp.sum(O, axis=-1, keepdims=True) / K
+    Z = O - xp.max(O, axis=-1, keepdims=True)
+    _t0 = xp.sum(_target_mul(Y, Z), axis=-1, keepdims=True)
+    loss_rows = _t0 * eps - _t0 + _logsumexp(Z) - eps * xp.sum(Z, axis=-1, keepdims=True) / K
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     xp = array_namespace(O, Y)
     K = O.shape[-1]
     eps = params[0]
-    G = eps * Y + _softmax(O) - Y - eps / K
+    Z = O - xp.max(O, axis=-1, keepdims=True)
+    G = eps * Y + _softmax(Z) - Y - eps / K
     return xp.broadcast_to(G, O.shape)
 
 
@@ -141,25 +143,27 @@ def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
 
 # The same forms for integer labels c (y_k = delta_kc substituted), `onehot` a boolean mask.
 def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     xp = array_namespace(O, onehot)
     K = O.shape[-1]
     eps = params[0]
+    Z = O - xp.max(O, axis=-1, keepdims=True)
     loss_rows = (
-        eps * _pick(O, onehot)
-        + _logsumexp(O)
-        - _pick(O, onehot)
-        - eps * xp.sum(O, axis=-1, keepdims=True) / K
+        eps * _pick(Z, onehot)
+        + _logsumexp(Z)
+        - _pick(Z, onehot)
+        - eps * xp.sum(Z, axis=-1, keepdims=True) / K
     )
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
 def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \varepsilon \delta_{jc} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = \delta_{jc} \left(\varepsilon - 1\right) + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}$"""
     xp = array_namespace(O, onehot)
     K = O.shape[-1]
     eps = params[0]
-    G = _softmax(O) - eps / K
+    Z = O - xp.max(O, axis=-1, keepdims=True)
+    G = _softmax(Z) - eps / K
     G = xp.broadcast_to(G, O.shape)
     G = xp.where(onehot, G + eps - 1, G)
     return G
@@ -216,7 +220,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean", eps: float = 0.1) -> Any:
-    r"""The Label-smoothed cross-entropy loss of logits `O` (n, K): per sample $\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$."""
+    r"""The Label-smoothed cross-entropy loss of logits `O` (n, K): per sample $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -229,7 +233,7 @@ def loss(O: Any, y: Any, reduction: str = "mean", eps: float = 0.1) -> Any:
 
 
 def grad_logits(O: Any, y: Any, eps: float = 0.1) -> Any:
-    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ at sample r, over n."""
+    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ at sample r, over n."""
     params = (_param("eps", eps, 0.0, 1.0, True, False),)
     Y, labels = _targets(O, y)
     return _forms(labels)[1](O, Y, params) / O.shape[0]

@@ -104,29 +104,25 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$"""
+    r"""$\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$"""
     xp = array_namespace(O, Y)
-    _t0 = _softplus(O)
-    loss_rows = (
-        xp.sum(_t0, axis=-1, keepdims=True)
-        - xp.sum(_t0 * Y, axis=-1, keepdims=True)
-        + xp.sum(_target_mul(Y, _softplus(-O)), axis=-1, keepdims=True)
+    loss_rows = xp.sum(
+        (1 - Y) * _softplus(O) + _target_mul(Y, _softplus(-O)), axis=-1, keepdims=True
     )
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \sigma\left(o_{j}\right) - y_{j}$"""
+    r"""$\partial \ell / \partial o_j = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$"""
     xp = array_namespace(O, Y)
-    G = _sigmoid(O) - Y
+    G = (1 - Y) * _sigmoid(O) + _target_mul(Y, -_sigmoid(-O))
     return xp.broadcast_to(G, O.shape)
 
 
 def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$"""
+    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$"""
     xp = array_namespace(O, Y, V)
-    _t0 = _sigmoid(O)
-    HV = _t0 * (1 - _t0) * V
+    HV = _sigmoid(O) * _sigmoid(-O) * V
     return xp.broadcast_to(HV, O.shape)
 
 
@@ -164,7 +160,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
-    r"""The Sigmoid and binary cross-entropy loss of logits `O` (n, K): per sample $\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$."""
+    r"""The Sigmoid and binary cross-entropy loss of logits `O` (n, K): per sample $\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -177,14 +173,14 @@ def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Any:
-    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \sigma\left(o_{j}\right) - y_{j}$ at sample r, over n."""
+    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$ at sample r, over n."""
     params = ()
     Y, labels = _targets(O, y)
     return _forms(labels)[1](O, Y, params) / O.shape[0]
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$."""
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$."""
     xp = array_namespace(O, V)
     params = ()
     Y, labels = _targets(O, y) if y is not None else (xp.zeros_like(O), False)

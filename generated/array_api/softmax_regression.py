@@ -108,16 +108,18 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$"""
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$"""
     xp = array_namespace(O, Y)
-    loss_rows = _logsumexp(O) - xp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
+    Z = O - xp.max(O, axis=-1, keepdims=True)
+    loss_rows = _logsumexp(Z) - xp.sum(_target_mul(Y, Z), axis=-1, keepdims=True)
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$"""
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
     xp = array_namespace(O, Y)
-    G = _softmax(O) - Y
+    Z = O - xp.max(O, axis=-1, keepdims=True)
+    G = _softmax(Z) - Y
     return xp.broadcast_to(G, O.shape)
 
 
@@ -131,16 +133,18 @@ def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
 
 # The same forms for integer labels c (y_k = delta_kc substituted), `onehot` a boolean mask.
 def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - o_{c}$"""
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
     xp = array_namespace(O, onehot)
-    loss_rows = _logsumexp(O) - _pick(O, onehot)
+    Z = O - xp.max(O, axis=-1, keepdims=True)
+    loss_rows = _logsumexp(Z) - _pick(Z, onehot)
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
 def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc}$"""
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \delta_{jc}$"""
     xp = array_namespace(O, onehot)
-    G = _softmax(O)
+    Z = O - xp.max(O, axis=-1, keepdims=True)
+    G = _softmax(Z)
     G = xp.broadcast_to(G, O.shape)
     G = xp.where(onehot, G + -1, G)
     return G
@@ -197,7 +201,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
-    r"""The Softmax regression loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$."""
+    r"""The Softmax regression loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -210,7 +214,7 @@ def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Any:
-    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$ at sample r, over n."""
+    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$ at sample r, over n."""
     params = ()
     Y, labels = _targets(O, y)
     return _forms(labels)[1](O, Y, params) / O.shape[0]

@@ -113,20 +113,22 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$"""
     xp = array_namespace(O, Y)
     T = params[0]
+    Z = O - xp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    loss_rows = -_t0 * xp.sum(_target_mul(Y, O), axis=-1, keepdims=True) + _logsumexp(_t0 * O)
+    loss_rows = -_t0 * xp.sum(_target_mul(Y, Z), axis=-1, keepdims=True) + _logsumexp(_t0 * Z)
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - y_{j}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
     xp = array_namespace(O, Y)
     T = params[0]
+    Z = O - xp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    G = _t0 * (_softmax(_t0 * O) - Y)
+    G = _t0 * (_softmax(_t0 * Z) - Y)
     return xp.broadcast_to(G, O.shape)
 
 
@@ -141,20 +143,22 @@ def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
 
 # The same forms for integer labels c (y_k = delta_kc substituted), `onehot` a boolean mask.
 def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{o_{c}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
     xp = array_namespace(O, onehot)
     T = params[0]
+    Z = O - xp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    loss_rows = -_t0 * _pick(O, onehot) + _logsumexp(_t0 * O)
+    loss_rows = -_t0 * _pick(Z, onehot) + _logsumexp(_t0 * Z)
     return xp.reshape(xp.broadcast_to(loss_rows, (O.shape[0], 1)), (O.shape[0],))
 
 
 def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - \delta_{jc}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j}}{T} - \frac{\delta_{jc}}{T}$"""
     xp = array_namespace(O, onehot)
     T = params[0]
+    Z = O - xp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    G = _t0 * _softmax(_t0 * O)
+    G = _t0 * _softmax(_t0 * Z)
     G = xp.broadcast_to(G, O.shape)
     G = xp.where(onehot, G + -1 / T, G)
     return G
@@ -212,7 +216,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
-    r"""The Temperature-scaled softmax cross-entropy loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$."""
+    r"""The Temperature-scaled softmax cross-entropy loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -225,7 +229,7 @@ def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
 
 
 def grad_logits(O: Any, y: Any, T: float = 2.0) -> Any:
-    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - y_{j}}{T}$ at sample r, over n."""
+    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ at sample r, over n."""
     params = (_param("T", T, 0.0, None, False, False),)
     Y, labels = _targets(O, y)
     return _forms(labels)[1](O, Y, params) / O.shape[0]

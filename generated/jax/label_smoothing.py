@@ -88,19 +88,21 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
-    _t0 = jnp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-    loss_rows = _t0 * eps - _t0 + _logsumexp(O) - eps * jnp.sum(O, axis=-1, keepdims=True) / K
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
+    _t0 = jnp.sum(_target_mul(Y, Z), axis=-1, keepdims=True)
+    loss_rows = _t0 * eps - _t0 + _logsumexp(Z) - eps * jnp.sum(Z, axis=-1, keepdims=True) / K
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
-    G = eps * Y + _softmax(O) - Y - eps / K
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
+    G = eps * Y + _softmax(Z) - Y - eps / K
     return jnp.broadcast_to(G, O.shape)
 
 
@@ -113,23 +115,25 @@ def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ..
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
     loss_rows = (
-        eps * jnp.take_along_axis(O, labels[:, None], axis=-1)
-        + _logsumexp(O)
-        - jnp.take_along_axis(O, labels[:, None], axis=-1)
-        - eps * jnp.sum(O, axis=-1, keepdims=True) / K
+        eps * jnp.take_along_axis(Z, labels[:, None], axis=-1)
+        + _logsumexp(Z)
+        - jnp.take_along_axis(Z, labels[:, None], axis=-1)
+        - eps * jnp.sum(Z, axis=-1, keepdims=True) / K
     )
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \varepsilon \delta_{jc} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = \delta_{jc} \left(\varepsilon - 1\right) + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
-    G = _softmax(O) - eps / K
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
+    G = _softmax(Z) - eps / K
     G = jnp.broadcast_to(G, O.shape)
     _rows = jnp.arange(O.shape[0])
     G = G.at[_rows, labels].add(eps - 1)
@@ -229,8 +233,8 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean", eps: float = 0.1) -> jax.Array:
     r"""The Label-smoothed cross-entropy loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$ (class indices:
-    $\ell = \varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$); `reduction` "mean" averages over the samples, "sum"
+    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$ (class indices:
+    $\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$); `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)

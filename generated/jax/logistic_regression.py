@@ -78,26 +78,22 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$"""
-    _t0 = _softplus(O)
-    loss_rows = (
-        jnp.sum(_t0, axis=-1, keepdims=True)
-        - jnp.sum(_t0 * Y, axis=-1, keepdims=True)
-        + jnp.sum(_target_mul(Y, _softplus(-O)), axis=-1, keepdims=True)
+    r"""$\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$"""
+    loss_rows = jnp.sum(
+        (1 - Y) * _softplus(O) + _target_mul(Y, _softplus(-O)), axis=-1, keepdims=True
     )
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \sigma\left(o_{j}\right) - y_{j}$"""
-    G = _sigmoid(O) - Y
+    r"""$\partial \ell / \partial o_j = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$"""
+    G = (1 - Y) * _sigmoid(O) + _target_mul(Y, -_sigmoid(-O))
     return jnp.broadcast_to(G, O.shape)
 
 
 def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$"""
-    _t0 = _sigmoid(O)
-    HV = _t0 * (1 - _t0) * V
+    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$"""
+    HV = _sigmoid(O) * _sigmoid(-O) * V
     return jnp.broadcast_to(HV, O.shape)
 
 
@@ -172,7 +168,7 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
     r"""The Sigmoid and binary cross-entropy loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$; `reduction` "mean" averages over the samples, "sum"
+    Per sample, $\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$; `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)

@@ -89,14 +89,16 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$"""
-    loss_rows = _logsumexp(O) - jnp.sum(_target_mul(Y, O), axis=-1, keepdims=True)
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$"""
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
+    loss_rows = _logsumexp(Z) - jnp.sum(_target_mul(Y, Z), axis=-1, keepdims=True)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$"""
-    G = _softmax(O) - Y
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
+    G = _softmax(Z) - Y
     return jnp.broadcast_to(G, O.shape)
 
 
@@ -109,14 +111,16 @@ def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ..
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - o_{c}$"""
-    loss_rows = _logsumexp(O) - jnp.take_along_axis(O, labels[:, None], axis=-1)
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
+    loss_rows = _logsumexp(Z) - jnp.take_along_axis(Z, labels[:, None], axis=-1)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc}$"""
-    G = _softmax(O)
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \delta_{jc}$"""
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
+    G = _softmax(Z)
     G = jnp.broadcast_to(G, O.shape)
     _rows = jnp.arange(O.shape[0])
     G = G.at[_rows, labels].add(-1)
@@ -216,8 +220,8 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
     r"""The Softmax regression with weight decay loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - o_{c}$); `reduction` "mean" averages over the samples, "sum"
+    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$ (class indices:
+    $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$); `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)

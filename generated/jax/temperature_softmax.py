@@ -88,18 +88,20 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$"""
     T = params[0]
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    loss_rows = -_t0 * jnp.sum(_target_mul(Y, O), axis=-1, keepdims=True) + _logsumexp(_t0 * O)
+    loss_rows = -_t0 * jnp.sum(_target_mul(Y, Z), axis=-1, keepdims=True) + _logsumexp(_t0 * Z)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - y_{j}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
     T = params[0]
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    G = _t0 * (_softmax(_t0 * O) - Y)
+    G = _t0 * (_softmax(_t0 * Z) - Y)
     return jnp.broadcast_to(G, O.shape)
 
 
@@ -113,18 +115,20 @@ def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ..
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{o_{c}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
     T = params[0]
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    loss_rows = -_t0 * jnp.take_along_axis(O, labels[:, None], axis=-1) + _logsumexp(_t0 * O)
+    loss_rows = -_t0 * jnp.take_along_axis(Z, labels[:, None], axis=-1) + _logsumexp(_t0 * Z)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - \delta_{jc}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j}}{T} - \frac{\delta_{jc}}{T}$"""
     T = params[0]
+    Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    G = _t0 * _softmax(_t0 * O)
+    G = _t0 * _softmax(_t0 * Z)
     G = jnp.broadcast_to(G, O.shape)
     _rows = jnp.arange(O.shape[0])
     G = G.at[_rows, labels].add(-1 / T)
@@ -225,8 +229,8 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean", T: float = 2.0) -> jax.Array:
     r"""The Temperature-scaled softmax cross-entropy loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{o_{c}}{T}$); `reduction` "mean" averages over the samples, "sum"
+    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$ (class indices:
+    $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$); `reduction` "mean" averages over the samples, "sum"
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)

@@ -114,19 +114,21 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
-    _t0 = torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
-    loss_rows = _t0 * eps - _t0 + _logsumexp(O) - eps * torch.sum(O, dim=-1, keepdim=True) / K
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    _t0 = torch.sum(_target_mul(Y, Z), dim=-1, keepdim=True)
+    loss_rows = _t0 * eps - _t0 + _logsumexp(Z) - eps * torch.sum(Z, dim=-1, keepdim=True) / K
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
-    G = eps * Y + _softmax(O) - Y - eps / K
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    G = eps * Y + _softmax(Z) - Y - eps / K
     return torch.broadcast_to(G, O.shape)
 
 
@@ -136,10 +138,11 @@ def _fused_probs(
     """`_loss_probs` and `_grad_probs` from one set of statements."""
     K = O.shape[-1]
     eps = params[0]
-    _p0, _l0 = _softmax_and_logsumexp(O)
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    _p0, _l0 = _softmax_and_logsumexp(Z)
     _t0 = eps / K
-    _t1 = torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
-    loss_rows = _l0 - _t0 * torch.sum(O, dim=-1, keepdim=True) + _t1 * eps - _t1
+    _t1 = torch.sum(_target_mul(Y, Z), dim=-1, keepdim=True)
+    loss_rows = _l0 - _t0 * torch.sum(Z, dim=-1, keepdim=True) + _t1 * eps - _t1
     G = _p0 - _t0 + eps * Y - Y
     rows = torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
     return rows, torch.broadcast_to(G, O.shape)
@@ -156,23 +159,25 @@ def _hvp_probs(
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$"""
+    r"""$\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
     loss_rows = (
-        eps * O.gather(-1, labels[:, None])
-        + _logsumexp(O)
-        - O.gather(-1, labels[:, None])
-        - eps * torch.sum(O, dim=-1, keepdim=True) / K
+        eps * Z.gather(-1, labels[:, None])
+        + _logsumexp(Z)
+        - Z.gather(-1, labels[:, None])
+        - eps * torch.sum(Z, dim=-1, keepdim=True) / K
     )
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \varepsilon \delta_{jc} + \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc} - \frac{\varepsilon}{K}$"""
+    r"""$\partial \ell / \partial o_j = \delta_{jc} \left(\varepsilon - 1\right) + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
-    G = _softmax(O) - eps / K
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    G = _softmax(Z) - eps / K
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_add_(-1, labels[:, None], G.new_full((O.shape[0], 1), eps - 1))
     return G
@@ -184,13 +189,14 @@ def _fused_labels(
     """`_loss_labels` and `_grad_labels` from one set of statements."""
     K = O.shape[-1]
     eps = params[0]
-    _p0, _l0 = _softmax_and_logsumexp(O)
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    _p0, _l0 = _softmax_and_logsumexp(Z)
     _t0 = eps / K
     loss_rows = (
         _l0
-        - _t0 * torch.sum(O, dim=-1, keepdim=True)
-        + eps * O.gather(-1, labels[:, None])
-        - O.gather(-1, labels[:, None])
+        - _t0 * torch.sum(Z, dim=-1, keepdim=True)
+        + eps * Z.gather(-1, labels[:, None])
+        - Z.gather(-1, labels[:, None])
     )
     G = _p0 - _t0
     G = torch.broadcast_to(G, O.shape).contiguous()
@@ -340,8 +346,8 @@ def loss(
 ) -> torch.Tensor:
     r"""The Label-smoothed cross-entropy loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} o_{k} + \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$ (class indices:
-    $\ell = \varepsilon o_{c} + \operatorname{LSE}\left(\mathbf{o}\right) - o_{c} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K}$); `reduction` "mean" averages over the n samples, "sum"
+    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$ (class indices:
+    $\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$); `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)

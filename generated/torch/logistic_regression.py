@@ -105,19 +105,16 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$"""
-    _t0 = _softplus(O)
-    loss_rows = (
-        torch.sum(_t0, dim=-1, keepdim=True)
-        - torch.sum(_t0 * Y, dim=-1, keepdim=True)
-        + torch.sum(_target_mul(Y, _softplus(-O)), dim=-1, keepdim=True)
+    r"""$\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$"""
+    loss_rows = torch.sum(
+        (1 - Y) * _softplus(O) + _target_mul(Y, _softplus(-O)), dim=-1, keepdim=True
     )
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \sigma\left(o_{j}\right) - y_{j}$"""
-    G = _sigmoid(O) - Y
+    r"""$\partial \ell / \partial o_j = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$"""
+    G = (1 - Y) * _sigmoid(O) + _target_mul(Y, -_sigmoid(-O))
     return torch.broadcast_to(G, O.shape)
 
 
@@ -125,13 +122,9 @@ def _fused_probs(
     O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`_loss_probs` and `_grad_probs` from one set of statements."""
-    _t0 = _softplus(O)
-    loss_rows = (
-        torch.sum(_t0, dim=-1, keepdim=True)
-        - torch.sum(_t0 * Y, dim=-1, keepdim=True)
-        + torch.sum(_target_mul(Y, _softplus(-O)), dim=-1, keepdim=True)
-    )
-    G = _sigmoid(O) - Y
+    _t0 = 1 - Y
+    loss_rows = torch.sum(_t0 * _softplus(O) + _target_mul(Y, _softplus(-O)), dim=-1, keepdim=True)
+    G = _t0 * _sigmoid(O) + _target_mul(Y, -_sigmoid(-O))
     rows = torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
     return rows, torch.broadcast_to(G, O.shape)
 
@@ -139,9 +132,8 @@ def _fused_probs(
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \left(1 - \sigma\left(o_{j}\right)\right)$"""
-    _t0 = _sigmoid(O)
-    HV = _t0 * (1 - _t0) * V
+    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$"""
+    HV = _sigmoid(O) * _sigmoid(-O) * V
     return torch.broadcast_to(HV, O.shape)
 
 
@@ -255,7 +247,7 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
 def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     r"""The Sigmoid and binary cross-entropy loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(- o_{k}\right) + \sum_{k=1}^{K} \operatorname{softplus}\left(o_{k}\right) - \sum_{k=1}^{K} y_{k} \operatorname{softplus}\left(o_{k}\right)$; `reduction` "mean" averages over the n samples, "sum"
+    Per sample, $\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$; `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)

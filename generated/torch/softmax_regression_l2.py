@@ -115,14 +115,16 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$"""
-    loss_rows = _logsumexp(O) - torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$"""
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    loss_rows = _logsumexp(Z) - torch.sum(_target_mul(Y, Z), dim=-1, keepdim=True)
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j}$"""
-    G = _softmax(O) - Y
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    G = _softmax(Z) - Y
     return torch.broadcast_to(G, O.shape)
 
 
@@ -130,8 +132,9 @@ def _fused_probs(
     O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`_loss_probs` and `_grad_probs` from one set of statements."""
-    _p0, _l0 = _softmax_and_logsumexp(O)
-    loss_rows = _l0 - torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    _p0, _l0 = _softmax_and_logsumexp(Z)
+    loss_rows = _l0 - torch.sum(_target_mul(Y, Z), dim=-1, keepdim=True)
     G = _p0 - Y
     rows = torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
     return rows, torch.broadcast_to(G, O.shape)
@@ -148,14 +151,16 @@ def _hvp_probs(
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{o}\right) - o_{c}$"""
-    loss_rows = _logsumexp(O) - O.gather(-1, labels[:, None])
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    loss_rows = _logsumexp(Z) - Z.gather(-1, labels[:, None])
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{o}\right)_{j} - \delta_{jc}$"""
-    G = _softmax(O)
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \delta_{jc}$"""
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    G = _softmax(Z)
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_add_(-1, labels[:, None], G.new_full((O.shape[0], 1), -1))
     return G
@@ -165,8 +170,9 @@ def _fused_labels(
     O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`_loss_labels` and `_grad_labels` from one set of statements."""
-    _p0, _l0 = _softmax_and_logsumexp(O)
-    loss_rows = _l0 - O.gather(-1, labels[:, None])
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    _p0, _l0 = _softmax_and_logsumexp(Z)
+    loss_rows = _l0 - Z.gather(-1, labels[:, None])
     G = _p0
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_add_(-1, labels[:, None], G.new_full((O.shape[0], 1), -1))
@@ -313,8 +319,8 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
 def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     r"""The Softmax regression with weight decay loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - \sum_{k=1}^{K} y_{k} o_{k}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\mathbf{o}\right) - o_{c}$); `reduction` "mean" averages over the n samples, "sum"
+    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$ (class indices:
+    $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$); `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)

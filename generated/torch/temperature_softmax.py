@@ -114,18 +114,20 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$"""
     T = params[0]
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
     _t0 = 1 / T
-    loss_rows = -_t0 * torch.sum(_target_mul(Y, O), dim=-1, keepdim=True) + _logsumexp(_t0 * O)
+    loss_rows = -_t0 * torch.sum(_target_mul(Y, Z), dim=-1, keepdim=True) + _logsumexp(_t0 * Z)
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - y_{j}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
     T = params[0]
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
     _t0 = 1 / T
-    G = _t0 * (_softmax(_t0 * O) - Y)
+    G = _t0 * (_softmax(_t0 * Z) - Y)
     return torch.broadcast_to(G, O.shape)
 
 
@@ -134,9 +136,10 @@ def _fused_probs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`_loss_probs` and `_grad_probs` from one set of statements."""
     T = params[0]
-    _p0, _l0 = _softmax_and_logsumexp(O / T)
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    _p0, _l0 = _softmax_and_logsumexp(Z / T)
     _t0 = 1 / T
-    loss_rows = _l0 - _t0 * torch.sum(_target_mul(Y, O), dim=-1, keepdim=True)
+    loss_rows = _l0 - _t0 * torch.sum(_target_mul(Y, Z), dim=-1, keepdim=True)
     G = _t0 * (_p0 - Y)
     rows = torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
     return rows, torch.broadcast_to(G, O.shape)
@@ -154,18 +157,20 @@ def _hvp_probs(
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{o_{c}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
     T = params[0]
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
     _t0 = 1 / T
-    loss_rows = -_t0 * O.gather(-1, labels[:, None]) + _logsumexp(_t0 * O)
+    loss_rows = -_t0 * Z.gather(-1, labels[:, None]) + _logsumexp(_t0 * Z)
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} - \delta_{jc}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j}}{T} - \frac{\delta_{jc}}{T}$"""
     T = params[0]
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
     _t0 = 1 / T
-    G = _t0 * _softmax(_t0 * O)
+    G = _t0 * _softmax(_t0 * Z)
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_add_(-1, labels[:, None], G.new_full((O.shape[0], 1), -1 / T))
     return G
@@ -176,9 +181,10 @@ def _fused_labels(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`_loss_labels` and `_grad_labels` from one set of statements."""
     T = params[0]
-    _p0, _l0 = _softmax_and_logsumexp(O / T)
+    Z = O - torch.amax(O, dim=-1, keepdim=True)
+    _p0, _l0 = _softmax_and_logsumexp(Z / T)
     _t0 = 1 / T
-    loss_rows = _l0 - _t0 * O.gather(-1, labels[:, None])
+    loss_rows = _l0 - _t0 * Z.gather(-1, labels[:, None])
     G = _p0 * _t0
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_add_(-1, labels[:, None], G.new_full((O.shape[0], 1), -1 / T))
@@ -328,8 +334,8 @@ def loss(
 ) -> torch.Tensor:
     r"""The Temperature-scaled softmax cross-entropy loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} o_{k}}{T}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\frac{\mathbf{o}}{T}\right) - \frac{o_{c}}{T}$); `reduction` "mean" averages over the n samples, "sum"
+    Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$ (class indices:
+    $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$); `reduction` "mean" averages over the n samples, "sum"
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)
