@@ -11,7 +11,7 @@ What each target gets, per loss:
   Hessian-vector product `H v`, for probability/real targets `Y` (n, K);
 - for integer labels (softmax-family losses), the derivation's label forms: the loss, and the
   gradient as `A_j` for every class plus the label's term `B` (`code_gradient_labels`,
-  `code_gradient_label_term`), so that no one-hot matrix is built (the array API has no
+  `code_gradient_at_label`), so that no one-hot matrix is built (the array API has no
   integer-array indexing: it picks the label's entries with a boolean mask);
 - the prediction, and the weight-decay penalty with its gradient and Hessian-vector product.
 """
@@ -29,7 +29,6 @@ from derive.losses.model import LossModel
 from derive.output.codegen import decay_view, declared_view
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import PRINTERS, formatted, print_assignments, to_latex, vectorised
-from derive.symbolic.accurate import labels_form, split_label_delta
 from derive.symbolic.steps import CheckedDerivation
 
 #: Emit targets besides NumPy, and their templates.
@@ -39,7 +38,7 @@ TEMPLATES: dict[str, str] = {
     "array-api": "array_api.py.j2",
 }
 
-ARRAYS = {"o": "O", "z": "Z", "y": "Y", "v": "V"}
+ARRAYS = {"o": "O", "z": "Z", "y": "Y", "v": "V", "w": "Vc"}
 
 
 def _lines(
@@ -66,10 +65,8 @@ def _lines(
     return bind + out
 
 
-def _label_term(printer: Any, term: sp.Expr) -> dict[str, Any] | None:
-    """`B` of `A_j + delta_{jc} B`, printed; `row` says whether it varies by sample."""
-    if term == 0:
-        return None
+def _label_term(printer: Any, term: sp.Expr) -> dict[str, Any]:
+    """`B`, the label column's value, printed; `row` says whether it varies by sample."""
     printed = formatted(printer.doprint(vectorised(term)))
     return {"code": printed, "row": bool(term.atoms(sp.Indexed) | term.atoms(sp.Function))}
 
@@ -78,33 +75,41 @@ def _labels_block(
     printer: Any,
     name: str,
     every: sp.Expr,
-    at_label: sp.Expr,
+    at_label: sp.Expr | None,
     copy: str | None,
     params: list[str],
     loss: sp.Expr | None = None,
 ) -> dict[str, Any]:
-    """A per-class quantity for integer labels, `A_j + delta_{jc} B`: the statements of `A`
-    (and, with `loss`, of the per-sample loss `loss_rows`) and `B`. A `B` that uses the logits is
-    computed by the same statements (`_gc`, where the shifted logits are in scope)."""
+    """A per-class quantity for integer labels, `A_j` off the label's column and `B` on it: the
+    statements of `A` (and, with `loss`, of the per-sample loss `loss_rows`) and `B`, which the
+    template assigns to the label's column. A `B` that uses the logits is computed by the same
+    statements (`_gc`, where the shifted logits are in scope)."""
     outputs = [("loss_rows", loss)] if loss is not None else []
-    in_block = at_label.has(S.o, S.z)
     outputs.append((name, every))
+    if at_label is None:  # the same at every class, the label's included
+        return {
+            "lines": _lines(printer, outputs, None, copy, params),
+            "term": None,
+            "latex": to_latex(every),
+        }
+    in_block = at_label.has(S.o, S.z)
     if in_block:
         outputs.append(("_gc", at_label))
     term = {"code": "_gc", "row": True} if in_block else _label_term(printer, at_label)
+    delta = sp.KroneckerDelta(S.j, S.c)
     return {
         "lines": _lines(printer, outputs, None, copy, params),
         "term": term,
-        "latex": to_latex(every + sp.KroneckerDelta(S.j, S.c) * at_label),
+        "latex": to_latex((1 - delta) * every + delta * at_label),
     }
 
 
-def _hvp_labels(hvp: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
-    """The HVP for integer labels as `(A, B)`: unchanged where it does not depend on the targets
-    (the softmax family's), else with `y_k = delta_{kc}` substituted and split."""
-    if not hvp.has(S.y):
-        return hvp, sp.Integer(0)
-    return split_label_delta(labels_form(hvp))
+def _hvp_labels(hvp: sp.Expr) -> tuple[sp.Expr, None]:
+    """The HVP for integer labels: the derivation emits second order only where the Hessian does
+    not depend on the targets, so it is the same form, with nothing apart at the label."""
+    if hvp.has(S.y):
+        raise NotImplementedError(f"a Hessian-vector product that depends on the targets: {hvp}")
+    return hvp, None
 
 
 def _tuple(items: Iterable[str]) -> str:
@@ -162,7 +167,7 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
         labels = printer_class(ARRAYS, gather="onehot" if target == "array-api" else "labels")
         copy = ".clone()" if target == "torch" else None
         loss_c = forms["code_loss_labels"]
-        every, at_label = forms["code_gradient_labels"], forms["code_gradient_label_term"]
+        every, at_label = forms["code_gradient_labels"], forms["code_gradient_at_label"]
         context["labels"] = {
             "loss": {
                 "lines": _lines(labels, "loss_rows", loss_c, None, names),

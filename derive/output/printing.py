@@ -437,8 +437,13 @@ class VectorPrinter(NumPyPrinter):
         """`1 - p` from the whole row of probabilities (exact at the row's largest entry)."""
         self.kernels_used.add("_complement")
         if idx == S.c and self.gather is not None:
-            return f"_complement({probabilities})[_rows, {self.gather}][:, None]"
+            return self._at_label(f"_complement({probabilities})")
         return f"_complement({probabilities}){self.axes.get(idx, '')}"
+
+    def _at_row_max(self, values: str, logits: str) -> str:
+        """Each row's entry of `values` at the row's largest logit, as an (n, 1) column."""
+        top = f"{self.ns}.argmax({logits}, axis=-1, keepdims=True)"
+        return f"{self.ns}.take_along_axis({values}, {top}, axis=-1)"
 
     def _print_RowMax(self, expr: RowMax) -> str:
         return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
@@ -583,8 +588,7 @@ def _centred_direction(exprs: list[sp.Expr], printer: VectorPrinter) -> list[str
     if not any(a.base == S.w for e in exprs for a in e.atoms(sp.Indexed)):
         return []
     v, o, w = (printer.doprint(b[ROW]) for b in (S.v, S.o, S.w))
-    top = f"np.argmax({o}, axis=-1, keepdims=True)"
-    return [f"{w} = {v} - np.take_along_axis({v}, {top}, axis=-1)"]
+    return [f"{w} = {v} - {printer._at_row_max(v, o)}"]
 
 
 def _shifted_logits(
@@ -783,6 +787,9 @@ class TorchVectorPrinter(VectorPrinter):
     def _print_RowMax(self, expr: RowMax) -> str:
         return f"torch.amax({self._print(expr.args[0])}, dim=-1, keepdim=True)"
 
+    def _at_row_max(self, values: str, logits: str) -> str:
+        return f"{values}.gather(-1, torch.argmax({logits}, dim=-1, keepdim=True))"
+
 
 class JaxVectorPrinter(VectorPrinter, JaxPrinter):
     """JAX: SymPy's `JaxPrinter` (`jax.numpy` functions, printed as `jnp.`), whole-array."""
@@ -828,6 +835,9 @@ class ArrayApiVectorPrinter(VectorPrinter):
 
     def _print_RowMax(self, expr: RowMax) -> str:
         return f"xp.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+
+    def _at_row_max(self, values: str, logits: str) -> str:
+        return f"_pick({values}, _top_mask({logits}))"
 
 
 #: The printer of each emit target.

@@ -351,7 +351,9 @@ def _module(m: ModuleType) -> Module:
     ranges: dict[str, tuple[float | None, float | None, bool, bool]] = {
         name: (lo, hi, bool(lo_in), bool(hi_in))
         for name, (lo, hi, lo_in, hi_in) in getattr(m, "PARAMETER_RANGES", {}).items()
-        if name != "lam"  # weight decay acts on W, not on the logits' functions
+        # weight decay (the parameter in that declared role, never a name) acts on W, not on
+        # the logits' functions
+        if name != getattr(m, "WEIGHT_DECAY", None)
     }
     defaults = {name: float(sig.parameters[name].default) for name in ranges}
     return Module(m, str(getattr(m, "TARGETS", "distribution")), defaults, ranges)
@@ -493,7 +495,8 @@ def _compare(
         return
     # The fused path on the same logits: X = I, W = O, b = 0 gives O exactly (one 1 per row).
     X: Array = np.eye(n, dtype=dtype)
-    extra = {"lam": 0.0} if "lam" in inspect.signature(m.loss_and_grad).parameters else {}
+    decay = getattr(m, "WEIGHT_DECAY", None)
+    extra = {decay: 0.0} if decay is not None else {}
     L, dW, db = _call(m.loss_and_grad, X, Y, O.copy(), np.zeros(K, dtype=dtype), **kw, **extra)
     mean = sum(rows[r]["loss"][0][1, 1] for r in range(n)) / n
     mean_sens = sum(rows[r]["loss"][1][1, 1] for r in range(n)) / n

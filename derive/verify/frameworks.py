@@ -30,7 +30,7 @@ from derive.verify import checks
 
 Array = np.ndarray[Any, Any]
 
-#: The checks that apply to every target (see the module docstring for the two left out).
+#: The checks that apply to every target (see the module docstring for those left out).
 ACCURACY_CHECKS: tuple[str, ...] = (
     "fd_logits",
     "fd_parameters",
@@ -42,6 +42,8 @@ ACCURACY_CHECKS: tuple[str, ...] = (
     "extreme_training",
     "dtypes",
     "properties",
+    # One row per input family against the module's reference() (issue 8): float64 and float32.
+    *(c.__name__ for c in checks.CHECKS if c.__name__.startswith("accuracy_")),
 )
 
 
@@ -106,7 +108,11 @@ def _torch_view(m: ModuleType) -> SimpleNamespace:
     def hessian_logits(o: Array, **p: float) -> Array:
         # One sample's loss is the same for any target; the Hessian of the softmax family does not
         # depend on it (and the binary/real ones are checked the same way with zero targets).
-        y = np.zeros(1, dtype=np.int64) if m.TARGETS == "distribution" else np.zeros((1, o.size))
+        y = (
+            np.zeros(1, dtype=np.int64)
+            if m.TARGETS == "distribution"
+            else np.zeros((1, o.size), dtype=o.dtype)
+        )
         ot = t(o[None, :])
         hessian: Any = torch.autograd.functional.hessian
         H = hessian(lambda z: mean_loss(z, t(y), **p), ot)
@@ -122,7 +128,11 @@ def _torch_view(m: ModuleType) -> SimpleNamespace:
 
     def hvp_W(X: Array, W: Array, b: Array, V: Array, **p: float) -> Array:
         n, K = X.shape[0], W.shape[1]
-        y = np.zeros(n, dtype=np.int64) if m.TARGETS == "distribution" else np.zeros((n, K))
+        y = (
+            np.zeros(n, dtype=np.int64)
+            if m.TARGETS == "distribution"
+            else np.zeros((n, K), dtype=X.dtype)
+        )
         Wt = t(W).requires_grad_(True)
         (g,) = torch.autograd.grad(total(t(X), t(y), Wt, t(b), p), Wt, create_graph=True)
         (hv,) = torch.autograd.grad(g, Wt, t(V))

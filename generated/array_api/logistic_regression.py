@@ -43,9 +43,18 @@ REFERENCE_LOSS = "(builtins.sum(-(1 - y[k])*log(1 - 1/(1 + exp(-o[k]))) - log(1/
 REFERENCE_PREDICTION = "1/(1 + exp(-o[j]))"
 
 
-# Stable kernels the printed formulas call.
+# Stable kernels the printed formulas call: max-shifted, the log-sum-exp as max + log1p of the
+# other terms (as the NumPy module's kernels).
+def _top_mask(O: Any) -> Any:
+    """A boolean mask of each row's largest entry (the first, on ties)."""
+    xp = array_namespace(O)
+    classes = xp.arange(O.shape[-1], device=getattr(O, "device", None))
+    return classes == xp.argmax(O, axis=-1, keepdims=True)
+
+
 def _shifted(O: Any) -> tuple[Any, Any, Any]:
-    """`O - max` over the last axis, `exp` of it summed, and the max (keepdims).
+    """`O - max` over the last axis, the sum of `exp` of it but the largest term (which is
+    exactly 1), and the max (keepdims).
 
     NOTE: subtracting the row max keeps every exponent <= 0, so nothing overflows; `-inf`
     entries (masked classes) give exp = 0.
@@ -53,29 +62,40 @@ def _shifted(O: Any) -> tuple[Any, Any, Any]:
     xp = array_namespace(O)
     m = xp.max(O, axis=-1, keepdims=True)
     S = O - m
-    return S, xp.sum(xp.exp(S), axis=-1, keepdims=True), m
+    E = xp.exp(S)
+    rest = xp.sum(xp.where(_top_mask(O), xp.zeros_like(E), E), axis=-1, keepdims=True)
+    return S, rest, m
 
 
 def _logsumexp(O: Any) -> Any:
+    # NOTE: log1p of the others' sum keeps the digits of a small sum (a row led by 20 or more).
     xp = array_namespace(O)
-    _, total, m = _shifted(O)
-    return m + xp.log(total)
+    _, rest, m = _shifted(O)
+    return m + xp.log1p(rest)
 
 
 def _softmax(O: Any) -> Any:
     xp = array_namespace(O)
-    S, total, _ = _shifted(O)
-    return xp.exp(S) / total
+    S, rest, _ = _shifted(O)
+    return xp.exp(S) / (1 + rest)
 
 
 def _log_softmax(O: Any) -> Any:
     xp = array_namespace(O)
-    S, total, _ = _shifted(O)
-    return S - xp.log(total)
+    S, rest, _ = _shifted(O)
+    return S - xp.log1p(rest)
 
 
 def _softmax_and_logsumexp(O: Any) -> tuple[Any, Any]:
     return _softmax(O), _logsumexp(O)
+
+
+def _complement(P: Any) -> Any:
+    """`1 - P` for rows of probabilities; at each row's largest entry the sum of the others."""
+    xp = array_namespace(P)
+    top = _top_mask(P)
+    others = xp.sum(xp.where(top, xp.zeros_like(P), P), axis=-1, keepdims=True)
+    return xp.where(top, others, 1 - P)
 
 
 def _sigmoid(z: Any) -> Any:

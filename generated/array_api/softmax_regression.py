@@ -47,9 +47,18 @@ REFERENCE_LOSS = "-(builtins.sum(log(exp(o[k])/(builtins.sum(exp(o[m]) for m in 
 REFERENCE_PREDICTION = "exp(o[j])/(builtins.sum(exp(o[m]) for m in range(1, K+1)))"
 
 
-# Stable kernels the printed formulas call.
+# Stable kernels the printed formulas call: max-shifted, the log-sum-exp as max + log1p of the
+# other terms (as the NumPy module's kernels).
+def _top_mask(O: Any) -> Any:
+    """A boolean mask of each row's largest entry (the first, on ties)."""
+    xp = array_namespace(O)
+    classes = xp.arange(O.shape[-1], device=getattr(O, "device", None))
+    return classes == xp.argmax(O, axis=-1, keepdims=True)
+
+
 def _shifted(O: Any) -> tuple[Any, Any, Any]:
-    """`O - max` over the last axis, `exp` of it summed, and the max (keepdims).
+    """`O - max` over the last axis, the sum of `exp` of it but the largest term (which is
+    exactly 1), and the max (keepdims).
 
     NOTE: subtracting the row max keeps every exponent <= 0, so nothing overflows; `-inf`
     entries (masked classes) give exp = 0.
@@ -57,29 +66,40 @@ def _shifted(O: Any) -> tuple[Any, Any, Any]:
     xp = array_namespace(O)
     m = xp.max(O, axis=-1, keepdims=True)
     S = O - m
-    return S, xp.sum(xp.exp(S), axis=-1, keepdims=True), m
+    E = xp.exp(S)
+    rest = xp.sum(xp.where(_top_mask(O), xp.zeros_like(E), E), axis=-1, keepdims=True)
+    return S, rest, m
 
 
 def _logsumexp(O: Any) -> Any:
+    # NOTE: log1p of the others' sum keeps the digits of a small sum (a row led by 20 or more).
     xp = array_namespace(O)
-    _, total, m = _shifted(O)
-    return m + xp.log(total)
+    _, rest, m = _shifted(O)
+    return m + xp.log1p(rest)
 
 
 def _softmax(O: Any) -> Any:
     xp = array_namespace(O)
-    S, total, _ = _shifted(O)
-    return xp.exp(S) / total
+    S, rest, _ = _shifted(O)
+    return xp.exp(S) / (1 + rest)
 
 
 def _log_softmax(O: Any) -> Any:
     xp = array_namespace(O)
-    S, total, _ = _shifted(O)
-    return S - xp.log(total)
+    S, rest, _ = _shifted(O)
+    return S - xp.log1p(rest)
 
 
 def _softmax_and_logsumexp(O: Any) -> tuple[Any, Any]:
     return _softmax(O), _logsumexp(O)
+
+
+def _complement(P: Any) -> Any:
+    """`1 - P` for rows of probabilities; at each row's largest entry the sum of the others."""
+    xp = array_namespace(P)
+    top = _top_mask(P)
+    others = xp.sum(xp.where(top, xp.zeros_like(P), P), axis=-1, keepdims=True)
+    return xp.where(top, others, 1 - P)
 
 
 def _sigmoid(z: Any) -> Any:
@@ -124,10 +144,11 @@ def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     xp = array_namespace(O, Y, V)
+    Vc = V - _pick(V, _top_mask(O))
     _t0 = _softmax(O)
-    HV = _t0 * (V - xp.sum(_t0 * V, axis=-1, keepdims=True))
+    HV = _t0 * (Vc - xp.sum(_t0 * Vc, axis=-1, keepdims=True))
     return xp.broadcast_to(HV, O.shape)
 
 
@@ -141,20 +162,22 @@ def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - \delta_{jc}$"""
+    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
     xp = array_namespace(O, onehot)
     Z = O - xp.max(O, axis=-1, keepdims=True)
     G = _softmax(Z)
+    _gc = -_pick(_complement(_softmax(Z)), onehot)
     G = xp.broadcast_to(G, O.shape)
-    G = xp.where(onehot, G + -1, G)
+    G = xp.where(onehot, _gc, G)
     return G
 
 
 def _hvp_labels(O: Any, onehot: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     xp = array_namespace(O, onehot, V)
+    Vc = V - _pick(V, _top_mask(O))
     _t0 = _softmax(O)
-    HV = _t0 * (V - xp.sum(_t0 * V, axis=-1, keepdims=True))
+    HV = _t0 * (Vc - xp.sum(_t0 * Vc, axis=-1, keepdims=True))
     HV = xp.broadcast_to(HV, O.shape)
     return HV
 
@@ -221,7 +244,7 @@ def grad_logits(O: Any, y: Any) -> Any:
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$."""
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$."""
     xp = array_namespace(O, V)
     params = ()
     Y, labels = _targets(O, y) if y is not None else (xp.zeros_like(O), False)

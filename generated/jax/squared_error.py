@@ -46,9 +46,27 @@ REFERENCE_LOSS = "(builtins.sum((mpf(1)/mpf(2))*(o[k] - y[k])**2 for k in range(
 REFERENCE_PREDICTION = "o[j]"
 
 
-# Stable kernels the printed formulas call, bound to JAX's own max-shifted kernels.
+# Stable kernels the printed formulas call: max-shifted, the log-sum-exp as max + log1p of the
+# other terms (as the NumPy module's kernels), built from jax.numpy operations.
+def _top(O: jax.Array) -> jax.Array:
+    """A mask of each row's largest entry (the first, on ties)."""
+    return jnp.arange(O.shape[-1]) == jnp.argmax(O, axis=-1, keepdims=True)
+
+
+def _shifted_exp(O: jax.Array) -> tuple[jax.Array, jax.Array]:
+    m = jnp.max(O, axis=-1, keepdims=True)
+    return jnp.exp(O - m), m
+
+
+def _others(E: jax.Array, O: jax.Array) -> jax.Array:
+    """The sum of the shifted exponentials but the row's largest (which is exactly 1)."""
+    return jnp.sum(jnp.where(_top(O), 0.0, E), axis=-1, keepdims=True)
+
+
 def _logsumexp(O: jax.Array) -> jax.Array:
-    return jax.nn.logsumexp(O, axis=-1, keepdims=True)
+    # NOTE: log1p of the others' sum keeps the digits of a small sum (a row led by 20 or more).
+    E, m = _shifted_exp(O)
+    return m + jnp.log1p(_others(E, O))
 
 
 def _softmax(O: jax.Array) -> jax.Array:
@@ -56,11 +74,20 @@ def _softmax(O: jax.Array) -> jax.Array:
 
 
 def _log_softmax(O: jax.Array) -> jax.Array:
-    return jax.nn.log_softmax(O, axis=-1)
+    E, m = _shifted_exp(O)
+    return (O - m) - jnp.log1p(_others(E, O))
 
 
 def _softmax_and_logsumexp(O: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return jax.nn.softmax(O, axis=-1), jax.nn.logsumexp(O, axis=-1, keepdims=True)
+    E, m = _shifted_exp(O)
+    rest = _others(E, O)
+    return E / (1 + rest), m + jnp.log1p(rest)
+
+
+def _complement(P: jax.Array) -> jax.Array:
+    """`1 - P` for rows of probabilities; at each row's largest entry the sum of the others."""
+    top = _top(P)
+    return jnp.where(top, jnp.sum(jnp.where(top, 0.0, P), axis=-1, keepdims=True), 1 - P)
 
 
 def _sigmoid(z: jax.Array) -> jax.Array:

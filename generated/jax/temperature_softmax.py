@@ -56,9 +56,27 @@ REFERENCE_LOSS = "-(builtins.sum(log(exp(o[k]/T)/(builtins.sum(exp(o[m]/T) for m
 REFERENCE_PREDICTION = "exp(o[j]/T)/(builtins.sum(exp(o[m]/T) for m in range(1, K+1)))"
 
 
-# Stable kernels the printed formulas call, bound to JAX's own max-shifted kernels.
+# Stable kernels the printed formulas call: max-shifted, the log-sum-exp as max + log1p of the
+# other terms (as the NumPy module's kernels), built from jax.numpy operations.
+def _top(O: jax.Array) -> jax.Array:
+    """A mask of each row's largest entry (the first, on ties)."""
+    return jnp.arange(O.shape[-1]) == jnp.argmax(O, axis=-1, keepdims=True)
+
+
+def _shifted_exp(O: jax.Array) -> tuple[jax.Array, jax.Array]:
+    m = jnp.max(O, axis=-1, keepdims=True)
+    return jnp.exp(O - m), m
+
+
+def _others(E: jax.Array, O: jax.Array) -> jax.Array:
+    """The sum of the shifted exponentials but the row's largest (which is exactly 1)."""
+    return jnp.sum(jnp.where(_top(O), 0.0, E), axis=-1, keepdims=True)
+
+
 def _logsumexp(O: jax.Array) -> jax.Array:
-    return jax.nn.logsumexp(O, axis=-1, keepdims=True)
+    # NOTE: log1p of the others' sum keeps the digits of a small sum (a row led by 20 or more).
+    E, m = _shifted_exp(O)
+    return m + jnp.log1p(_others(E, O))
 
 
 def _softmax(O: jax.Array) -> jax.Array:
@@ -66,11 +84,20 @@ def _softmax(O: jax.Array) -> jax.Array:
 
 
 def _log_softmax(O: jax.Array) -> jax.Array:
-    return jax.nn.log_softmax(O, axis=-1)
+    E, m = _shifted_exp(O)
+    return (O - m) - jnp.log1p(_others(E, O))
 
 
 def _softmax_and_logsumexp(O: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return jax.nn.softmax(O, axis=-1), jax.nn.logsumexp(O, axis=-1, keepdims=True)
+    E, m = _shifted_exp(O)
+    rest = _others(E, O)
+    return E / (1 + rest), m + jnp.log1p(rest)
+
+
+def _complement(P: jax.Array) -> jax.Array:
+    """`1 - P` for rows of probabilities; at each row's largest entry the sum of the others."""
+    top = _top(P)
+    return jnp.where(top, jnp.sum(jnp.where(top, 0.0, P), axis=-1, keepdims=True), 1 - P)
 
 
 def _sigmoid(z: jax.Array) -> jax.Array:
@@ -106,10 +133,11 @@ def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
+    Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O / T)
-    HV = _t0 * (V - jnp.sum(_t0 * V, axis=-1, keepdims=True)) / jnp.square(T)
+    HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True)) / jnp.square(T)
     return jnp.broadcast_to(HV, O.shape)
 
 
@@ -124,24 +152,27 @@ def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> 
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j}}{T} - \frac{\delta_{jc}}{T}$"""
+    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$"""
     T = params[0]
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
-    G = _t0 * _softmax(_t0 * Z)
+    _t1 = _t0 * Z
+    G = _t0 * _softmax(_t1)
+    _gc = -_t0 * jnp.take_along_axis(_complement(_softmax(_t1)), labels[:, None], axis=-1)
     G = jnp.broadcast_to(G, O.shape)
     _rows = jnp.arange(O.shape[0])
-    G = G.at[_rows, labels].add(-1 / T)
+    G = G.at[_rows, labels].set((_gc).reshape(-1))
     return G
 
 
 def _hvp_labels(
     O: jax.Array, labels: jax.Array, V: jax.Array, params: tuple[float, ...]
 ) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(v_{j} - \sum_{k=1}^{K} v_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
+    Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O / T)
-    HV = _t0 * (V - jnp.sum(_t0 * V, axis=-1, keepdims=True)) / jnp.square(T)
+    HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True)) / jnp.square(T)
     HV = jnp.broadcast_to(HV, O.shape)
     return HV
 

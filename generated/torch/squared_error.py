@@ -44,11 +44,12 @@ REFERENCE_LOSS = "(builtins.sum((mpf(1)/mpf(2))*(o[k] - y[k])**2 for k in range(
 REFERENCE_PREDICTION = "o[j]"
 
 
-# Stable kernels the printed formulas call: max-shifted, PyTorch's own for many classes.
-# NOTE: for few classes PyTorch's fused softmax / log_softmax / logsumexp kernels cost several
-# times the chain max, exp, sum, divide (CPU, torch 2.13, K = 10: softmax 86 us vs 28 us for
-# softmax and logsumexp together at n = 256; 20.5 ms vs 2.9 ms at n = 60000); for many classes
-# they are faster (K = 1000: 49 ms vs 102 ms at n = 10000). benchmarks/README.md has the figures.
+# Stable kernels the printed formulas call: max-shifted, the log-sum-exp as max + log1p of the
+# other terms (as the NumPy module's kernels), built from PyTorch operations.
+# NOTE: for few classes PyTorch's fused softmax kernel costs several times the chain max, exp,
+# sum, divide (CPU, torch 2.13, K = 10: 86 us vs 28 us for softmax and logsumexp together at
+# n = 256); for many classes it is faster (K = 1000), and `_softmax` alone uses it there.
+# benchmarks/README.md has the figures.
 _FEW_CLASSES = 64
 
 
@@ -58,11 +59,17 @@ def _shifted_exp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.exp(O - m), m
 
 
+def _others(E: torch.Tensor, O: torch.Tensor) -> torch.Tensor:
+    """The sum of the shifted exponentials but the row's largest (which is exactly 1)."""
+    top = torch.argmax(O, dim=-1, keepdim=True)
+    return torch.sum(E.scatter(-1, top, 0.0), dim=-1, keepdim=True)
+
+
 def _logsumexp(O: torch.Tensor) -> torch.Tensor:
-    if O.shape[-1] > _FEW_CLASSES:
-        return torch.logsumexp(O, dim=-1, keepdim=True)
+    # NOTE: log1p of the others' sum: `log(1 + r)` would round 1 + r first and lose the digits of
+    # a small r (a row led by 20 or more).
     E, m = _shifted_exp(O)
-    return m + torch.log(torch.sum(E, dim=-1, keepdim=True))
+    return m + torch.log1p(_others(E, O))
 
 
 def _softmax(O: torch.Tensor) -> torch.Tensor:
@@ -73,20 +80,26 @@ def _softmax(O: torch.Tensor) -> torch.Tensor:
 
 
 def _log_softmax(O: torch.Tensor) -> torch.Tensor:
-    if O.shape[-1] > _FEW_CLASSES:
-        return torch.log_softmax(O, dim=-1)
     E, m = _shifted_exp(O)
     # NOTE: (O - max) first, exact for nearby values; the small log second (no cancellation).
-    return (O - m) - torch.log(torch.sum(E, dim=-1, keepdim=True))
+    return (O - m) - torch.log1p(_others(E, O))
 
 
 def _softmax_and_logsumexp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both from one exp pass (the costliest elementwise step of a fused loss and gradient)."""
-    if O.shape[-1] > _FEW_CLASSES:
-        return torch.softmax(O, dim=-1), torch.logsumexp(O, dim=-1, keepdim=True)
     E, m = _shifted_exp(O)
-    s = torch.sum(E, dim=-1, keepdim=True)
-    return E.div_(s), m + torch.log(s)
+    rest = _others(E, O)
+    return E.div_(1 + rest), m + torch.log1p(rest)
+
+
+def _complement(P: torch.Tensor) -> torch.Tensor:
+    """`1 - P` for rows of probabilities; at each row's largest entry the sum of the others.
+
+    NOTE: there `1 - p` rounds to 0 once p rounds to 1; the others' sum keeps every digit.
+    """
+    top = torch.argmax(P, dim=-1, keepdim=True)
+    others = torch.sum(P.scatter(-1, top, 0.0), dim=-1, keepdim=True)
+    return (1 - P).scatter_(-1, top, others)
 
 
 def _sigmoid(z: torch.Tensor) -> torch.Tensor:
