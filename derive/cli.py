@@ -35,7 +35,7 @@ from derive.losses.user_model import (
     model_from_formula,
     parse_param_flag,
 )
-from derive.output import build, manifest
+from derive.output import build, codegen, manifest
 from derive.output.loader import GENERATED_DIR, load_emitted_module
 from derive.output.notes import LANGS
 from derive.output.pdf import compile_pdf
@@ -192,6 +192,13 @@ def _emit_user_model(args: argparse.Namespace) -> int:
         print(
             f"derive: note: {model.name}: the Hessian depends on the targets y; emitted "
             "first-order (hessian_logits(o) takes the logits only)",
+            file=sys.stderr,
+        )
+    shapes = codegen.unstable_shapes(checked.derivation)
+    if shapes:
+        print(
+            f"derive: note: {model.name}: no overflow-free form is known for {', '.join(shapes)}; "
+            "the module says STABLE = False and raises FloatingPointError where they overflow",
             file=sys.stderr,
         )
     _report_written(build.write(manifest.artifacts(checked, source), out))

@@ -17,7 +17,7 @@ from derive.losses import catalogue
 from derive.losses.definitions import LABEL_SMOOTHING, LOGISTIC, SQUARED_ERROR, TEMPERATURE, T, eps
 from derive.losses.derivation import loss_derivation
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param, class_sum, softmax_expr
-from derive.output import build
+from derive.output import build, codegen
 from derive.output.loader import load_generated, load_module_from_path
 from derive.symbolic.steps import Prose, is_zero
 
@@ -135,7 +135,8 @@ def test_a_loss_with_no_known_stable_form_is_reported_not_passed(tmp_path: Path)
         "real",
         concrete_Ks=(2, 3),
     )
-    build.write(build.code_artifacts(loss_derivation(model).check()), tmp_path)
+    checked = loss_derivation(model).check()
+    build.write(build.code_artifacts(checked), tmp_path)
     m = load_module_from_path(tmp_path / "poisson.py")
     assert m.STABLE is False
     results = {r.name: r for r in verify.run(m)}
@@ -143,3 +144,12 @@ def test_a_loss_with_no_known_stable_form_is_reported_not_passed(tmp_path: Path)
     assert extreme.status == "FAIL" and "no stable form" in extreme.note
     fd = results["gradient w.r.t. logits vs central differences (float64)"]
     assert fd.passed
+    # The overflow is refused with one clear error, not returned as inf (and no RuntimeWarning,
+    # which pytest would turn into an error); finite results pass through unchanged.
+    O, Y = np.array([[1e4, 0.0]]), np.zeros((1, 2))
+    for f in (m.loss, m.grad_logits):
+        with pytest.raises(FloatingPointError, match=r"exp\(o\[.*\]\).*STABLE = False"):
+            f(O, Y)
+    assert np.isfinite(m.loss(np.zeros((1, 2)), Y))
+    assert "exp(o[j])" in codegen.unstable_shapes(checked.derivation)
+    assert codegen.unstable_shapes(catalogue.checked("softmax_regression").derivation) == []

@@ -112,9 +112,16 @@ def param_views(model: LossModel) -> list[dict[str, Any]]:
     ]
 
 
-def _has_raw_exp(expr: sp.Basic) -> bool:
-    """An `exp` left after stabilising: a shape the emitter knows no stable kernel for."""
-    return bool(expr.atoms(sp.exp))
+#: The forms the NumPy module prints as the loss, its gradient, the prediction and second order.
+PRINTED_FORMS = ("code_loss", "code_gradient", "code_prediction", "code_hessian", "code_hvp")
+
+
+def unstable_shapes(d: Derivation) -> list[str]:
+    """The exponentials no stable kernel or accurate rewrite absorbed: shapes the emitter knows
+    no overflow-free form for (the module then says `STABLE = False` and refuses a non-finite
+    result instead of returning it)."""
+    exps = {a for f in PRINTED_FORMS if f in d.final_forms for a in d.final_forms[f].atoms(sp.exp)}
+    return sorted({sp.sstr(e) for e in exps})
 
 
 def module_context(checked: CheckedDerivation) -> dict[str, Any]:
@@ -164,13 +171,12 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         # softmax / log_softmax / logsumexp belong to the API of every softmax-family module.
         "public_kernels": distribution,
     }
-    printed = [loss, gradient, prediction]
     if second_order:
         hessian, hvp = forms["code_hessian"], forms["code_hvp"]
-        printed += [hessian, hvp]
         context["hessian"] = Printed(print_matrix(one, "H", hessian), to_latex(hessian))
         context["hvp"] = _block(soft, [("HV", hvp)], hvp)
-    context["stable"] = not any(_has_raw_exp(e) for e in printed)
+    unstable = unstable_shapes(d)
+    context |= {"stable": not unstable, "unstable_shapes": ", ".join(unstable)}
     if distribution:
         loss_c = forms["code_loss_labels"]
         grad_all, grad_at_label = forms["code_gradient_labels"], forms["code_gradient_at_label"]
