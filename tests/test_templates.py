@@ -192,9 +192,18 @@ def test_kernels_template_emits_only_the_kernels_asked_for() -> None:
     ],
 )
 def test_validation_template_per_kind_of_target(targets: str, present: str, absent: str) -> None:
-    text = render("validation.py.j2", {"targets": targets})
+    text = render("validation.py.j2", {"targets": targets, "stable": True})
     ast.parse(text)
     assert present in text and absent not in text
+    assert "_refuse_overflow" not in text
+
+
+def test_validation_template_refuses_overflow_only_where_the_loss_is_unstable() -> None:
+    context = {"targets": "real", "stable": False, "unstable_shapes": "exp(o[j])"}
+    text = render("validation.py.j2", context)
+    ast.parse(text)
+    assert "def _refuse_overflow(" in text
+    assert 'no overflow-free form for "\n                "exp(o[j]) (STABLE = False)' in text
 
 
 def _notes_context(cjk: bool | None) -> dict[str, Any]:
@@ -306,7 +315,7 @@ def test_framework_templates_place_the_printed_forms(template: str) -> None:
     [
         ("module.py.j2", module_context(labels=True)),
         ("kernels.py.j2", {"kernels": [], "public_kernels": True}),
-        ("validation.py.j2", {"targets": "binary"}),
+        ("validation.py.j2", {"targets": "binary", "stable": True}),
         ("notes.md.j2", _notes_context(None)),
         ("notes.tex.j2", _notes_context(True)),
         ("torch.py.j2", _framework_context("torch.py.j2")),
