@@ -66,3 +66,27 @@ def test_run_transforms_applies_in_order_then_names_sums_canonically() -> None:
     assert R.run_transforms(S.o[S.j], [double, plus_one]) == 2 * S.o[S.j] + 1
     assert R.run_transforms(S.o[S.j], [plus_one, double]) == 2 * S.o[S.j] + 2
     assert R.run_transforms(_sum(S.o[S.m], S.m), []) == R.canonical_sums(_sum(S.o[S.k]))
+
+
+def test_a_cancelling_square_root_is_rationalised_and_keeps_its_digits() -> None:
+    import math
+
+    from derive.symbolic.accurate import rationalised
+
+    x = sp.Symbol("x", positive=True)
+    naive = sp.sqrt(1 + x**2) - 1
+    accurate = rationalised(naive)
+    assert accurate == x**2 / (sp.sqrt(x**2 + 1) + 1)
+    assert sp.simplify(accurate - naive) == 0
+    # float64 at x = 1e-9: the naive form rounds to 0, the rationalised one keeps x^2/2
+    f = sp.lambdify(x, accurate, "math")
+    g = sp.lambdify(x, naive, "math")
+    assert g(1e-9) == 0.0 and math.isclose(f(1e-9), 5e-19, rel_tol=1e-15)
+    # a split sum (`Sum sqrt(A_k) - K`, as the derivation leaves it) is rationalised term by term
+    split = sp.Sum(sp.sqrt(1 + S.o[S.k] ** 2), (S.k, 1, S.K)) - S.K
+    assert rationalised(split) == sp.Sum(
+        S.o[S.k] ** 2 / (sp.sqrt(S.o[S.k] ** 2 + 1) + 1), (S.k, 1, S.K)
+    )
+    # no cancelling constant, or B not positive: left alone
+    assert rationalised(sp.sqrt(x) - 1) == sp.sqrt(x) - 1
+    assert rationalised(sp.sqrt(1 + x**2) + 1) == sp.sqrt(1 + x**2) + 1

@@ -972,6 +972,17 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
             "对角线上的 $1 - p$ 于是是其余类别的概率之和，不用从 1 中减去。",
         ),
     ),
+    "rationalised": (
+        Prose("without a cancelling square root", "消去平方根的相减"),
+        Prose(
+            "$\\sqrt{A} - B = (A - B^2) / (\\sqrt{A} + B)$ for $B > 0$: where $A - B^2$ drops a "
+            "constant (as $\\sqrt{1 + x^2} - 1$ does), the code no longer subtracts two nearly "
+            "equal numbers, which for small $x$ loses every digit.",
+            "$B > 0$ 时 $\\sqrt{A} - B = (A - B^2) / (\\sqrt{A} + B)$：当 $A - B^2$ 消去一个常数"
+            "（如 $\\sqrt{1 + x^2} - 1$）时，代码不再相减两个几乎相等的数"
+            "（$x$ 很小时会丢掉全部有效数字）。",
+        ),
+    ),
     "centred": (
         Prose("with the direction centred", "方向向量居中"),
         Prose(

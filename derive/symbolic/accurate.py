@@ -11,7 +11,10 @@ any expression whose shape they match, in this order:
    free of the cancellation `F(0) + y (F(1) - F(0))` suffers (`sigmoid(37) - 1` rounds to 0).
 3. `complements`: `1 - sigmoid(z)` becomes `sigmoid(-z)` (`SigmoidComplement`), common factors
    first pulled out so that `s - s^2` is seen as `s (1 - s)`.
-4. `shifted`: a function the derivation proves invariant under adding one constant to every
+4. `rationalised`: `sqrt(A) - B` with `A - B^2` shorter than `A` (the constant cancels) is
+   written `(A - B^2) / (sqrt(A) + B)`, for `B > 0`: `sqrt(1 + x^2) - 1` as
+   `x^2 / (sqrt(1 + x^2) + 1)` keeps its digits for small `x` (the pseudo-Huber loss).
+5. `shifted`: a function the derivation proves invariant under adding one constant to every
    logit is evaluated at `z = o - max(o)`: differences of large logits become exact before they
    are combined (cross-entropy as `LSE(z) - z_c`, i.e. `-log_softmax`).
 """
@@ -42,7 +45,14 @@ from derive.symbolic.steps import instantiate
 Rule = Callable[[sp.Expr], sp.Expr]
 
 #: The rules that take an expression to its printed form, by name, in the order they apply.
-RULES: tuple[str, ...] = ("stable", "endpoints", "complements", "diagonal", "shifted")
+RULES: tuple[str, ...] = (
+    "stable",
+    "endpoints",
+    "complements",
+    "diagonal",
+    "rationalised",
+    "shifted",
+)
 
 SHIFTED_ROW = S.o[ROW] - RowMax(S.o[ROW])
 """`z = o - max(o)`, the definition of the shifted logits the `shifted` rule introduces."""
@@ -101,6 +111,56 @@ def delta_endpoints(expr: sp.Expr) -> sp.Expr:
     if f0 == 0 or sp.expand(expr - (f0 + d * (f1 - f0))) != 0 or not f1.has(Sigmoid, Softmax):
         return expr
     return (1 - d) * sp.factor_terms(f0) + d * complements(sp.expand(f1))
+
+
+# --------------------------------------------------------------------------- rationalised
+
+
+def _rationalise_add(add: sp.Add) -> sp.Expr:
+    """`sqrt(A) - B` as `(A - B^2) / (sqrt(A) + B)` where that removes a cancelling constant."""
+    roots = [t for t in add.args if isinstance(t, sp.Pow) and t.exp == sp.Rational(1, 2)]
+    if len(roots) != 1:
+        return add
+    (root,) = roots
+    b = root - add  # add = sqrt(A) - b
+    a = root.base
+    if b.has(root) or not b.is_positive:
+        return add
+    reduced = a - b**2
+    if reduced == 0 or len(sp.Add.make_args(reduced)) >= len(sp.Add.make_args(a)):
+        return add
+    return reduced / (root + b)
+
+
+def _rationalise_in_sum(add: sp.Add) -> sp.Expr:
+    """`Sum_k sqrt(A_k) - K B` (a split sum) as `Sum_k (sqrt(A_k) - B)`, then rationalised."""
+    sums = [t for t in add.args if isinstance(t, sp.Sum) and len(t.limits) == 1]
+    if len(sums) != 1:
+        return add
+    (s,) = sums
+    k, lo, hi = s.limits[0]
+    b = sp.cancel(-(add - s) / (hi - lo + 1))
+    if b.has(k, S.K):
+        return add
+    inner = _rationalise_add(s.function - b) if isinstance(s.function - b, sp.Add) else s.function
+    if inner == s.function - b:
+        return add
+    return sp.Sum(inner, s.limits[0])
+
+
+def rationalised(expr: sp.Expr) -> sp.Expr:
+    """Every `sqrt(A) - B` whose difference cancels written as `(A - B^2) / (sqrt(A) + B)`, in a
+    sum's terms too (`Sum_k sqrt(A_k) - K` is `Sum_k (sqrt(A_k) - 1)`)."""
+    if not any(p.exp == sp.Rational(1, 2) for p in expr.atoms(sp.Pow)):
+        return expr
+    out: sp.Expr = expr.replace(
+        lambda t: isinstance(t, sp.Add) and t.has(sp.Sum), _rationalise_in_sum
+    )
+    out = out.replace(
+        lambda t: isinstance(t, sp.Add) and any(isinstance(a, sp.Pow) for a in t.args),
+        _rationalise_add,
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -222,6 +282,7 @@ def accurate_chain(
         add("endpoints", endpoints(stages[-1][1]))
     add("complements", complements(stages[-1][1]))
     add("diagonal", delta_endpoints(stages[-1][1]))
+    add("rationalised", rationalised(stages[-1][1]))
     current = stages[-1][1]
     if current.has(S.v):
         centred = current.xreplace(
