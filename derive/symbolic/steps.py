@@ -131,7 +131,14 @@ def provably_nonzero(expr: sp.Basic, digits: int = 60) -> bool:
         terms = sp.Add.make_args(at)
         val = sp.N(at, digits)
         size = max((abs(sp.N(t, 15)) for t in terms), default=sp.S.One)
-    except (TypeError, ValueError, ZeroDivisionError, ArithmeticError, RecursionError):
+    except (
+        TypeError,
+        ValueError,
+        ZeroDivisionError,
+        ArithmeticError,
+        RecursionError,
+        AttributeError,  # NOTE: a size put into a matrix expression (tr(W^T W)) breaks its shape
+    ):
         return False
     if not (val.is_number and size.is_number) or not val.is_real or not val.is_finite:
         return False
