@@ -104,6 +104,7 @@ def test_same_results_as_the_numpy_module_on_every_library(name: str, lib: str) 
             assert _rel(_to_numpy(m.hvp_logits(to(O), to(V), to(y))), ref.hvp_logits(O, V)) <= REL
 
 
+@pytest.mark.slow  # every verify row through the array API (seconds per loss), as for torch/JAX
 @pytest.mark.parametrize("name", catalogue.names())
 def test_verify_accuracy_checks_pass(name: str) -> None:
     m = _load(name)
