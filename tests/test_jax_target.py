@@ -145,8 +145,18 @@ def test_losses_match_optax(scale: float) -> None:
         _against(jax.jit(ours), jax.jit(theirs), O)
 
 
+#: Through JAX every input family compiles new XLA programs: about two minutes per loss on CI's
+#: two cores. CI's slow pass runs the story's loss and label smoothing (labels, a parameter,
+#: second order); the other losses print the same forms (checked per loss on torch and the array
+#: API) and run on demand with `-m exhaustive` (all six passed in the slow run of 6c144cd).
+IN_CI = ("softmax_regression", "label_smoothing")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", catalogue.names())
+@pytest.mark.parametrize(
+    "name",
+    [n if n in IN_CI else pytest.param(n, marks=pytest.mark.exhaustive) for n in catalogue.names()],
+)
 def test_verify_accuracy_checks_pass(name: str) -> None:
     m = _load(name)
     results = frameworks.run(m, "jax")
