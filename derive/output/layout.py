@@ -117,14 +117,7 @@ def break_lines(
         current = f"{relation} {terms[0]}"
     else:
         current = f"{lhs} {relation} {terms[0]}"
-    for term in terms[1:]:
-        if width(f"{current} {term}") <= limit:
-            current = f"{current} {term}"
-        else:
-            lines.append(current)
-            current = term
-    lines.append(current)
-    return lines
+    return lines + _pack([current, *terms[1:]], limit)
 
 
 def _pack(terms: list[str], limit: float) -> list[str]:

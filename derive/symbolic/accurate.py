@@ -142,10 +142,9 @@ def _rationalise_in_sum(add: sp.Add) -> sp.Expr:
     b = sp.cancel(-(add - s) / (hi - lo + 1))
     if b.has(k, S.K):
         return add
-    inner = _rationalise_add(s.function - b) if isinstance(s.function - b, sp.Add) else s.function
-    if inner == s.function - b:
-        return add
-    return sp.Sum(inner, s.limits[0])
+    term = s.function - b
+    inner = _rationalise_add(term) if isinstance(term, sp.Add) else term
+    return add if inner == term else sp.Sum(inner, s.limits[0])
 
 
 def rationalised(expr: sp.Expr) -> sp.Expr:
