@@ -37,6 +37,15 @@ LAYERS: dict[str, int] = {
 #: imports them by path with `derive.pyfile`).
 VERIFY_MAY_IMPORT = ("derive.verify", "derive.errors", "derive.pyfile")
 
+#: Inside a subpackage, the order of its modules (lowest first): a module imports only modules
+#: of its package that come before it (the package itself, its `__init__`, comes last). The
+#: order is the one the package's docstring lists.
+SUBPACKAGE_ORDER: dict[str, tuple[str, ...]] = {
+    "derive.losses.derivation": (
+        "symbols", "wording", "chains", "forms", "binding", "decision", "labels", "core", "final",
+    ),
+}  # fmt: skip
+
 #: Third-party packages that are optional extras (and `resource`, which only POSIX has): importing
 #: them inside a function is how the package stays importable without them.
 OPTIONAL = {
@@ -158,5 +167,61 @@ def test_the_checker_sees_a_planted_upward_import(tmp_path: Path) -> None:
         assert ("derive.output.build", 1, False) in found
         assert ("derive.losses.model", 4, True) in found
         assert any(layer(t) > layer(module_name(planted)) for t, _, _ in found)
+    finally:
+        planted.unlink()
+
+
+def rank_in_package(module: str) -> tuple[str, int] | None:
+    """(package, position) for a module of a package with an order; its `__init__` is last."""
+    for package, order in SUBPACKAGE_ORDER.items():
+        if module == package:
+            return package, len(order)
+        head, _, leaf = module.rpartition(".")
+        if head == package and leaf in order:
+            return package, order.index(leaf)
+    return None
+
+
+def out_of_order(path: Path, module: str) -> list[str]:
+    """The imports of `path` (read as `module`) of its own package's modules not below it."""
+    here = rank_in_package(module)
+    assert here is not None
+    wrong = []
+    for target, line, _ in imports(path):
+        there = rank_in_package(target)
+        if there is not None and there[0] == here[0] and there[1] >= here[1]:
+            wrong.append(f"line {line}: {target} is not below {module}")
+    return wrong
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if rank_in_package(module_name(p))],
+    ids=lambda p: module_name(p),
+)
+def test_a_subpackage_imports_its_own_modules_in_order(path: Path) -> None:
+    wrong = out_of_order(path, module_name(path))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_module_of_an_ordered_subpackage_is_placed() -> None:
+    """A new module of an ordered subpackage must be given its place."""
+    for package, order in SUBPACKAGE_ORDER.items():
+        folder = PACKAGE.parent / package.replace(".", "/")
+        found = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+        assert found == set(order), f"{package}: place {sorted(found ^ set(order))}"
+
+
+def test_the_order_check_sees_an_upward_import_in_a_subpackage() -> None:
+    """The order test can fail: `symbols` importing `core` (or `core` itself) is reported;
+    `core` importing `symbols` is not."""
+    planted = PACKAGE / "losses" / "derivation" / "_planted_for_test.py"
+    try:
+        planted.write_text("from derive.losses.derivation.core import core_steps\n")
+        assert out_of_order(planted, "derive.losses.derivation.symbols")
+        assert out_of_order(planted, "derive.losses.derivation.core")
+        assert not out_of_order(planted, "derive.losses.derivation")
+        planted.write_text("from derive.losses.derivation.symbols import LOSS\n")
+        assert not out_of_order(planted, "derive.losses.derivation.core")
     finally:
         planted.unlink()

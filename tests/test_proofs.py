@@ -14,7 +14,7 @@ import sympy as sp
 from derive import notation as S
 from derive.errors import StepCheckError
 from derive.losses.catalogue import CATALOGUE
-from derive.losses.derivation import LOSS, YHAT, x_vec, y_vec, yhat_vec
+from derive.losses.derivation.symbols import LOSS, YHAT, x_vec, y_vec, yhat_vec
 from derive.losses.model import class_sum
 from derive.losses.softmax_regression import softmax_regression
 from derive.symbolic.rewrites import canonical_sums, split_sums

@@ -14,18 +14,12 @@ from dataclasses import replace
 import sympy as sp
 
 from derive import notation as S
-from derive.losses.derivation import (
-    LABEL_GRADIENT,
-    LOSS,
-    YHAT,
-    Wording,
-    as_vector,
-    core_steps,
-    derive_forms,
-    final_forms,
-    linear_model_step,
-    results,
-)
+from derive.losses.derivation.core import core_steps, linear_model_step
+from derive.losses.derivation.final import final_forms, results
+from derive.losses.derivation.forms import derive_forms
+from derive.losses.derivation.labels import LABEL_GRADIENT
+from derive.losses.derivation.symbols import LOSS, YHAT, as_vector
+from derive.losses.derivation.wording import Wording
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, class_sum, softmax_expr
 from derive.symbolic.functions import stabilize
 from derive.symbolic.rewrites import (

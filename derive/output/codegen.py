@@ -23,7 +23,7 @@ from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
 from derive.losses.definitions import CATALOGUE_MODELS
-from derive.losses.derivation import YHAT, G_dot
+from derive.losses.derivation.symbols import YHAT, G_dot
 from derive.losses.model import LossModel
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import (

@@ -1,0 +1,173 @@
+"""The accurate rewrites of every printed expression, and how each link is told and proved.
+
+Contract: `accurate_chains(model, ...)` gives, for each expression the code prints, the chain of
+`(rule, result)` pairs from the derived form to the printed one (`derive.symbolic.accurate`);
+`rule_wording` and `rule_proof` say how the step of one link is titled and which checks prove it.
+`core_steps` makes one checked step per link.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from derive import notation as S
+from derive.losses.derivation.wording import Wording
+from derive.losses.model import LossModel
+from derive.symbolic.accurate import accurate_chain, labels_form, split_label_delta
+from derive.symbolic.functions import to_raw
+from derive.symbolic.rewrites import (
+    canonical_sums,
+    expand_logs,
+    factor_exponentials,
+    factor_shift,
+    split_sums,
+    targets_sum_to_one,
+)
+from derive.symbolic.steps import (
+    ConcreteK,
+    FirstOf,
+    GeneralK,
+    Prose,
+)
+
+Chain = tuple[tuple[str, sp.Expr], ...]
+
+
+def accurate_chains(
+    model: LossModel,
+    loss: sp.Expr,
+    gradient: sp.Expr,
+    hessian: sp.Expr | None,
+    hvp: sp.Expr | None,
+) -> dict[str, Chain]:
+    """The accurate rewrites of every printed expression.
+
+    The loss and the gradient are computed together in the fused loop: when the loss is
+    evaluated at the shifted logits, so is the gradient (one shifted array for both).
+    """
+    t = model.targets
+    chains = {"loss": tuple(accurate_chain(loss, t))}
+    pair = True if chains["loss"][-1][0] == "shifted" else None
+    chains["gradient"] = tuple(accurate_chain(gradient, t, shift=pair))
+    chains["prediction"] = tuple(accurate_chain(model.prediction, t, shift=False))
+    if hessian is not None and hvp is not None:
+        chains["hessian"] = tuple(accurate_chain(hessian, t))
+        chains["hvp"] = tuple(accurate_chain(hvp, t))
+    if model.simplex_targets:
+        rest, at_label = split_label_delta(labels_form(gradient))
+        chains["loss_labels"] = tuple(accurate_chain(labels_form(loss), t, shift=pair))
+        chains["gradient_labels"] = tuple(accurate_chain(rest, t, shift=pair))
+        # The column of the label is assigned its own value (A + B at j = c), so that the
+        # complement rule sees `p_c - 1` whole (adding B to a rounded p_c would lose it).
+        at_c = rest.xreplace({S.j: S.c}) + at_label
+        chains["gradient_at_label"] = tuple(accurate_chain(at_c, t, shift=pair))
+    return chains
+
+
+_WHAT = {
+    "loss": Prose("the loss", "损失"),
+    "gradient": Prose("the gradient", "梯度"),
+    "hessian": Prose("the Hessian", "Hessian"),
+    "hvp": Prose("the Hessian-vector product", "Hessian 与向量之积"),
+    "prediction": Prose("the prediction", "预测"),
+    "gradient_at_label": Prose("the gradient at the label", "标签处的梯度"),
+}
+
+_RULES: dict[str, tuple[Prose, Prose]] = {
+    "stable": (
+        Prose("in stable form", "的数值稳定形式"),
+        Prose(
+            "Overflow-prone shapes are rewritten as stable kernels (log-sum-exp, softmax, "
+            "sigmoid, softplus); the check proves the rewrite changes nothing.",
+            "把容易溢出的形式改写为数值稳定的核函数（log-sum-exp、softmax、sigmoid、softplus）；"
+            "检验证明改写前后相等。",
+        ),
+    ),
+    "endpoints": (
+        Prose("split at the targets' endpoints", "按目标的端点拆分"),
+        Prose(
+            "Affine in each target $y \\in [0, 1]$, so $F = (1 - y) F|_{y=0} + y F|_{y=1}$: "
+            "for a target of exactly 0 or 1 one term vanishes, and the other is computed "
+            "without subtracting two nearly equal numbers.",
+            "对每个目标 $y \\in [0, 1]$ 是仿射的，所以 $F = (1 - y) F|_{y=0} + y F|_{y=1}$："
+            "目标恰为 0 或 1 时一项为零，另一项的计算不再相减两个几乎相等的数。",
+        ),
+    ),
+    "complements": (
+        Prose("with complements", "用补数表示"),
+        Prose(
+            "$1 - \\sigma(z) = \\sigma(-z)$ and $1 - p_j = \\sum_{m \\ne j} p_m$: the complement "
+            "is computed directly, never as a difference from 1 (which rounds to 0 once "
+            "$\\sigma(z)$ or $p_j$ rounds to 1).",
+            "$1 - \\sigma(z) = \\sigma(-z)$：直接计算补数，而不是用 1 去减"
+            "（$\\sigma(z)$ 舍入为 1 后差就成了 0）。",
+        ),
+    ),
+    "diagonal": (
+        Prose("with its diagonal apart", "对角线单独写出"),
+        Prose(
+            "$\\delta$ is 0 or 1, so $F = (1 - \\delta) F|_{\\delta=0} + \\delta F|_{\\delta=1}$; "
+            "on the diagonal $1 - p$ is then the other classes' probability, computed without "
+            "subtracting from 1.",
+            "$\\delta$ 只取 0 或 1，所以 "
+            "$F = (1 - \\delta) F|_{\\delta=0} + \\delta F|_{\\delta=1}$；"
+            "对角线上的 $1 - p$ 于是是其余类别的概率之和，不用从 1 中减去。",
+        ),
+    ),
+    "rationalised": (
+        Prose("without a cancelling square root", "消去平方根的相减"),
+        Prose(
+            "$\\sqrt{A} - B = (A - B^2) / (\\sqrt{A} + B)$ for $B > 0$: where $A - B^2$ drops a "
+            "constant (as $\\sqrt{1 + x^2} - 1$ does), the code no longer subtracts two nearly "
+            "equal numbers, which for small $x$ loses every digit.",
+            "$B > 0$ 时 $\\sqrt{A} - B = (A - B^2) / (\\sqrt{A} + B)$：当 $A - B^2$ 消去一个常数"
+            "（如 $\\sqrt{1 + x^2} - 1$）时，代码不再相减两个几乎相等的数"
+            "（$x$ 很小时会丢掉全部有效数字）。",
+        ),
+    ),
+    "centred": (
+        Prose("with the direction centred", "方向向量居中"),
+        Prose(
+            "Adding one constant to every entry of $v$ changes nothing ($H$ annihilates "
+            "$\\mathbf{1}$; the check proves it for any constant), so the code uses "
+            "$w_k = v_k - v_t$ with $t$ the class of the largest logit: the term "
+            "$\\sum_k p_k w_k$ is then small where $p_t$ is close to 1, instead of cancelling "
+            "$v_t$ against itself.",
+            "给 $v$ 的每个分量加同一个常数不改变结果（$H$ 把 $\\mathbf{1}$ 映为 0；检验对任意常数"
+            "证明），所以代码使用 $w_k = v_k - v_t$，$t$ 为最大 logit 的类别：$p_t$ 接近 1 时 "
+            "$\\sum_k p_k w_k$ 很小，而不是 $v_t$ 与自身相消。",
+        ),
+    ),
+    "shifted": (
+        Prose("at the shifted logits", "在平移后的 logits 上"),
+        Prose(
+            "Adding one constant to every logit changes nothing here (the check proves it for "
+            "any constant), so the code uses $z_k = o_k - \\max_m o_m$: the differences of "
+            "large logits are then exact before anything is combined (the loss as "
+            "$-\\log \\operatorname{softmax}$).",
+            "给所有 logits 加同一个常数不改变这里的值（检验对任意常数证明），所以代码使用 "
+            "$z_k = o_k - \\max_m o_m$：大 logits 之差在参与运算之前就是精确的"
+            "（损失即 $-\\log \\operatorname{softmax}$）。",
+        ),
+    ),
+}
+
+
+def rule_wording(name: str, rule: str) -> Wording:
+    what = _WHAT[name]
+    how, why = _RULES[rule]
+    return Wording(Prose(f"{what.en[0].upper()}{what.en[1:]} {how.en}", f"{what.zh}{how.zh}"), why)
+
+
+def rule_proof(rule: str, model: LossModel) -> FirstOf:
+    """How a rewrite is proved: raw forms, then the identities the rule relies on."""
+    Ks = model.concrete_Ks
+    simplex = model.simplex_targets
+    if rule == "shifted":
+        sums_to_one = (targets_sum_to_one,) if simplex else ()
+        general = (to_raw, factor_shift, expand_logs, split_sums, *sums_to_one, canonical_sums)
+        concrete = ConcreteK(Ks=Ks, targets_simplex=simplex, prepare=(factor_exponentials,))
+        return FirstOf((GeneralK(general), concrete))
+    if rule == "stable":
+        return FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks)))
+    return FirstOf((GeneralK((to_raw, split_sums, canonical_sums)), ConcreteK(Ks=Ks)))
