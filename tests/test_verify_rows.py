@@ -375,3 +375,13 @@ def test_reference_evaluates_the_definition_not_the_module() -> None:
     O = np.array([[1.0, 2.0, 3.0]])
     expected = math.log(math.exp(1) + math.exp(2) + math.exp(3)) - 2.0
     assert verify.reference_mean_loss(s, O, np.array([1])) == pytest.approx(expected, rel=1e-15)
+
+
+def test_a_row_that_raises_is_reported_under_its_title(tmp_path: Path) -> None:
+    # A reference that raises: the accuracy row crashes inside the check, and the table says
+    # which row (its title), not the check function's name.
+    patch = "def reference(*args, **kwargs):\n    raise RuntimeError('broken reference')\n"
+    module = load_module_from_path(broken_module(tmp_path, "squared_error", patch))
+    result = _row(module, "accuracy_random")
+    assert result.status == "FAIL" and "broken reference" in result.note, result
+    assert result.name == "accuracy vs mpmath: random [units of the bound]", result

@@ -25,6 +25,8 @@ from derive.symbolic.decision import ArgMax, Exceeds
 from derive.symbolic.functions import (
     CLASS_DUMMY,
     ROW,
+    LogAddExp,
+    LogCosh,
     LogSoftmax,
     LogSumExp,
     RowMax,
@@ -413,6 +415,22 @@ class VectorPrinter(NumPyPrinter):
         # NOTE: sigmoid(-z) is the complement 1 - sigmoid(z) without the subtraction.
         self.kernels_used.add("_sigmoid")
         return f"_sigmoid(-{self.parenthesize(expr.args[0], 50)})"
+
+    def _print_LogAddExp(self, expr: LogAddExp) -> str:
+        a, b = (self._print(x) for x in expr.args)
+        return f"{self.ns}.logaddexp({a}, {b})"
+
+    def _print_LogCosh(self, expr: LogCosh) -> str:
+        # NOTE: log1p(2 sinh(x/2)^2) near 0 (where log(cosh) ~ x^2/2 would cancel against
+        # log 2), |x| + log1p(expm1(-2|x|)/2) from 1 on; sinh only sees the small branch's x
+        # (0 elsewhere), so nothing overflows in the branch `where` discards.
+        ns = self.ns
+        x = self._print(expr.args[0])
+        a = f"{ns}.abs({x})"
+        small = f"{ns}.where({a} < 1, {x}, 0 * ({x}))"
+        near = f"{ns}.log1p(2 * {ns}.sinh({small} / 2) ** 2)"
+        far = f"{a} + {ns}.log1p({ns}.expm1(-2 * {a}) / 2)"
+        return f"{ns}.where({a} < 1, {near}, {far})"
 
     def _print_ArgMax(self, expr: ArgMax) -> str:
         f, _, lo, hi = expr.args

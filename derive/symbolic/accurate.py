@@ -30,6 +30,8 @@ import sympy as sp
 from derive import notation as S
 from derive.symbolic.functions import (
     ROW,
+    LogAddExp,
+    LogCosh,
     LogSoftmax,
     LogSumExp,
     RowMax,
@@ -51,6 +53,7 @@ RULES: tuple[str, ...] = (
     "complements",
     "diagonal",
     "rationalised",
+    "logaddexp",
     "shifted",
 )
 
@@ -160,6 +163,122 @@ def rationalised(expr: sp.Expr) -> sp.Expr:
         _rationalise_add,
     )
     return out
+
+
+# --------------------------------------------------------------------------- log-add-exp
+
+
+def _two_exponents(e: sp.Basic) -> tuple[sp.Expr, sp.Expr] | None:
+    """For `exp(a) + exp(b)` return (a, b), else None."""
+    if isinstance(e, sp.Add) and len(e.args) == 2 and all(isinstance(t, sp.exp) for t in e.args):
+        a, b = (t.args[0] for t in e.args)
+        return a, b
+    return None
+
+
+def _exp_ratio(t: sp.Mul) -> sp.Expr:
+    """`exp(a) / (exp(a) + exp(b))` as `sigmoid(a - b)`, other factors kept."""
+    factors = sp.Mul.make_args(t)
+    for num in (f for f in factors if isinstance(f, sp.exp)):
+        for den in (f for f in factors if isinstance(f, sp.Pow) and f.exp == -1):
+            pair = _two_exponents(den.base)
+            if pair is None:
+                continue
+            for a, b in (pair, pair[::-1]):
+                if sp.expand(num.args[0] - a) == 0:
+                    rest = [f for f in factors if f is not num and f is not den]
+                    return sp.Mul(*rest) * Sigmoid(sp.expand(a - b))
+    return t
+
+
+def _as_tanh(add: sp.Add) -> sp.Expr:
+    """`2 sigmoid(z) - 1` as `tanh(z / 2)` (`sigmoid(z) = (1 + tanh(z/2)) / 2`), where that
+    removes a constant: the difference cancels near z = 0, tanh does not."""
+    for s in sorted(add.atoms(Sigmoid), key=str):
+        z = s.args[0]
+        candidate = sp.expand(add.xreplace({s: (1 + sp.tanh(z / 2)) / 2}))
+        if len(sp.Add.make_args(candidate)) < len(add.args) and not candidate.has(Sigmoid):
+            return candidate
+    return add
+
+
+def _log_mean_exp(add: sp.Add) -> sp.Expr:
+    """`c logaddexp(a, b) - c log 2` as `c ((a + b)/2 + logcosh((a - b)/2))`."""
+    terms = list(sp.Add.make_args(add))
+    for t in terms:
+        coeff, rest = t.as_coeff_Mul()
+        if not isinstance(rest, LogAddExp) or -coeff * sp.log(2) not in terms:
+            continue
+        a, b = rest.args
+        others = [u for u in terms if u is not t and u != -coeff * sp.log(2)]
+        return sp.Add(*others, coeff * ((a + b) / 2 + LogCosh(sp.expand((a - b) / 2))))
+    return add
+
+
+def _log_mean_exp_in_sum(add: sp.Add) -> sp.Expr:
+    """`Sum_k logaddexp(a_k, b_k) - K log 2` (a split sum) as `Sum_k (logaddexp - log 2)`,
+    then the log-cosh form."""
+    sums = [t for t in add.args if isinstance(t, sp.Sum) and len(t.limits) == 1]
+    if len(sums) != 1:
+        return add
+    (s,) = sums
+    k, lo, hi = s.limits[0]
+    b = sp.cancel(-(add - s) / (hi - lo + 1))
+    if b.has(k, S.K) or b == 0:
+        return add
+    term = s.function - b
+    inner = _log_mean_exp(term) if isinstance(term, sp.Add) else term
+    return add if inner == term else sp.Sum(sp.expand(inner), s.limits[0])
+
+
+def log_add_exp(expr: sp.Expr) -> sp.Expr:
+    """Two exponentials, added, in their overflow-free forms.
+
+    `log(exp(a) + exp(b))` is `logaddexp(a, b)` (less `log 2`: `(a + b)/2 + logcosh((a - b)/2)`,
+    which keeps its digits where the two are close); `exp(a) / (exp(a) + exp(b))` is
+    `sigmoid(a - b)`, and `2 sigmoid(z) - 1` is `tanh(z / 2)`.
+    """
+    if not expr.has(sp.exp):
+        return expr
+    e = expr.replace(
+        lambda t: isinstance(t, sp.log) and _two_exponents(t.args[0]) is not None,
+        lambda t: LogAddExp(*_two_exponents(t.args[0])),  # type: ignore[misc]
+    )
+    e = e.replace(lambda t: isinstance(t, sp.Mul) and t.has(sp.exp), _exp_ratio)
+    e = sp.expand(e, multinomial=False) if e.has(Sigmoid) and not e.has(sp.Sum) else e
+    e = e.replace(lambda t: isinstance(t, sp.Add) and t.has(Sigmoid), _as_tanh)
+    e = e.replace(lambda t: isinstance(t, sp.Add) and t.has(sp.Sum), _log_mean_exp_in_sum)
+    out: sp.Expr = e.replace(lambda t: isinstance(t, sp.Add) and t.has(LogAddExp), _log_mean_exp)
+    return out
+
+
+def tanh_as_exp(expr: sp.Basic) -> sp.Basic:
+    """Every `tanh(x)` as `(exp(x) - exp(-x)) / (exp(x) + exp(-x))` (to check a rewrite)."""
+    return expr.replace(lambda t: isinstance(t, sp.tanh), lambda t: t.rewrite(sp.exp))
+
+
+def per_class(expr: sp.Basic) -> sp.Basic:
+    """`Sum_k f_k + C` (C free of k) as `f_k + C / K`: that this is 0 for every k is a
+    stronger claim than the sum being 0, so reducing it to 0 proves the sum's identity."""
+    e = combine_sums(sp.sympify(expr))
+    sums = [t for t in sp.Add.make_args(e) if isinstance(t, sp.Sum) and len(t.limits) == 1]
+    if len(sums) != 1:
+        return e
+    (s,) = sums
+    k, lo, hi = s.limits[0]
+    rest = e - s
+    if rest.has(k):
+        return e
+    out: sp.Expr = s.function + rest / (hi - lo + 1)
+    return out
+
+
+def exponentiated(expr: sp.Basic) -> sp.Basic:
+    """`exp(d) - 1` for a real difference `d` of logs: 0 exactly when `d` is (for real `d`),
+    and a rational function of the exponentials that `cancel` decides, where `d` is not."""
+    if not expr.has(sp.log):
+        return expr
+    return sp.expand_power_exp(sp.exp(sp.expand(expr))) - 1
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -282,6 +401,7 @@ def accurate_chain(
     add("complements", complements(stages[-1][1]))
     add("diagonal", delta_endpoints(stages[-1][1]))
     add("rationalised", rationalised(stages[-1][1]))
+    add("logaddexp", log_add_exp(stages[-1][1]))
     current = stages[-1][1]
     if current.has(S.v):
         centred = current.xreplace(

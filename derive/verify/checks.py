@@ -240,6 +240,9 @@ def _rel(a: Array, ref: Array) -> float:
 
 Check = Callable[[Subject], Result]
 CHECKS: list[Check] = []
+#: A check's row title where it is known before the check runs (by the check's function name):
+#: a check that raises is reported under it, not under its function's name.
+TITLES: dict[str, str] = {}
 
 
 def check(f: Check) -> Check:
@@ -621,8 +624,9 @@ def _accuracy_check(family: str, build: Any) -> Check:
     """One verify row per input family: the worst error over float64 and float32, in units of
     the bound `derive.verify.accuracy` states (pass: at most 1)."""
 
+    name = f"accuracy vs mpmath: {family} [units of the bound]"
+
     def accuracy(s: Subject) -> Result:
-        name = f"accuracy vs mpmath: {family} [units of the bound]"
         if not hasattr(s.m, "reference"):
             return Result(name, math.nan, 1.0, "skip", "the module carries no reference()")
         worst, where = 0.0, ""
@@ -635,6 +639,7 @@ def _accuracy_check(family: str, build: Any) -> Check:
         return _result(name, worst, 1.0, where if worst > 1.0 else "")
 
     accuracy.__name__ = "accuracy_" + "".join(ch if ch.isalnum() else "_" for ch in family)
+    TITLES[accuracy.__name__] = name
     return accuracy
 
 
@@ -747,9 +752,8 @@ def run(
             try:
                 results.append(chk(subject))
             except Exception as exc:
-                results.append(
-                    Result(chk.__name__, math.inf, 0.0, "FAIL", f"{type(exc).__name__}: {exc}")
-                )
+                title = TITLES.get(chk.__name__, chk.__name__)
+                results.append(Result(title, math.inf, 0.0, "FAIL", f"{type(exc).__name__}: {exc}"))
     if progress is not None:
         progress(len(checks), len(checks), "done")
     return results

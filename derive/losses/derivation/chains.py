@@ -13,7 +13,14 @@ import sympy as sp
 from derive import notation as S
 from derive.losses.derivation.wording import Wording
 from derive.losses.model import LossModel
-from derive.symbolic.accurate import accurate_chain, labels_form, split_label_delta
+from derive.symbolic.accurate import (
+    accurate_chain,
+    exponentiated,
+    labels_form,
+    per_class,
+    split_label_delta,
+    tanh_as_exp,
+)
 from derive.symbolic.functions import to_raw
 from derive.symbolic.rewrites import (
     canonical_sums,
@@ -138,6 +145,22 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
             "$\\sum_k p_k w_k$ 很小，而不是 $v_t$ 与自身相消。",
         ),
     ),
+    "logaddexp": (
+        Prose("without exponentials that overflow", "不含会溢出的指数"),
+        Prose(
+            "$\\log(e^a + e^b) = \\operatorname{logaddexp}(a, b) = \\max(a, b) + "
+            "\\log(1 + e^{-|a - b|})$, and less $\\log 2$ it is "
+            "$\\frac{a + b}{2} + \\log\\cosh\\frac{a - b}{2}$ (no cancellation against "
+            "$\\log 2$ where $a \\approx b$); $e^a / (e^a + e^b) = \\sigma(a - b)$ and "
+            "$2 \\sigma(z) - 1 = \\tanh(z / 2)$: no exponential of a large number is formed, "
+            "and nothing is subtracted from 1.",
+            "$\\log(e^a + e^b) = \\operatorname{logaddexp}(a, b) = \\max(a, b) + "
+            "\\log(1 + e^{-|a - b|})$，减去 $\\log 2$ 后为 "
+            "$\\frac{a + b}{2} + \\log\\cosh\\frac{a - b}{2}$（$a \\approx b$ 时不与 "
+            "$\\log 2$ 相消）；$e^a / (e^a + e^b) = \\sigma(a - b)$，"
+            "$2 \\sigma(z) - 1 = \\tanh(z / 2)$：不计算大数的指数，也不从 1 中相减。",
+        ),
+    ),
     "shifted": (
         Prose("at the shifted logits", "在平移后的 logits 上"),
         Prose(
@@ -170,4 +193,9 @@ def rule_proof(rule: str, model: LossModel) -> FirstOf:
         return FirstOf((GeneralK(general), concrete))
     if rule == "stable":
         return FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks)))
+    if rule == "logaddexp":
+        # Identities of exponentials and their logs: per class, exponentiated (exp(d) = 1).
+        steps = (to_raw, tanh_as_exp, split_sums, canonical_sums, per_class, exponentiated)
+        concrete = ConcreteK(Ks=Ks, prepare=(to_raw, tanh_as_exp, exponentiated))
+        return FirstOf((GeneralK(steps), concrete))
     return FirstOf((GeneralK((to_raw, split_sums, canonical_sums)), ConcreteK(Ks=Ks)))
