@@ -124,3 +124,49 @@ def test_general_k_check_reports_the_residue() -> None:
     step = _step(sp.Sum(S.y[S.j], (S.j, 1, S.K)), sp.Integer(1), GeneralK(()))
     with pytest.raises(StepCheckError, match="symbolic K"):
         step.checks[0].run(step)
+
+
+def test_zero_test_sees_a_symbolic_power_of_an_exponential() -> None:
+    # exp(q t) = exp(t)^q and (a/b)^q = a^q / b^q for positive a, b: what a generalized
+    # cross-entropy's p^q needs (its batch gradient was refused before: a gap of the test, not of
+    # the step). Both the long-exponent route (`whole`) and the per-term one (`atoms`) see it.
+    q = sp.Symbol("q", positive=True)
+    a, b, x, w, mu = sp.symbols("a b x w mu", real=True)
+    o1, o2 = a + x * w, b - x * w  # logits as explicit sums (the matrix checks' shape)
+    E = sp.exp
+    Z = E(o1) + E(o2)
+    true = [
+        E(q * o1) / Z**q - (E(o1) / Z) ** q,
+        E(q * (o1 + o2)) - (E(o1) * E(o2)) ** q,
+        E(q * (mu - o1)) * E(q * o1) - E(mu) ** q,
+        E(q * o1) * E(o1) / (Z * Z**q) - (E(o1) / Z) ** (q + 1),
+        # long exponents (more than 12 terms: the `whole` route first)
+        E(q * sum(sp.symbols("t0:14"))) - sp.Mul(*[E(t) for t in sp.symbols("t0:14")]) ** q,
+        # the generalized cross-entropy's label gradient at K = 2 against its shifted code form
+        # (mu the shift): the per-term route must see exp(q (mu - o_1)) as E_mu^q / E_o1^q
+        (
+            -1 / Z**q
+            + E(o1) / (Z * Z**q)
+            + (E(o1) * E(o2)) ** q
+            * E(-mu * q)
+            * E(q * (mu - o1))
+            * E(q * (mu - o2))
+            / (Z * E(mu)) ** q
+            - (E(o1) * E(o2)) ** q
+            * E(-mu * q)
+            * E(q * (mu - o1))
+            * E(q * (mu - o2))
+            * E(o1)
+            / ((Z * E(mu)) ** q * Z)
+        )
+        * E(q * o1),
+    ]
+    for diff in true:
+        assert is_zero(diff), diff
+    wrong = [
+        E(q * o1) / Z**q - (E(o1) / Z) ** (2 * q),
+        E(q * (o1 + o2)) - E(o1) ** q * E(o2),
+        E(q * (mu - o1)) * E(q * o1) - E(mu),
+    ]
+    for diff in wrong:
+        assert not is_zero(diff), diff

@@ -164,18 +164,54 @@ def _whole_exponentials(expr: sp.Basic) -> sp.Basic:
     table: dict[sp.Basic, sp.Symbol] = {}
 
     def atom(e: sp.exp) -> sp.Expr:
-        # exp(-2t) = E_t^-2: one symbol per exponent up to a rational factor.
+        # exp(-2t) = E_t^-2: one symbol per exponent up to a rational factor; and
+        # exp(q t) = E_t^q for a sum t with a common factor q (a parameter times a logit).
         t = sp.expand(e.args[0])
         sign = -1 if t.could_extract_minus_sign() else 1
-        content, primitive = sp.expand(sign * t).as_content_primitive()
-        out: sp.Expr = table.setdefault(primitive, sp.Dummy(positive=True)) ** (sign * content)
+        scale, t = _common_factor(sp.expand(sign * t))
+        content, primitive = t.as_content_primitive()
+        out: sp.Expr = table.setdefault(primitive, sp.Dummy(positive=True)) ** (
+            sign * scale * content
+        )
         return out
 
-    return expr.replace(lambda e: isinstance(e, sp.exp), atom)
+    out = expr.replace(lambda e: isinstance(e, sp.exp), atom)
+    # (a / b)^q = a^q b^-q and b^(q + 1) = b^q b for positive a, b (the symbols and their sums
+    # are): one generator per base for `cancel`, whichever way a power was written.
+    return sp.expand_power_exp(sp.expand_power_base(out)) if out != expr else out
+
+
+def _common_factor(t: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """`t = scale * rest` with `scale` the non-numeric factor every term of the sum `t` shares
+    (`q o_1 + q o_2` gives `(q, o_1 + o_2)`); `(1, t)` where there is none."""
+    if not isinstance(t, sp.Add):
+        return sp.S.One, t
+    factored = sp.factor_terms(t)
+    sums = [f for f in sp.Mul.make_args(factored) if isinstance(f, sp.Add)]
+    if len(sums) != 1:
+        return sp.S.One, t
+    scale = sp.Mul(*[f for f in sp.Mul.make_args(factored) if f is not sums[0]])
+    coeff, symbolic = scale.as_coeff_Mul()
+    if symbolic == 1 or not symbolic.free_symbols:
+        return sp.S.One, t
+    return symbolic, sp.expand(coeff * sums[0])
 
 
 def _exponentials_as_symbols(expr: sp.Basic) -> sp.Basic:
     table: dict[sp.Basic, sp.Symbol] = {}
+    # Every term of every exponent (rational factor dropped): `exp(q o_1)` is `E_{o_1}^q` where
+    # `o_1` is such a term elsewhere (exp(q o) = exp(o)^q: a positive base, a real exponent).
+    terms = {
+        term.as_coeff_Mul()[1]
+        for e in expr.atoms(sp.exp)
+        for term in sp.Add.make_args(sp.expand(e.args[0]))
+    }
+
+    def symbol(term: sp.Expr) -> sp.Expr:
+        base = [f for f in sorted(sp.Mul.make_args(term), key=str) if f in terms and f != term]
+        if isinstance(term, sp.Mul) and base:
+            return table.setdefault(base[0], sp.Dummy(positive=True)) ** (term / base[0])
+        return table.setdefault(term, sp.Dummy(positive=True))
 
     def atom(e: sp.exp) -> sp.Expr:
         # exp(2a - b) = E_a^2 / E_b: one symbol per distinct term of the exponent, so that
@@ -184,9 +220,9 @@ def _exponentials_as_symbols(expr: sp.Basic) -> sp.Basic:
         for term in sp.Add.make_args(sp.expand(e.args[0])):
             coeff, rest = term.as_coeff_Mul()
             if coeff.is_Rational and rest != 1:
-                out *= table.setdefault(rest, sp.Dummy(positive=True)) ** coeff
+                out *= symbol(rest) ** coeff
             else:
-                out *= table.setdefault(term, sp.Dummy(positive=True))
+                out *= symbol(term)
         return out
 
     out = expr.replace(lambda e: isinstance(e, sp.exp), atom)
@@ -197,7 +233,7 @@ def _exponentials_as_symbols(expr: sp.Basic) -> sp.Basic:
         lambda e: sp.Pow(sp.factor(sp.cancel(sp.together(e.base))), e.exp),
     )
     # b^(g - 1) = b^g / b: one generator per base for `cancel`, whatever the exponent's offset.
-    return sp.expand_power_exp(out)
+    return sp.expand_power_exp(sp.expand_power_base(out))
 
 
 # --------------------------------------------------------------------------- concrete instances
