@@ -159,3 +159,38 @@ def test_log_cosh_kernel_is_accurate_from_tiny_to_huge_arguments() -> None:
                 exact = mpmath.log(mpmath.cosh(mpmath.mpf(float(x))))
             # 4 roundings of ~u each (sinh/expm1, square or add, log1p): 8 u relative, margin 2
             assert abs(value - exact) <= 8 * u * abs(exact) + 1e-320, (dtype, x, value, exact)
+
+
+def test_a_probability_times_its_logit_takes_its_limit_at_masked_classes() -> None:
+    import numpy as np
+
+    from derive.output.loader import GENERATED_DIR, load_module_from_path
+    from derive.output.printing import VectorPrinter
+    from derive.symbolic.accurate import masked_limits
+    from derive.symbolic.functions import ROW, ProbabilityTimes, Softmax, to_raw
+    from derive.symbolic.steps import is_zero
+
+    beta = sp.Symbol("beta", positive=True)
+    z, j, k = S.z, S.j, S.k
+    p = lambda i: Softmax(z[ROW], i)  # noqa: E731
+    entropy = _sum(p(k) * z[k])  # sum_k p_k log p_k + LSE, as the derivation leaves it
+    gradient = (beta * z[j] - beta * entropy + 1) * p(j)
+    assert masked_limits(entropy) == _sum(ProbabilityTimes(p(k), z[k]))
+    out = masked_limits(gradient)
+    # only the term with the class's own logit is wrapped; the rest keeps its shape
+    assert ProbabilityTimes(beta * p(j), z[j]) in sp.Add.make_args(out), out
+    assert is_zero(to_raw(out - gradient))
+    # a logit of another class, or a target times a logit, is not this shape
+    for other in (p(j) * z[k], S.y[k] * z[k], _sum(S.y[k] * z[k])):
+        assert masked_limits(other) == other
+    # the printed product is 0 at a masked class (p = 0, z = -inf), p z elsewhere
+    code = VectorPrinter({"z": "Z"}).doprint(masked_limits(p(k) * z[k]))
+    assert "_target_mul" in code
+    Z = np.array([[0.0, -np.inf, -1.0]])
+    P = np.exp(Z) / np.exp(Z).sum()
+
+    # the kernel as every emitted module carries it
+    kernel = load_module_from_path(GENERATED_DIR / "softmax_regression.py")._target_mul
+    with np.errstate(all="raise"):
+        got = eval(code, {"_target_mul": kernel, "_softmax": lambda _: P, "Z": Z})
+    assert got[0, 1] == 0 and got[0, 2] == P[0, 2] * -1.0

@@ -29,6 +29,7 @@ from derive.symbolic.functions import (
     LogCosh,
     LogSoftmax,
     LogSumExp,
+    ProbabilityTimes,
     RowMax,
     Sigmoid,
     SigmoidComplement,
@@ -415,6 +416,12 @@ class VectorPrinter(NumPyPrinter):
         # NOTE: sigmoid(-z) is the complement 1 - sigmoid(z) without the subtraction.
         self.kernels_used.add("_sigmoid")
         return f"_sigmoid(-{self.parenthesize(expr.args[0], 50)})"
+
+    def _print_ProbabilityTimes(self, expr: ProbabilityTimes) -> str:
+        # NOTE: p z with 0 where p == 0 (a masked class: p = 0, z = -inf; p log p -> 0).
+        self.kernels_used.add("_target_mul")
+        p, t = (self._print(x) for x in expr.args)
+        return f"_target_mul({p}, {t})"
 
     def _print_LogAddExp(self, expr: LogAddExp) -> str:
         a, b = (self._print(x) for x in expr.args)

@@ -17,6 +17,10 @@ any expression whose shape they match, in this order:
 5. `shifted`: a function the derivation proves invariant under adding one constant to every
    logit is evaluated at `z = o - max(o)`: differences of large logits become exact before they
    are combined (cross-entropy as `LSE(z) - z_c`, i.e. `-log_softmax`).
+6. `logaddexp` (before `shifted`): two exponentials added, without overflow
+   (`log(e^a + e^b)`, log-cosh, `e^a / (e^a + e^b)` as a sigmoid, `2 sigmoid - 1` as tanh).
+7. `masked` (last): a class's probability times its logit (`p log p`) is 0 where `p` is 0,
+   the limit, instead of `0 * -inf`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from derive.symbolic.functions import (
     LogCosh,
     LogSoftmax,
     LogSumExp,
+    ProbabilityTimes,
     RowMax,
     Sigmoid,
     SigmoidComplement,
@@ -55,6 +60,7 @@ RULES: tuple[str, ...] = (
     "rationalised",
     "logaddexp",
     "shifted",
+    "masked",
 )
 
 SHIFTED_ROW = S.o[ROW] - RowMax(S.o[ROW])
@@ -281,6 +287,66 @@ def exponentiated(expr: sp.Basic) -> sp.Basic:
     return sp.expand_power_exp(sp.exp(sp.expand(expr))) - 1
 
 
+# --------------------------------------------------------------------------- masked classes
+
+
+def _logit_indices(factor: sp.Basic) -> set[sp.Basic]:
+    """The class indices of the logits (raw or shifted) `factor` is a product of."""
+    return {
+        a.indices[0]
+        for a in sp.Mul.make_args(factor)
+        if isinstance(a, sp.Indexed) and a.base in (S.o, S.z)
+    }
+
+
+def _probability_indices(factors: tuple[sp.Basic, ...]) -> set[sp.Basic]:
+    """The classes whose softmax is a factor (a power of it too); a Kronecker delta among the
+    factors makes its two indices one class."""
+    found = {
+        (f.base if isinstance(f, sp.Pow) else f).args[1]
+        for f in factors
+        if isinstance(f, Softmax) or (isinstance(f, sp.Pow) and isinstance(f.base, Softmax))
+    }
+    for d in factors:
+        if isinstance(d, sp.KroneckerDelta) and found & set(d.args):
+            found |= set(d.args)
+    return found
+
+
+def _vanishing_product(mul: sp.Mul) -> sp.Expr:
+    """`p_x ... z_x` (a product with the softmax of class x and its logit) as
+    `ProbabilityTimes(p_x ..., z_x)`, an Add multiplying `p_x` distributed first."""
+    factors = sp.Mul.make_args(mul)
+    classes = _probability_indices(factors)
+    if not classes:
+        return mul
+    sums = [f for f in factors if isinstance(f, sp.Add) and _logit_indices_in(f) & classes]
+    if sums:  # distribute p over that sum only (other factors keep their shape)
+        other = sp.Mul(*[f for f in factors if f is not sums[0]])
+        return sp.Add(*[_vanishing_product(sp.Mul(other, t)) for t in sums[0].args])
+    logits = [f for f in factors if _logit_indices(f) & classes and f.is_Indexed]
+    if not logits:
+        return mul
+    rest = sp.Mul(*[f for f in factors if f not in logits])
+    return ProbabilityTimes(rest, sp.Mul(*logits))
+
+
+def _logit_indices_in(add: sp.Add) -> set[sp.Basic]:
+    return set().union(*(_logit_indices(t) for t in sp.Add.make_args(add)))
+
+
+def masked_limits(expr: sp.Expr) -> sp.Expr:
+    """Every product of a class's softmax and its logit as `ProbabilityTimes(p, z)`: at a
+    masked class (logit -inf, probability exactly 0) its value is the limit 0, not NaN."""
+    if not expr.has(Softmax) or not any(a.base in (S.o, S.z) for a in expr.atoms(sp.Indexed)):
+        return expr
+    out: sp.Expr = expr.replace(
+        lambda t: isinstance(t, sp.Mul) and t.has(Softmax),
+        _vanishing_product,
+    )
+    return out
+
+
 # --------------------------------------------------------------------------- endpoints
 
 
@@ -415,6 +481,7 @@ def accurate_chain(
         candidate = shifted(current)
         if probably_equal(current, candidate, simplex=targets == "distribution"):
             add("shifted", candidate)
+    add("masked", masked_limits(stages[-1][1]))
     return stages
 
 

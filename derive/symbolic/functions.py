@@ -254,6 +254,25 @@ class LogCosh(_StableFunction):
         return r"\log\cosh\left(" + str(printer._print(self.args[0])) + r"\right)"
 
 
+class ProbabilityTimes(_StableFunction):
+    """`p t` for a probability `p` and a factor `t` that is `-inf` only where `p` is 0.
+
+    NOTE: at a masked class (logit -inf) the softmax is exactly 0 and `p log p`, computed as
+    `p z`, is `0 * -inf` = NaN in floats; its value is the limit 0 (`x log x -> 0`, SciPy's
+    `xlogy`/`entr` convention). Printed as `_target_mul(p, t)`: 0 wherever p == 0.
+    """
+
+    nargs = 2
+
+    def raw(self) -> sp.Expr:
+        p, t = self.args
+        out: sp.Expr = p * t
+        return out
+
+    def _latex_base(self, printer: Any) -> str:
+        return str(printer._print(sp.Mul(*self.args, evaluate=False)))
+
+
 #: The value the row max stands for in a proof: shift invariance holds for every real shift.
 ANY_SHIFT = sp.Symbol("mu", real=True)
 #: The same for a direction's entry at the leading class (`w = v - v_top`).
@@ -290,7 +309,14 @@ def to_raw(expr: sp.Basic) -> sp.Basic:
     )
     out = out.replace(
         lambda t: isinstance(
-            t, Sigmoid | Softplus | SigmoidComplement | RowMax | LogAddExp | LogCosh
+            t,
+            Sigmoid
+            | Softplus
+            | SigmoidComplement
+            | RowMax
+            | LogAddExp
+            | LogCosh
+            | ProbabilityTimes,
         ),
         lambda t: t.raw(),
     )

@@ -161,6 +161,19 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
             "$2 \\sigma(z) - 1 = \\tanh(z / 2)$：不计算大数的指数，也不从 1 中相减。",
         ),
     ),
+    "masked": (
+        Prose("with its limits at masked classes", "在被屏蔽类别处取极限"),
+        Prose(
+            "A class's probability times its own logit, $p_x z_x$ (from $p \\log p$), is "
+            "$0 \\cdot (-\\infty)$ at a masked class; its value there is the limit "
+            "$\\lim_{z \\to -\\infty} z e^{z} = 0$, so the product is computed as 0 wherever "
+            "$p_x = 0$ (the convention of $x \\log x$ at 0).",
+            "某类别的概率乘以它自己的 logit，$p_x z_x$（来自 $p \\log p$），在被屏蔽的类别处是 "
+            "$0 \\cdot (-\\infty)$；它在那里的值是极限 "
+            "$\\lim_{z \\to -\\infty} z e^{z} = 0$，所以在 $p_x = 0$ 处乘积取 0"
+            "（$x \\log x$ 在 0 处的约定）。",
+        ),
+    ),
     "shifted": (
         Prose("at the shifted logits", "在平移后的 logits 上"),
         Prose(
