@@ -194,3 +194,34 @@ def test_a_probability_times_its_logit_takes_its_limit_at_masked_classes() -> No
     with np.errstate(all="raise"):
         got = eval(code, {"_target_mul": kernel, "_softmax": lambda _: P, "Z": Z})
     assert got[0, 1] == 0 and got[0, 2] == P[0, 2] * -1.0
+
+
+def test_a_target_inside_a_square_is_split_at_its_endpoints() -> None:
+    import math
+
+    import numpy as np
+
+    from derive.output.loader import GENERATED_DIR, load_module_from_path
+    from derive.output.printing import VectorPrinter
+    from derive.symbolic.accurate import endpoints_within
+    from derive.symbolic.functions import Sigmoid, SigmoidComplement, to_raw
+    from derive.symbolic.steps import is_zero
+
+    o, y = S.o[S.j], S.y[S.j]
+    squared = (Sigmoid(o) - y) ** 2 / 2
+    out = endpoints_within(squared)
+    assert out == ((1 - y) * Sigmoid(o) - y * SigmoidComplement(o)) ** 2 / 2
+    assert is_zero(to_raw(out - squared))
+    # y = 1 at o = 40, printed and run with the modules' sigmoid kernel: the split form keeps
+    # sigmoid(-40)^2 / 2 (~ e^-80 / 2), the form as written rounds sigmoid(40) - 1 to 0
+    kernels = load_module_from_path(GENERATED_DIR / "logistic_regression.py")
+    scope = {"np": np, "O": np.array([40.0]), "Y": np.array([1.0])}
+    scope |= {name: getattr(kernels, name) for name in ("_sigmoid", "_target_mul")}
+    printer = VectorPrinter({"o": "O", "y": "Y"})
+    written, split = (eval(printer.doprint(e), scope)[0] for e in (squared, out))
+    exact = math.exp(-80) * (1 + math.exp(-40)) ** -2 / 2
+    assert written == 0.0
+    assert math.isclose(split, exact, rel_tol=1e-15), (split, exact)
+    # not affine in the target (a square of y), or no sigmoid: left alone
+    for e in ((Sigmoid(o) - y**2) ** 2, (o - y) ** 2):
+        assert endpoints_within(e) == e

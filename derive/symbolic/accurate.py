@@ -397,6 +397,29 @@ def endpoints(expr: sp.Expr) -> sp.Expr:
     return e
 
 
+def _affine_part(add: sp.Add) -> sp.Expr:
+    """A sum affine in one target, with a sigmoid or softmax in it, split at the endpoints."""
+    targets = sorted((a for a in add.atoms(sp.Indexed) if a.base == S.y), key=str)
+    if len(targets) != 1 or not add.has(Sigmoid, Softmax):
+        return add
+    return _split_at_endpoints(add, targets[0])
+
+
+def endpoints_within(expr: sp.Expr) -> sp.Expr:
+    """`endpoints` inside a nonlinear function of a target: the base of `(sigmoid(o) - y)^2` is
+    affine in `y`, so it is `(1 - y) sigmoid(o) - y sigmoid(-o)` (exact for y = 1, where
+    `sigmoid(37) - 1` rounds to 0), whatever the square does with it."""
+    out: sp.Expr = expr.replace(
+        lambda t: (
+            isinstance(t, sp.Pow)
+            and isinstance(t.base, sp.Add)
+            and any(a.base == S.y for a in t.base.atoms(sp.Indexed))
+        ),
+        lambda t: sp.Pow(_affine_part(t.base), t.exp),
+    )
+    return out
+
+
 # --------------------------------------------------------------------------- shift
 
 
@@ -463,7 +486,7 @@ def accurate_chain(
 
     add("stable", stabilize(expr))
     if targets == "binary" and stages[-1][1].has(S.y):
-        add("endpoints", endpoints(stages[-1][1]))
+        add("endpoints", endpoints_within(endpoints(stages[-1][1])))
     add("complements", complements(stages[-1][1]))
     add("diagonal", delta_endpoints(stages[-1][1]))
     add("rationalised", rationalised(stages[-1][1]))
