@@ -56,9 +56,9 @@ PASSING = {
     "log_cosh",
     "ce_entropy_bonus",
     "sigmoid_squared",
+    "poisson",
 }
 FAILING = {
-    "poisson": "loss and gradients at logits of +-1e4: no stable form known",
     "generalized_ce": "p^q kept as exp(q o) / exp(LSE(o))^q (STABLE = False): offsets overflow, "
     "lead 20/40 lose 1 - p^q (8e4 / 7e12 units), parameters at their ends 1.28 (float32)",
     "brier": "saturated rows: the gradient of (p_k - y_k)^2 loses 1 - p (lead 20: ~7e12 units)",
@@ -68,6 +68,8 @@ FAILING = {
 REFUSED: dict[str, str] = {}
 DEFAULT_RUN = "quartic"
 #: Emitted with STABLE = False (an exponential no stable kernel absorbs): the others are stable.
+#: Poisson's exp(o) really overflows at 1e4 (its exact value does): verify skips those rows and
+#: checks that the module refuses the input, so it passes; generalized CE's p^q does not.
 UNSTABLE = {"poisson", "generalized_ce"}
 
 
@@ -142,3 +144,27 @@ def test_log_cosh_written_with_exponentials_is_finite_and_correct_at_large_resid
     for got_row, exact_row in zip(grad, exact_grad, strict=True):
         for got, exact in zip(got_row, exact_row, strict=True):
             assert abs(got - exact) <= 4 * u * abs(exact), (got, exact)
+
+
+@pytest.mark.slow
+def test_poisson_refuses_what_overflows_and_verify_says_why(tmp_path: Path) -> None:
+    from derive.verify import CHECKS, run
+
+    (extreme,) = [c for c in CHECKS if c.__name__ == "extreme_training"]
+
+    m = _emit("poisson", tmp_path)
+    assert m.STABLE is False
+    # exp(o) at o = 1e3 exceeds float64: the module raises instead of returning inf, with the
+    # floating-point flags ignored (its own check, not NumPy's)
+    O, Y = np.array([[1e3, 0.0]]), np.array([[1.0, 2.0]])
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError):
+        m.loss(O, Y)
+    assert np.isclose(m.loss(np.array([[1.0, 0.0]]), Y), np.e)  # e^1 - 1 + e^0 - 0
+    (row,) = run(m, [extreme])
+    assert row.status == "skip" and "exceeds the largest float64" in row.note, row
+    # the same module returning inf instead of raising: the row fails
+    source = (tmp_path / "poisson.py").read_text(encoding="utf-8")
+    (tmp_path / "returns_inf.py").write_text(source.replace("@_refuse_overflow\n", ""), "utf-8")
+    broken = load_module_from_path(tmp_path / "returns_inf.py")
+    (row,) = run(broken, [extreme])
+    assert row.status == "FAIL", row
