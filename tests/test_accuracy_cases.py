@@ -8,6 +8,7 @@ own rounding (a handful of operations, each at most u).
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 import mpmath
@@ -99,3 +100,85 @@ def test_a_family_whose_exact_values_overflow_the_dtype_is_a_skip_with_its_reaso
     assert ratio <= 1.0, why
     ratio, why = accuracy.measure(m, family(2e200), np.float64)
     assert np.isnan(ratio) and "float64" in why, why
+
+
+# --------------------------------------------------------------------------- the focal example
+# The README's own user loss, `-sum_k y_k (1 - p_k)^gamma log p_k`, at the cases issue 8 found
+# NaN or wrong: soft targets at a logit gap of 37 (`[nan, -0.5]`, then `[7e-15, -0.5]`), a hard
+# label with gamma = 0.5 at a margin of 40, gamma = 0 at logits of +-1e4 (NaN: `0^(gamma - 1)`).
+# The reference: the loss from its textbook formula in mpmath (60 digits), its gradient by
+# mpmath's numerical differentiation at that precision (independent of the derivation).
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def focal(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    from derive.losses.derivation import loss_derivation
+    from derive.losses.user_model import load_user_model
+    from derive.output.codegen import emit_module
+    from derive.output.loader import load_module_from_path
+
+    checked = loss_derivation(load_user_model(EXAMPLES / "focal_loss.toml")).check()
+    path = tmp_path_factory.mktemp("focal") / "focal_loss.py"
+    path.write_text(emit_module(checked), encoding="utf-8")
+    return load_module_from_path(path)
+
+
+def _focal_loss_ref(o: list[mpmath.mpf], y: list[float], gamma: float) -> mpmath.mpf:
+    lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in o))
+    g = mpmath.mpf(gamma)
+    return -mpmath.fsum(
+        mpmath.mpf(yk) * (-mpmath.expm1(ok - lse)) ** g * (ok - lse)
+        for ok, yk in zip(o, y, strict=True)
+        if yk != 0
+    )
+
+
+def _focal_grad_ref(o: list[float], y: list[float], gamma: float) -> list[mpmath.mpf]:
+    with mpmath.workdps(60):
+        base = [mpmath.mpf(v) for v in o]
+
+        def along(j: int) -> mpmath.mpf:
+            return mpmath.diff(
+                lambda t: _focal_loss_ref(
+                    [v + t if i == j else v for i, v in enumerate(base)], y, gamma
+                ),
+                0,
+            )
+
+        return [along(j) for j in range(len(o))]
+
+
+FOCAL_CASES = [
+    # (logits, target: a label or a row, gamma)
+    ([37.0, 0.0], [0.5, 0.5], 2.0),  # soft targets at a gap of 37: [0.5, -0.5]
+    ([40.0, 0.0, 0.0], 0, 0.5),  # gamma = 0.5, hard label on the leader, margin 40
+    ([40.0, 0.0, 0.0], 1, 0.5),  # ... and on a class the leader beats by 40
+    ([1e4, -1e4], 0, 0.0),  # gamma = 0 (the cross-entropy) at logits of +-1e4
+    ([1e4, -1e4], 1, 0.0),
+    ([1e4, -1e4], [0.25, 0.75], 0.0),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("logits", "target", "gamma"), FOCAL_CASES)
+def test_focal_example_is_finite_and_right_where_it_was_nan(
+    focal: ModuleType, logits: list[float], target: int | list[float], gamma: float
+) -> None:
+    K = len(logits)
+    rows = np.eye(K)[target] if isinstance(target, int) else np.array(target)
+    grad_ref = _focal_grad_ref(logits, list(rows), gamma)
+    loss_ref = _focal_loss_ref([mpmath.mpf(v) for v in logits], list(rows), gamma)
+    O = np.array([logits])
+    # (a label goes in as a label: a one-hot row through the soft-target form loses the leading
+    # class's tiny gradient at saturation, as the cross-entropy's `p - y` does; not covered here)
+    for y in [[target]] if isinstance(target, int) else [[list(rows)]]:
+        # no NaN, no division by zero, no invalid value on the way (underflow is legitimate)
+        with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+            G = focal.grad_logits(O, np.array(y), gamma=gamma)[0]
+            L = float(focal.loss(O, np.array(y), gamma=gamma))
+        for got, ref in zip(G, grad_ref, strict=True):
+            # relative to the true value (an exact 0 must come out 0, to the smallest normal)
+            assert abs(mpmath.mpf(float(got)) - ref) <= REL * abs(ref) + np.finfo(float).tiny
+        assert abs(mpmath.mpf(L) - loss_ref) <= REL * abs(loss_ref) + np.finfo(float).tiny

@@ -28,12 +28,6 @@ REL = 1e-12
 #: verify rows that check the softmax kernels (skipped where the module has none).
 SOFTMAX_ROWS = {"softmax_kernels", "extreme_float64", "extreme_float32"}
 
-#: NOTE (issue 8): `derive emit` of the focal example exits 1 until its accuracy is derived.
-FOCAL_INACCURATE = (
-    "the focal example fails derive verify's accuracy rows (saturated rows, offsets, masked "
-    "classes, K = 1): the power rule of issue 8 is not implemented yet"
-)
-
 
 def _load(name: str) -> ModuleType:
     return frameworks.load(GENERATED_DIR / "array_api" / f"{name}.py", "array-api")
@@ -139,7 +133,6 @@ def test_bad_inputs_are_refused() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=FOCAL_INACCURATE)
 def test_focal_example(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "focal_loss.py"
     argv = ["emit", "--model", str(example), "--target", "array-api", "--out", str(tmp_path)]

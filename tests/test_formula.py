@@ -37,13 +37,6 @@ HOSTILE = [
 ]
 
 
-#: NOTE (issue 8): `derive emit` of the focal example exits 1 until its accuracy is derived.
-FOCAL_INACCURATE = (
-    "the focal example fails derive verify's accuracy rows (saturated rows, offsets, masked "
-    "classes, K = 1): the power rule of issue 8 is not implemented yet"
-)
-
-
 @pytest.fixture
 def nothing_evaluates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Any evaluation path fails the test loudly."""
@@ -121,7 +114,6 @@ def test_a_hostile_formula_flag_is_a_clear_error(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=FOCAL_INACCURATE)
 def test_the_example_user_loss_goes_from_a_file_to_a_verified_module(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

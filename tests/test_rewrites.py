@@ -225,3 +225,120 @@ def test_a_target_inside_a_square_is_split_at_its_endpoints() -> None:
     # not affine in the target (a square of y), or no sigmoid: left alone
     for e in ((Sigmoid(o) - y**2) ** 2, (o - y) ** 2):
         assert endpoints_within(e) == e
+
+
+# --------------------------------------------------------------------------- focal-shaped rules
+# The rules of `derive.symbolic.accurate` that a power of a complement needs (issue 8): each on a
+# small expression of the shape the focal loss's gradient has, its result known by hand, and
+# the value unchanged (to_raw, at a point).
+
+
+def _row_functions() -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr]:
+    from derive.symbolic.functions import ROW, LogSoftmax, LogSumExp, Softmax, SoftmaxComplement
+
+    row = S.o[ROW]
+    return Softmax(row, S.j), SoftmaxComplement(row, S.j), LogSoftmax(row, S.j), LogSumExp(row)
+
+
+def _same_value(a: sp.Expr, b: sp.Expr) -> bool:
+    """Equal at one point with K = 3 and j = 2 (raw forms, 30 digits)."""
+    from derive.symbolic.steps import instantiate
+
+    diff = instantiate((a - b).subs(S.j, 2), 3, False)
+    symbols = sorted(diff.free_symbols, key=str)
+    entries = sorted(diff.atoms(sp.Indexed), key=str)
+    point = {x: sp.Rational(7 * i + 3, 11) for i, x in enumerate(symbols)}
+    point |= {o: sp.Rational(5 * i - 4, 7) for i, o in enumerate(entries)}
+    return abs(sp.N(diff.xreplace(point), 30)) < 1e-25
+
+
+def test_collected_cancels_a_common_denominator_and_gathers_a_symbolic_power() -> None:
+    from derive.symbolic.accurate import collected
+
+    p, _, _, _ = _row_functions()
+    X, g = sp.Symbol("X", positive=True), sp.Symbol("gamma", positive=True)
+    # p X / (p - 1) - p^2 X / (p - 1) = -p X: no division by p - 1 (0 once p rounds to 1)
+    pair = p * X / (p - 1) - p**2 * X / (p - 1)
+    assert collected(pair) == -p * X
+    # terms sharing (1 - p)^(g - 1) meet under it: (1 - p)^(g - 1) (p - 1) y_j
+    power = (1 - p) ** (g - 1)
+    shared = power * p * S.y[S.j] - power * S.y[S.j]
+    out = collected(shared)
+    assert out == power * (p - 1) * S.y[S.j]
+    assert _same_value(out, shared)
+    # a lone term over p - 1 has nothing to cancel with: left alone
+    assert collected(X / (p - 1) + X) == X / (p - 1) + X
+
+
+def test_log_softmax_pairs_a_log_sum_exp_with_its_logit_where_a_probability_multiplies() -> None:
+    from derive.symbolic.accurate import log_softmax
+    from derive.symbolic.functions import CLASS_DUMMY, ROW, LogSoftmax, SoftmaxComplement
+
+    _, q, _, lse = _row_functions()
+    g = sp.Symbol("gamma", positive=True)
+    s = CLASS_DUMMY
+    qs = SoftmaxComplement(S.o[ROW], s) ** g
+    # the focal loss as the derivation leaves it: LSE sum_s y_s q_s^g - sum_s y_s q_s^g o_s
+    loss = lse * _sum(qs * S.y[s], s) - _sum(qs * S.y[s] * S.o[s], s)
+    out = log_softmax(loss)
+    assert out == -_sum(LogSoftmax(S.o[ROW], s) * qs * S.y[s], s)
+    assert _same_value(out, loss)
+    # outside a sum too
+    assert log_softmax(q**g * lse - q**g * S.o[S.j]) == -(q**g) * LogSoftmax(S.o[ROW], S.j)
+    # the cross-entropy's LSE(o) - o_c is exact at shifted logits as it is: left alone
+    assert log_softmax(lse - S.o[S.c]) == lse - S.o[S.c]
+
+
+def test_combined_joins_a_power_of_the_complement_with_p_log_p() -> None:
+    from derive.symbolic.accurate import combined
+    from derive.symbolic.functions import LogRatio
+
+    p, q, lg, _ = _row_functions()
+    g = sp.Symbol("gamma", nonnegative=True)
+    # (1 - p)^(g - 1) p log p = -(1 - p)^g rho(p): finite where p rounds to 1, for any g >= 0
+    term = q ** (g - 1) * p * lg * S.y[S.j]
+    out = combined(term)
+    assert out == -(q**g) * LogRatio(p, lg, q) * S.y[S.j]
+    assert _same_value(out, term)
+    # inside a sum, the power goes to each term: q^(g-1) (g p log p - q) = -q^g (g rho + 1)
+    inner = q ** (g - 1) * (g * p * lg - q)
+    out = combined(inner)
+    assert not any(isinstance(t, sp.Pow) and t.exp == g - 1 for t in out.atoms(sp.Pow))
+    assert sp.expand(out + q**g * (g * LogRatio(p, lg, q) + 1)) == 0
+    assert _same_value(out, inner)
+    # no log of that probability: nothing to combine
+    assert combined(q ** (g - 1) * p) == q ** (g - 1) * p
+
+
+def test_powered_takes_a_symbolic_power_of_the_complement_from_its_probability() -> None:
+    from derive.symbolic.accurate import powered
+    from derive.symbolic.functions import ComplementPower
+
+    p, q, _, _ = _row_functions()
+    g = sp.Symbol("gamma", nonnegative=True)
+    assert powered(q**g * S.y[S.j]) == ComplementPower(p, q, g) * S.y[S.j]
+    assert _same_value(powered(q**g), q**g)
+    # an integer power keeps its form (its rounding is not amplified by a large exponent)
+    assert powered(q**2) == q**2
+
+
+def test_log_ratio_and_power_log_take_their_limits_in_the_reference() -> None:
+    """The reference (mpmath) of rho(p) is 1 at p = 1 (one class), and x^e log x is 0 at
+    x = 0 for e > 0 (a power's derivative in its exponent at K = 1): not 0/0 or 0 * -inf."""
+    import mpmath
+
+    from derive.output.printing import print_reference
+    from derive.symbolic.functions import LogRatio
+
+    e = sp.Symbol("e")
+    p = S.o[S.j]
+    rho = LogRatio(p, sp.log(p), 1 - p)
+    namespace: dict[str, object] = {"mpmath": mpmath, "Any": object}
+    for name, expr in (("_rho", rho), ("_xlog", (1 - p) ** e * sp.log(1 - p))):
+        exec("\n".join(print_reference(name, expr, ["e"])), namespace)
+    o = [None, mpmath.mpf(1)]
+    assert namespace["_rho"](o, o, o, 1, e=mpmath.mpf(2))(1, 1, 1) == 1  # type: ignore[operator]
+    assert namespace["_xlog"](o, o, o, 1, e=mpmath.mpf(2))(1, 1, 1) == 0  # type: ignore[operator]
+    half = [None, mpmath.mpf("0.5")]
+    got = namespace["_rho"](half, half, half, 1, e=mpmath.mpf(2))(1, 1, 1)  # type: ignore[operator]
+    assert abs(got - mpmath.log(2)) < mpmath.mpf(10) ** -40  # -p log p / (1 - p) at p = 1/2

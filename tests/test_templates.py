@@ -298,7 +298,23 @@ def _framework_context(template: str) -> dict[str, Any]:
         "reference_loss": '"REF_LOSS"',
         "reference_prediction": '"REF_PRED"',
         "reference": [],
+        "kernels": [],
     }
+
+
+@pytest.mark.parametrize("template", ["torch.py.j2", "jax.py.j2", "array_api.py.j2"])
+def test_framework_templates_emit_the_power_kernels_only_where_used(template: str) -> None:
+    """`_log_ratio` and `_complement_power` (the focal loss's) only in a module that calls them:
+    every other framework module stays as it was."""
+
+    def defined(context: dict[str, Any]) -> set[str]:
+        tree = ast.parse(render(template, context))
+        return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+    extra = {"_log_ratio", "_complement_power"}
+    assert not extra & defined(_framework_context(template))
+    asked = _framework_context(template) | {"kernels": sorted(extra)}
+    assert extra <= defined(asked)
 
 
 @pytest.mark.parametrize("template", ["torch.py.j2", "jax.py.j2", "array_api.py.j2"])

@@ -28,12 +28,6 @@ REL = 1e-12
 #: verify rows that check the softmax kernels (skipped where the module has none).
 SOFTMAX_ROWS = {"softmax_kernels", "extreme_float64", "extreme_float32"}
 
-#: NOTE (issue 8): `derive emit` of the focal example exits 1 until its accuracy is derived.
-FOCAL_INACCURATE = (
-    "the focal example fails derive verify's accuracy rows (saturated rows, offsets, masked "
-    "classes, K = 1): the power rule of issue 8 is not implemented yet"
-)
-
 
 def _load(name: str) -> ModuleType:
     return frameworks.load(GENERATED_DIR / "torch" / f"{name}.py", "torch")
@@ -187,7 +181,6 @@ def test_module_wrapper_and_bad_inputs() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=FOCAL_INACCURATE)
 def test_once_differentiable_where_no_second_order(tmp_path: Path) -> None:
     """The focal example derives no Hessian: double backward says so instead of guessing."""
     example = Path(__file__).resolve().parents[1] / "examples" / "focal_loss.py"

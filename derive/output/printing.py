@@ -18,6 +18,7 @@ from typing import Any
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import JaxPrinter, NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
@@ -25,8 +26,10 @@ from derive.symbolic.decision import ArgMax, Exceeds
 from derive.symbolic.functions import (
     CLASS_DUMMY,
     ROW,
+    ComplementPower,
     LogAddExp,
     LogCosh,
+    LogRatio,
     LogSoftmax,
     LogSumExp,
     ProbabilityTimes,
@@ -279,6 +282,8 @@ KERNELS: dict[type, str] = {
     LogSumExp: "_logsumexp",
     Sigmoid: "_sigmoid",
     Softplus: "_softplus",
+    LogRatio: "_log_ratio",
+    ComplementPower: "_complement_power",
 }
 
 
@@ -399,8 +404,8 @@ class VectorPrinter(NumPyPrinter):
     def _kernel(self, expr: sp.Function) -> str:
         name = KERNELS[type(expr)]
         self.kernels_used.add(name)
-        if isinstance(expr, Sigmoid | Softplus):  # elementwise: the argument carries the axes
-            return f"{name}({self._print(expr.args[0])})"
+        if isinstance(expr, Sigmoid | Softplus | LogRatio | ComplementPower):  # elementwise:
+            return f"{name}({', '.join(self._print(a) for a in expr.args)})"  # args carry axes
         if len(expr.args) > 1 and expr.args[1] == S.c and self.gather is not None:
             return self._at_label(f"{name}({self._print(expr.args[0])})")
         axis = self.axes.get(expr.args[1], "") if len(expr.args) > 1 else ""
@@ -411,6 +416,8 @@ class VectorPrinter(NumPyPrinter):
     _print_LogSumExp = _kernel
     _print_Sigmoid = _kernel
     _print_Softplus = _kernel
+    _print_LogRatio = _kernel
+    _print_ComplementPower = _kernel
 
     def _print_SigmoidComplement(self, expr: SigmoidComplement) -> str:
         # NOTE: sigmoid(-z) is the complement 1 - sigmoid(z) without the subtraction.
@@ -895,6 +902,39 @@ class ReferencePrinter(MpmathPrinter):
         out: str = super()._print_Sum(expr)
         return out[1:-1] if out.startswith("(builtins.sum(") else out
 
+    def _print_LogRatio(self, expr: LogRatio) -> str:
+        """`-p l / q`, and its limit 1 where `q = 1 - p` is exactly 0 (one class: K = 1)."""
+        p, lg, q = (self.parenthesize(a, PRECEDENCE["Mul"]) for a in expr.args)
+        return f"(1 if {q} == 0 else -{p}*{lg}/{q})"
+
+    def _print_PowerLog(self, expr: sp.Function) -> str:
+        x, e = (self.parenthesize(a, PRECEDENCE["Pow"]) for a in expr.args)
+        log = self._print(sp.log(expr.args[0]))
+        return f"(0 if {x} == 0 and {e} > 0 else {x}**{e}*{log})"
+
+
+class PowerLog(sp.Function):
+    """`x**e * log(x)` for the reference printer (printing only): its limit 0 where x is 0 and
+    e > 0, not `0 * -inf` (`(1 - p)^g log(1 - p)`, a power's derivative in its exponent, at
+    K = 1 where `1 - p` is exactly 0)."""
+
+    nargs = 2
+
+
+def _power_logs(expr: sp.Expr) -> sp.Expr:
+    """Each product `x**e * log(x)` in `expr` as `PowerLog(x, e)` (one factor, kept whole)."""
+
+    def pair(t: sp.Mul) -> sp.Expr:
+        factors = sp.Mul.make_args(t)
+        for f in factors:
+            if isinstance(f, sp.Pow) and sp.log(f.base) in factors:
+                rest = [g for g in factors if g not in (f, sp.log(f.base))]
+                return sp.Mul(*rest) * PowerLog(f.base, f.exp)
+        return t
+
+    out: sp.Expr = expr.replace(lambda t: isinstance(t, sp.Mul), pair)
+    return out
+
 
 #: The free class indices of a reference function's entries (the arrays' dummies are bound).
 _ENTRY_INDICES = (S.j, S.k, S.m)
@@ -908,7 +948,7 @@ def print_reference(name: str, expr: sp.Expr, params: list[str]) -> list[str]:
     """
     printer = ReferencePrinter({"fully_qualified_modules": True})
     bound = {CLASS_DUMMY, *_ENTRY_INDICES}
-    expr = expr.replace(lambda e: isinstance(e, sp.Sum), _distribute_sum)
+    expr = _power_logs(expr.replace(lambda e: isinstance(e, sp.Sum), _distribute_sum))
     # Sums over the classes that do not depend on the entry are the row's: computed once.
     # Innermost first, each printed in terms of the ones before it: a row sum nested in another
     # (`sum_s (1 - exp(o_s) / sum_t exp(o_t))^g`) is then O(K), not O(K^2).

@@ -33,9 +33,12 @@ import sympy as sp
 
 from derive import notation as S
 from derive.symbolic.functions import (
+    CLASS_DUMMY,
     ROW,
+    ComplementPower,
     LogAddExp,
     LogCosh,
+    LogRatio,
     LogSoftmax,
     LogSumExp,
     ProbabilityTimes,
@@ -120,6 +123,247 @@ def delta_endpoints(expr: sp.Expr) -> sp.Expr:
     if f0 == 0 or sp.expand(expr - (f0 + d * (f1 - f0))) != 0 or not f1.has(Sigmoid, Softmax):
         return expr
     return (1 - d) * sp.factor_terms(f0) + d * complements(sp.expand(f1))
+
+
+# --------------------------------------------------------------------------- collected
+
+#: The probability functions whose complements, logs and powers the rules below know.
+_PROBABILITY = (Softmax, Sigmoid, SoftmaxComplement, SigmoidComplement)
+
+
+def _over_denominators(add: sp.Add) -> sp.Expr:
+    """Terms over one denominator that holds a probability, added over it and the common factor
+    cancelled: `p X / (p - 1) - p^2 X / (p - 1)` is `-p X`, no division by `p - 1`."""
+    groups: dict[sp.Expr, list[sp.Expr]] = {}
+    rest: list[sp.Expr] = []
+    for term in sp.Add.make_args(add):
+        num, den = sp.fraction(term)
+        if den != 1 and den.has(*_PROBABILITY):
+            groups.setdefault(den, []).append(num)
+        else:
+            rest.append(term)
+    changed = False
+    for den, nums in groups.items():
+        whole = sp.Add(*nums) / den
+        if len(nums) > 1:
+            reduced = sp.cancel(whole)
+            if not sp.fraction(reduced)[1].has(*_PROBABILITY):
+                whole, changed = sp.factor_terms(reduced), True
+        rest.append(whole)
+    return sp.Add(*rest) if changed else add
+
+
+def _symbolic_powers(expr: sp.Basic) -> list[sp.Pow]:
+    """Powers of a probability's complement with a symbolic exponent (`(1 - p)^(gamma - 1)`)."""
+    return sorted(
+        (
+            t
+            for t in expr.atoms(sp.Pow)
+            if not t.exp.is_number and t.base.has(*_PROBABILITY) and not t.exp.has(sp.Indexed)
+        ),
+        key=sp.default_sort_key,
+    )
+
+
+def _under_powers(add: sp.Add) -> sp.Expr:
+    """Terms that share a symbolic power of a probability collected under it, so that what
+    cancels inside meets (`(1 - p)^e p - (1 - p)^e` is `(1 - p)^e (p - 1)`)."""
+    terms = sp.Add.make_args(add)
+    for power in _symbolic_powers(add):
+        sharing = [t for t in terms if power in sp.Mul.make_args(t)]
+        if len(sharing) < 2:
+            continue
+        # (each term without that factor; dividing by the power would not cancel it: SymPy
+        # does not add the exponents of a power of a sum)
+        inner = sp.factor_terms(
+            sp.Add(*[sp.Mul(*[f for f in sp.Mul.make_args(t) if f != power]) for t in sharing])
+        )
+        others = [t for t in terms if t not in sharing]
+        return sp.Add(*others, power * inner)
+    return add
+
+
+def collected(expr: sp.Expr) -> sp.Expr:
+    """Cancelling terms put where they meet: terms over a common denominator added over it
+    (and the common factor cancelled), terms sharing a symbolic power collected under it."""
+    if not expr.has(*_PROBABILITY):
+        return expr
+    out: sp.Expr = expr.replace(
+        lambda t: isinstance(t, sp.Add) and t.has(*_PROBABILITY), _over_denominators
+    )
+    previous = None
+    while previous != out:  # one power at a time, each collect may expose the next
+        previous = out
+        out = out.replace(
+            lambda t: isinstance(t, sp.Add) and bool(_symbolic_powers(t)), _under_powers
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- log-softmax
+
+#: The class indices a row function may be taken at.
+_ENTRIES = (S.j, S.k, S.c, CLASS_DUMMY)
+
+
+def _pair_log_softmax(add: sp.Add) -> sp.Expr:
+    """`a LSE(f) - a f_x` as `-a log softmax(f)_x` (each pair once), where `a` holds a
+    probability: the shape `combined` joins with a power of its complement. (A bare
+    `LSE(z) - z_c`, the cross-entropy at shifted logits, is exact as it is and stays.)"""
+    terms = list(sp.Add.make_args(add))
+    changed = False
+    for lse in sorted(add.atoms(LogSumExp), key=sp.default_sort_key):
+        (row,) = lse.args
+        for t in list(terms):
+            if t not in terms or lse not in sp.Mul.make_args(t):
+                continue
+            a = t / lse
+            if not a.has(*_PROBABILITY):
+                continue
+            for x in _ENTRIES:
+                partner = -a * row.xreplace({ROW: x})
+                if partner in terms and partner != t:
+                    terms.remove(t)
+                    terms.remove(partner)
+                    terms.append(-a * LogSoftmax(row, x))
+                    changed = True
+                    break
+    return sp.Add(*terms) if changed else add
+
+
+def _merge_sums(add: sp.Add) -> sp.Expr:
+    """`LSE(f) Sum_s a_s - Sum_s a_s f_s` as `-Sum_s a_s log softmax(f)_s` (sums over the same
+    range with row-constant coefficients merged), where that pairs a log-sum-exp with a logit."""
+    groups: dict[tuple[sp.Basic, ...], list[sp.Expr]] = {}
+    rest: list[sp.Expr] = []
+    for term in sp.Add.make_args(add):
+        sums = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
+        coeff = term / sums[0] if len(sums) == 1 else None
+        if coeff is None or len(sums[0].limits) != 1 or coeff.free_symbols & {S.j, S.k, S.c}:
+            rest.append(term)
+            continue
+        groups.setdefault(tuple(sums[0].limits[0]), []).append(coeff * sums[0].function)
+    changed = False
+    for limits, bodies in groups.items():
+        body = sp.expand(sp.Add(*bodies), multinomial=False)
+        paired = _pair_log_softmax(body) if isinstance(body, sp.Add) else body
+        if len(bodies) > 1 and paired != body:
+            rest.append(sp.Sum(sp.factor_terms(paired), limits))
+            changed = True
+        else:
+            rest += [sp.Sum(b, limits) for b in bodies]
+    return sp.Add(*rest) if changed else add
+
+
+def log_softmax(expr: sp.Expr) -> sp.Expr:
+    """`LSE(f) - f_x` written `-log softmax(f)_x` wherever a sum pairs them (in a sum's terms
+    too): the log of the probability, accurate, and a factor the next rule can combine."""
+    if not expr.has(LogSumExp):
+        return expr
+    out = canonical_sums(expr)
+    out = out.replace(lambda t: isinstance(t, sp.Add) and t.has(sp.Sum), _merge_sums)
+    out = out.replace(
+        lambda t: isinstance(t, sp.Add) and t.has(LogSumExp),
+        lambda t: _pair_log_softmax(sp.expand(t, multinomial=False)),
+    )
+    return sp.factor_terms(out) if out != expr else expr
+
+
+# --------------------------------------------------------------------------- combined
+
+
+def _probability_triples(expr: sp.Basic) -> list[tuple[sp.Expr, sp.Expr, sp.Expr]]:
+    """`(p, log p, 1 - p)` as the kernels write them, for every softmax entry in `expr`."""
+    return [
+        (Softmax(*c.args), LogSoftmax(*c.args), c)
+        for c in sorted(expr.atoms(SoftmaxComplement), key=sp.default_sort_key)
+    ]
+
+
+def _combine_power(term: sp.Expr) -> sp.Expr:
+    """`(1 - p)^e p^a log p` as `-(1 - p)^(e + 1) p^(a - 1) rho(p)` in one product."""
+    factors = sp.Mul.make_args(term)
+    for p, lg, q in _probability_triples(term):
+        if lg not in factors:
+            continue
+        power = next((f for f in factors if _base_exp(f)[0] == q), None)
+        with_p = next((f for f in factors if _base_exp(f)[0] == p), None)
+        if power is None or with_p is None:
+            continue
+        e, a = _base_exp(power)[1], _base_exp(with_p)[1]
+        rest = sp.Mul(*[f for f in factors if f not in (power, with_p, lg)])
+        out: sp.Expr = -rest * sp.Pow(q, e + 1) * sp.Pow(p, a - 1) * LogRatio(p, lg, q)
+        return out
+    return term
+
+
+def combined(expr: sp.Expr) -> sp.Expr:
+    """A power of `1 - p` combined with the factor `p log p` that vanishes where it does, and
+    `(1 - p) (1 - p)^e` with its power: `(1 - p)^(gamma - 1) p log p` is
+    `-(1 - p)^gamma rho(p)`, finite where p rounds to 1 (`0^(gamma - 1)` is inf for
+    gamma < 1) and 0 at a masked class."""
+    triples = _probability_triples(expr)
+    if not any(lg in expr.atoms(LogSoftmax) for _, lg, _ in triples):
+        return expr
+    powers = {q for _, _, q in triples}
+
+    def spread(t: sp.Mul) -> sp.Expr:
+        # a product of a power of 1 - p and a sum: the power goes to each term
+        out: sp.Expr = sp.expand(t, multinomial=False, power_base=False, power_exp=False)
+        return out
+
+    out = expr.replace(
+        lambda t: (
+            isinstance(t, sp.Mul)
+            and any(isinstance(f, sp.Add) for f in t.args)
+            and any(isinstance(f, sp.Pow) and f.base in powers for f in t.args)
+        ),
+        spread,
+    )
+    out = out.replace(lambda t: isinstance(t, sp.Mul) and t.has(LogSoftmax), _combine_power)
+    out = out.replace(lambda t: isinstance(t, sp.Mul) and _repeated_base(t), _merge_powers)
+    return sp.factor_terms(out) if out != expr else expr
+
+
+def _base_exp(f: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    return (f.base, f.exp) if isinstance(f, sp.Pow) else (f, sp.S.One)
+
+
+def _repeated_base(t: sp.Mul) -> bool:
+    bases = [_base_exp(f)[0] for f in t.args if f.has(*_PROBABILITY)]
+    return len(bases) != len(set(bases))
+
+
+def _merge_powers(t: sp.Mul) -> sp.Expr:
+    """`q q^e` as `q^(e + 1)`: one power, no `0 * inf` where q is 0 and e < 0."""
+    exps: dict[sp.Expr, sp.Expr] = {}
+    rest: list[sp.Expr] = []
+    for f in t.args:
+        if f.has(*_PROBABILITY):
+            b, e = _base_exp(f)
+            exps[b] = exps.get(b, sp.S.Zero) + e
+        else:
+            rest.append(f)
+    return sp.Mul(*rest, *(sp.Pow(b, e) for b, e in exps.items()))
+
+
+# --------------------------------------------------------------------------- powered
+
+
+def powered(expr: sp.Expr) -> sp.Expr:
+    """`(1 - p)^e` with a symbolic exponent computed from p where p is small (`log1p`) and
+    from the complement elsewhere (`ComplementPower`): a large e multiplies the rounding of
+    `1 - p` near 1 (`(1 - 3.8e-7)^1000` loses three digits)."""
+    out: sp.Expr = expr.replace(
+        lambda t: (
+            isinstance(t, sp.Pow)
+            and isinstance(t.base, SoftmaxComplement)
+            and not t.exp.is_number
+            and not t.exp.has(sp.Indexed)
+        ),
+        lambda t: ComplementPower(Softmax(*t.base.args), t.base, t.exp),
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- rationalised
@@ -487,7 +731,11 @@ def accurate_chain(
     add("stable", stabilize(expr))
     if targets == "binary" and stages[-1][1].has(S.y):
         add("endpoints", endpoints_within(endpoints(stages[-1][1])))
+    add("collected", collected(stages[-1][1]))
     add("complements", complements(stages[-1][1]))
+    add("log_softmax", log_softmax(stages[-1][1]))
+    add("combined", combined(stages[-1][1]))
+    add("powered", powered(stages[-1][1]))
     add("diagonal", delta_endpoints(stages[-1][1]))
     add("rationalised", rationalised(stages[-1][1]))
     add("logaddexp", log_add_exp(stages[-1][1]))

@@ -273,6 +273,66 @@ class ProbabilityTimes(_StableFunction):
         return str(printer._print(sp.Mul(*self.args, evaluate=False)))
 
 
+class LogRatio(_StableFunction):
+    """`-p l / q` for `l = log p` and `q = 1 - p` of one probability: `-p log p / (1 - p)`.
+
+    NOTE: the factor a power `(1 - p)^e` leaves when it is combined with `p log p`
+    (`(1 - p)^e p log p = -(1 - p)^(e + 1) rho(p)`): bounded, between 0 (p -> 0) and 1
+    (p -> 1), where `log p / (1 - p)` alone is 0/0 once p rounds to 1 (a row led by 37 in
+    float64, K = 1) and `p log p` is 0 * -inf at a masked class (p = 0). The arguments are the
+    accurate kernels of p, log p and 1 - p (so the quotient keeps every digit where 1 - p is
+    tiny); the printed kernel takes the limits 1 where `1 - p` is 0 and 0 where p is 0. A proof
+    sees `-p l / q`, which is the definition wherever `q != 0`.
+    """
+
+    nargs = 3
+
+    def raw(self) -> sp.Expr:
+        p, lg, q = self.args
+        out: sp.Expr = -p * lg / q
+        return out
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        # Used only to size the error bound of the high-precision reference (its sensitivities).
+        p, lg, q = self.args
+        partials = (-lg / q, -p / q, p * lg / q**2)
+        out: sp.Expr = partials[argindex - 1]
+        return out
+
+    def _latex_base(self, printer: Any) -> str:
+        return r"\rho\left(" + str(printer._print(self.args[0])) + r"\right)"
+
+
+class ComplementPower(_StableFunction):
+    """`q^e` for `q = 1 - p` of one probability `p`, computed from whichever of the two is
+    accurate.
+
+    NOTE: where p is small `1 - p` rounds to a number near 1 with a relative error of u, and a
+    power multiplies it by e (`(1 - 3.8e-7)^1000` loses three digits); there the kernel computes
+    `exp(e log1p(-p))`, exact to a few ulps. Where p > 1/2 it raises the accurate complement
+    (the other classes' sum) to e. A proof sees `q^e`; the kernel relies on `q = 1 - p`.
+    """
+
+    nargs = 3
+
+    def raw(self) -> sp.Expr:
+        _, q, e = self.args
+        out: sp.Expr = q**e
+        return out
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        _, q, e = self.args
+        partials = (sp.S.Zero, e * q ** (e - 1), q**e * sp.log(q))
+        out: sp.Expr = partials[argindex - 1]
+        return out
+
+    def _latex_base(self, printer: Any) -> str:
+        # as computed: the exponential of e times the log of the complement
+        _, q, e = self.args
+        power = str(printer.parenthesize(e, 50))
+        return r"\exp\left(" + power + r" \log " + str(printer._print(q)) + r"\right)"
+
+
 #: The value the row max stands for in a proof: shift invariance holds for every real shift.
 ANY_SHIFT = sp.Symbol("mu", real=True)
 #: The same for a direction's entry at the leading class (`w = v - v_top`).
@@ -295,11 +355,12 @@ class RowMax(_StableFunction):
         return r"\max\left(" + _row_latex(printer, self.args[0]) + r"\right)"
 
 
-def to_raw(expr: sp.Basic) -> sp.Basic:
+def to_raw(expr: sp.Basic, keep: tuple[type, ...] = ()) -> sp.Basic:
     """Every stable function replaced by the raw formula it stands for (to check a rewrite).
 
     The elementwise sigmoid and softplus keep their form under `doit` (so differentiation stays
-    in stable functions); every one of these functions expands here.
+    in stable functions); every one of these functions expands here, but those in `keep`
+    (their arguments still expand: the reference keeps `LogRatio` for its limits).
     """
     # Only these functions are rewritten: a general `doit` would also try to evaluate every
     # symbolic-K sum (slow, and not needed to compare raw formulas).
@@ -308,15 +369,20 @@ def to_raw(expr: sp.Basic) -> sp.Basic:
         lambda t: t.doit(),
     )
     out = out.replace(
-        lambda t: isinstance(
-            t,
-            Sigmoid
-            | Softplus
-            | SigmoidComplement
-            | RowMax
-            | LogAddExp
-            | LogCosh
-            | ProbabilityTimes,
+        lambda t: (
+            isinstance(
+                t,
+                Sigmoid
+                | Softplus
+                | SigmoidComplement
+                | RowMax
+                | LogAddExp
+                | LogCosh
+                | ProbabilityTimes
+                | LogRatio
+                | ComplementPower,
+            )
+            and not isinstance(t, keep)
         ),
         lambda t: t.raw(),
     )

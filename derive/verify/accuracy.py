@@ -157,7 +157,9 @@ def _exact_row(
     with mp.workdps(digits):
         for var, scale in scales.items():
             key = f"{kind}_d{var}"
-            if not ref.has(key):
+            if not ref.has(key) or not np.any(scale):
+                # (a derivative whose every scale is 0 adds nothing, and is not evaluated: at
+                # K = 1 the logits' scales are 0 and the raw derivative divides by 1 - p = 0)
                 continue
             at = ref.row(key, o, y, v, params)
             if var in params:

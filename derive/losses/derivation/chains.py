@@ -110,6 +110,55 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
             "（$\\sigma(z)$ 舍入为 1 后差就成了 0）。",
         ),
     ),
+    "collected": (
+        Prose("with cancelling terms collected", "合并相消的项"),
+        Prose(
+            "Terms over the same denominator are added over it and the common factor is "
+            "cancelled ($p X / (p - 1) - p^2 X / (p - 1) = -p X$), and terms that share a power "
+            "$(1 - p)^{e}$ are collected under it: the code never divides by $1 - p$, which is "
+            "0 once $p$ rounds to 1, and the terms that cancel meet before they are rounded.",
+            "分母相同的项在该分母上相加并约去公因子（$p X / (p - 1) - p^2 X / (p - 1) = -p X$），"
+            "含同一幂 $(1 - p)^{e}$ 的项合并到它之下：代码不再除以 $1 - p$"
+            "（$p$ 舍入为 1 后它就是 0），相消的项在舍入之前就已相遇。",
+        ),
+    ),
+    "log_softmax": (
+        Prose("with the log-probabilities", "用对数概率表示"),
+        Prose(
+            "$\\operatorname{LSE}(o) - o_k = -\\log \\operatorname{softmax}(o)_k$ (sums over the "
+            "same range merged first): the log of a probability is computed as such, accurate "
+            "to a few ulps, instead of as a difference of two large numbers.",
+            "$\\operatorname{LSE}(o) - o_k = -\\log \\operatorname{softmax}(o)_k$（先合并范围相同的"
+            "求和）：概率的对数直接计算，精确到几个 ulp，而不是两个大数之差。",
+        ),
+    ),
+    "combined": (
+        Prose("with each power combined with its vanishing factor", "幂与同时趋于零的因子合并"),
+        Prose(
+            "$(1 - p)^{e} p \\log p = -(1 - p)^{e + 1} \\rho(p)$ with "
+            "$\\rho(p) = -p \\log p / (1 - p)$, which lies between 0 and 1 (it tends to 1 as "
+            "$p \\to 1$ and to 0 as $p \\to 0$), and $(1 - p) (1 - p)^{e} = (1 - p)^{e + 1}$: "
+            "where $p$ rounds to 1 a power with $e < 0$ would be infinite and its factor 0, "
+            "and their product NaN; combined, the code computes the finite limit.",
+            "$(1 - p)^{e} p \\log p = -(1 - p)^{e + 1} \\rho(p)$，其中 "
+            "$\\rho(p) = -p \\log p / (1 - p)$ 介于 0 与 1 之间（$p \\to 1$ 时趋于 1，"
+            "$p \\to 0$ 时趋于 0），且 $(1 - p) (1 - p)^{e} = (1 - p)^{e + 1}$："
+            "$p$ 舍入为 1 时 $e < 0$ 的幂为无穷、其因子为 0，乘积为 NaN；"
+            "合并之后代码计算的是有限的极限。",
+        ),
+    ),
+    "powered": (
+        Prose("with each power of a complement from its logarithm", "补数的幂由其对数计算"),
+        Prose(
+            "$(1 - p)^{e} = \\exp(e \\log(1 - p))$ with $\\log(1 - p)$ from "
+            "$\\operatorname{log1p}(-p)$ where $p \\le 1/2$ (from the other classes' sum "
+            "elsewhere): where $p$ is small, $1 - p$ rounds with a relative error of one unit, "
+            "which the power multiplies by $e$; this way it keeps its digits for any $e$.",
+            "$(1 - p)^{e} = \\exp(e \\log(1 - p))$，其中 $p \\le 1/2$ 时 $\\log(1 - p)$ 由 "
+            "$\\operatorname{log1p}(-p)$ 计算（否则由其余类别之和计算）：$p$ 很小时 $1 - p$ "
+            "的舍入有一个单位的相对误差，幂把它放大 $e$ 倍；这样对任意 $e$ 都保留有效数字。",
+        ),
+    ),
     "diagonal": (
         Prose("with its diagonal apart", "对角线单独写出"),
         Prose(

@@ -21,7 +21,7 @@ from derive.losses.calculus import (
 )
 from derive.losses.derivation.chains import Chain, accurate_chains
 from derive.losses.model import LossModel
-from derive.symbolic.functions import to_raw
+from derive.symbolic.functions import LogRatio, to_raw
 from derive.symbolic.rewrites import (
     refine_indices,
 )
@@ -56,6 +56,17 @@ def derive_forms(model: LossModel) -> Forms:
     return Forms(loss, gradient, hessian, hvp, accurate_chains(model, loss, gradient, hessian, hvp))
 
 
+def _without_removable(chain: Chain, derived: sp.Expr) -> sp.Expr:
+    """The derived form, or where its chain removes a removable singularity (`combined`: a
+    `(1 - p)^g / (1 - p)` that is 0/0 at K = 1), the chain's form at that link: every link up to
+    it a checked step, and `rho(p)` kept a function whose reference takes its limit."""
+    rules = [rule for rule, _ in chain]
+    if "combined" not in rules:
+        return derived
+    out: sp.Expr = chain[rules.index("combined")][1]
+    return out
+
+
 def reference_forms(model: LossModel, forms: Forms) -> dict[str, sp.Expr]:
     """The derived forms as raw formulas (exp/log only) and their first partial derivatives.
 
@@ -67,10 +78,11 @@ def reference_forms(model: LossModel, forms: Forms) -> dict[str, sp.Expr]:
     exprs: dict[str, sp.Expr] = {"loss": forms.loss, "gradient": forms.gradient}
     if forms.hessian is not None and forms.hvp is not None:
         exprs |= {"hessian": forms.hessian, "hvp": forms.hvp}
+    exprs = {name: _without_removable(forms.chains.get(name, ()), e) for name, e in exprs.items()}
     params = [p.symbol for p in model.params if p.symbol != S.lam]
     out: dict[str, sp.Expr] = {}
     for name, expr in exprs.items():
-        raw = to_raw(expr)
+        raw = to_raw(expr, keep=(LogRatio,))
         out[name] = raw
         variables = [("o", S.o[S.m]), ("y", S.y[S.m])] + (
             [("v", S.v[S.m])] if name == "hvp" else []
