@@ -356,7 +356,7 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 
 
 def loss(O: Any, y: Any, *, eps: float = 0.1) -> Any:
-    r"""Mean loss over the batch of logits `O` (n, K).
+    r"""Mean loss over the batch of logits `O` (n, K): $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$.
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
@@ -387,7 +387,7 @@ cross_entropy = loss
 
 
 def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
-    r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
+    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
     - targets: $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
     - labels: $\left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$ (computed without a one-hot matrix)

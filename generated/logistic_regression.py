@@ -219,7 +219,7 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 
 
 def loss(O: Any, y: Any) -> Any:
-    r"""Mean loss over the batch of logits `O` (n, K).
+    r"""Mean loss over the batch of logits `O` (n, K): $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$.
 
     `y` is targets of shape (n, K) (binary). Per sample: $\sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$
     """
@@ -233,7 +233,7 @@ def loss(O: Any, y: Any) -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Array:
-    r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
+    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
     - targets: $\sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$
     """

@@ -188,7 +188,7 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 
 
 def loss(O: Any, y: Any) -> Any:
-    r"""Mean loss over the batch of logits `O` (n, K).
+    r"""Mean loss over the batch of logits `O` (n, K): $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$.
 
     `y` is targets of shape (n, K) (real). Per sample: $\frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$
     """
@@ -200,7 +200,7 @@ def loss(O: Any, y: Any) -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Array:
-    r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
+    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
     - targets: $o_{j} - y_{j}$
     """

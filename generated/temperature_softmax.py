@@ -345,7 +345,7 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 
 
 def loss(O: Any, y: Any, *, T: float = 2.0) -> Any:
-    r"""Mean loss over the batch of logits `O` (n, K).
+    r"""Mean loss over the batch of logits `O` (n, K): $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$.
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
@@ -372,7 +372,7 @@ cross_entropy = loss
 
 
 def grad_logits(O: Any, y: Any, *, T: float = 2.0) -> Array:
-    r"""`dL/dO` for the mean loss: row r is the per-sample gradient divided by n.
+    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
     - targets: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$
     - labels: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$ (computed without a one-hot matrix)

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from derive import notation as S
 from derive.errors import StepCheckError
 from derive.losses.definitions import with_weight_decay
 from derive.losses.derivation import loss_derivation
+from derive.losses.derivation.symbols import ell_rows
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param
 from derive.losses.softmax_regression import softmax_regression
 from derive.output.codegen import emit_module
@@ -102,6 +104,35 @@ def test_the_printed_decision_is_its_steps_right_hand_side(tmp_path: Path) -> No
             d.replace_step("decision_rule", rhs=wrong),
             final_forms={**d.final_forms, "decision": wrong},
         ).check(only={"decision_rule"})
+
+
+def test_the_printed_batch_mean_is_its_steps_right_hand_side(tmp_path: Path) -> None:
+    """`loss()`, `grad_logits()` and the fused loop print the mean from step `mean_loss` and
+    `dL/dO` from step `batch_gradient_O` (nothing divides by `n` in the template): a mean defined
+    with another factor is printed with it, and `dL/dO` must follow it (proved against the new
+    definition; the old one is refused)."""
+    d = loss_derivation(BASE)
+    half = sp.MatMul(1 / (2 * S.n), ell_rows.T, S.ones_n)
+    dO = sp.MatMul(1 / (2 * S.n), S.Gm)
+    changed = replace(
+        d.replace_step("mean_loss", rhs=half).replace_step("batch_gradient_O", rhs=dO),
+        final_forms={**d.final_forms, "mean_loss": half, "dO": dO},
+    )
+    module = _emit(changed.check(only={"batch_gradient_O"}), tmp_path)
+    (tmp_path / "a").mkdir()
+    one = _emit(d.check(only={"batch_gradient_O"}), tmp_path / "a")
+    text = Path(module.__file__).read_text(encoding="utf-8")
+    assert "np.sum(loss_rows, dtype=np.float64) / (2 * n)" in text
+    assert "G / (2 * n)" in text
+    X, y, W, b = _problem()
+    O = X @ W + b
+    np.testing.assert_allclose(module.loss(O, y), one.loss(O, y) / 2, rtol=1e-15)
+    np.testing.assert_allclose(module.grad_logits(O, y), one.grad_logits(O, y) / 2, rtol=1e-15)
+    np.testing.assert_allclose(
+        module.loss_and_grad(X, y, W, b)[0], one.loss_and_grad(X, y, W, b)[0] / 2, rtol=1e-15
+    )
+    with pytest.raises(StepCheckError, match="batch_gradient_O"):
+        d.replace_step("mean_loss", rhs=half).check(only={"batch_gradient_O"})
 
 
 def test_weight_decay_adds_its_proved_hessian_term_to_hvp_W() -> None:

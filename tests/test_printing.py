@@ -7,7 +7,13 @@ import sympy as sp
 
 from derive import notation as S
 from derive.errors import ModelDefinitionError
-from derive.output.printing import VectorPrinter, print_assignments, to_latex
+from derive.output.printing import (
+    VectorPrinter,
+    names_class_count,
+    print_assignments,
+    to_latex,
+    vectorised,
+)
 from derive.symbolic.functions import CLASS_DUMMY, ROW, LogSumExp, Softmax, stabilize, to_raw
 from derive.symbolic.steps import is_zero
 
@@ -104,3 +110,43 @@ def test_a_delta_at_the_label_under_a_nonlinearity_is_the_labels_one_hot() -> No
     expected = ((O - np.eye(3, dtype=np.float32)[labels]) ** 2).sum(axis=-1, keepdims=True)
     assert scope["L"].dtype == np.float32
     np.testing.assert_array_equal(scope["L"], expected)
+
+
+@pytest.mark.parametrize(
+    ("factor", "printed"),
+    [(1 / S.n, "G / n"), (1 / (2 * S.n), "G / (2*n)"), (3 / S.n, "G * 3 / n")],
+)
+def test_a_scalar_factor_of_a_matrix_product_keeps_its_denominator_whole(
+    factor: sp.Expr, printed: str
+) -> None:
+    """`(1/(2n)) G` is `G / (2*n)`: the denominator is one operand (not `G / 2*n`)."""
+    assert VectorPrinter({"G": "G"}).doprint(sp.MatMul(factor, S.Gm)) == printed
+
+
+def test_the_total_of_a_column_vector_is_one_scalar_sum() -> None:
+    """`l^T 1` over an (n, 1) column is a scalar (an (n, K) matrix's `G^T 1` is its column
+    sums); a mean loss accumulates it in float64 where the printer is told to."""
+    ell = sp.MatrixSymbol("ell", S.n, 1)
+    assert VectorPrinter({"ell": "rows"}).doprint(ell.T * S.ones_n) == "np.sum(rows)"
+    wide = VectorPrinter({"ell": "rows"}, sum_dtype="np.float64")
+    assert wide.doprint(ell.T * S.ones_n) == "np.sum(rows, dtype=np.float64)"
+    assert wide.doprint(S.Gm.T * S.ones_n) == "G.sum(axis=0)"
+
+
+@pytest.mark.parametrize(
+    ("expr", "names_K"),
+    [
+        (sp.Sum(S.o[S.k], (S.k, 1, S.K)), False),  # a class sum: a reduction over the axis
+        (S.o[S.j] / S.K, True),
+        (sp.Sum(S.o[S.k] / S.K, (S.k, 1, S.K)), True),  # K in the summand is printed
+        (sp.KroneckerDelta(S.j, S.k), True),  # eye(K)
+        (sp.KroneckerDelta(S.j, S.c) * S.o[S.j], False),  # the label's column
+    ],
+)
+def test_the_class_count_is_named_where_the_printed_code_needs_it(
+    expr: sp.Expr, names_K: bool
+) -> None:
+    assert names_class_count(expr) is names_K
+    if not expr.has(sp.KroneckerDelta):
+        code = VectorPrinter({"o": "O"}).doprint(vectorised(expr))
+        assert ("K" in code.replace("keepdims", "")) is names_K, code

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 import pytest
 
-from derive.output.codegen import Printed
+from derive.output.codegen import KERNEL_CALLS, Printed, kernels_to_emit
 from derive.output.notes import environment
 
 ENV = environment()
@@ -55,13 +55,21 @@ def module_context(labels: bool) -> dict[str, Any]:
         "chain_W": "CHAIN_W",
         "chain_b": "CHAIN_B",
         "batch_rows": "ROWS",
+        "mean_loss": {
+            "whole": "MEAN_LOSS",
+            "row_sum": "ROW_SUM",
+            "of_total": "MEAN_OF_TOTAL",
+            "latex": "MEAN_TEX",
+        },
+        "grad_mean": "GRAD_MEAN",
+        "grad_mean_latex": "DO_TEX",
         "chain_W_latex": "CW",
         "chain_b_latex": "CB",
         "decay": None,
         "public_kernels": False,
         "uses_K": False,
         "reference": [],
-        "kernels": [],
+        "emit": kernels_to_emit(set()),
     }
     if labels:
         ctx |= {
@@ -83,7 +91,7 @@ def test_module_without_labels_prints_each_block_where_it_belongs() -> None:
         "    loss_rows = LOSS_SOFT\n"
         "    return O.dtype.type(" in text
     )
-    assert "    assert Y is not None\n    G = GRAD_SOFT\n    out: Array = G / n\n" in text
+    assert "    assert Y is not None\n    G = GRAD_SOFT\n    out: Array = GRAD_MEAN\n" in text
     assert (
         "        assert Y is not None\n"
         "        Y_all = Y\n"
@@ -96,6 +104,12 @@ def test_module_without_labels_prints_each_block_where_it_belongs() -> None:
     assert "    P = predict_proba(X, W, b)\n    out: Array = DECIDE(P)\n" in text
     assert "DECISION_TEX" in text
     assert "labels" not in text.split("def loss(")[1].split("def grad_logits")[0]
+    # The batch mean is printed from its steps: no division by n typed in the template.
+    assert "    return O.dtype.type(MEAN_LOSS)\n" in text
+    assert "        total += float(ROW_SUM)\n" in text
+    assert "    return X.dtype.type(MEAN_OF_TOTAL), dW, db\n" in text
+    assert "MEAN_TEX" in text and "DO_TEX" in text
+    assert "/ n" not in text
     assert "0.5" not in text and "argmax" not in text  # no rule typed in the template
 
 
@@ -119,7 +133,7 @@ def test_module_with_labels_uses_one_branch_for_the_three_functions() -> None:
         "    else:\n"
         "        assert Y is not None\n"
         "        G = GRAD_SOFT\n"
-        "    out: Array = G / n\n" in text
+        "    out: Array = GRAD_MEAN\n" in text
     )
     assert (
         "        if labels is not None:\n"
@@ -174,13 +188,41 @@ def test_module_second_order_and_decay_pieces() -> None:
     assert "    dW += PENALTY_GRAD\n" in text
 
 
+def _defined_functions(text: str) -> list[str]:
+    return [n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)]
+
+
 def test_kernels_template_emits_only_the_kernels_asked_for() -> None:
-    text = render("kernels.py.j2", {"kernels": ["_sigmoid"], "public_kernels": False})
-    defs = [n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)]
-    assert defs == ["_sigmoid"]
-    every = render("kernels.py.j2", {"kernels": [], "public_kernels": True})
-    names = {n.name for n in ast.parse(every).body if isinstance(n, ast.FunctionDef)}
-    assert {"_softmax", "_log_softmax", "_logsumexp"} <= names and "_sigmoid" not in names
+    text = render("kernels.py.j2", {"emit": kernels_to_emit({"_sigmoid"})})
+    assert _defined_functions(text) == ["_sigmoid"]
+    every = render("kernels.py.j2", {"emit": kernels_to_emit({"_softmax", "_log_softmax"})})
+    assert _defined_functions(every) == [
+        "_shifted_exp", "_log_of_shifted_sum", "_softmax", "_log_softmax",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNEL_CALLS))
+def test_each_kernel_comes_with_every_kernel_it_calls(kernel: str) -> None:
+    """`KERNEL_CALLS` is the template's own call graph: a kernel emitted alone (with what it
+    calls) defines every `_name` its body calls, and each kernel named is defined once."""
+    text = render("kernels.py.j2", {"emit": kernels_to_emit({kernel})})
+    tree = ast.parse(text)
+    defined = _defined_functions(text)
+    assert kernel in defined and len(defined) == len(set(defined))
+    called = {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    assert {c for c in called if c.startswith("_")} <= set(defined)
+    assert set(defined) - {kernel} == set(KERNEL_CALLS[kernel]) | {
+        k for c in KERNEL_CALLS[kernel] for k in KERNEL_CALLS[c]
+    }
+
+
+def test_an_unknown_kernel_is_refused() -> None:
+    with pytest.raises(NotImplementedError, match="_erf"):
+        kernels_to_emit({"_erf"})
 
 
 @pytest.mark.parametrize(
@@ -330,7 +372,7 @@ def test_framework_templates_place_the_printed_forms(template: str) -> None:
     ("template", "context"),
     [
         ("module.py.j2", module_context(labels=True)),
-        ("kernels.py.j2", {"kernels": [], "public_kernels": True}),
+        ("kernels.py.j2", {"emit": kernels_to_emit({"_softmax"})}),
         ("validation.py.j2", {"targets": "binary", "stable": True}),
         ("notes.md.j2", _notes_context(None)),
         ("notes.tex.j2", _notes_context(True)),

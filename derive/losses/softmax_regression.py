@@ -350,12 +350,10 @@ def softmax_regression(model: LossModel = SOFTMAX_CROSS_ENTROPY) -> Derivation:
         "batch_gradient_W": Wording(
             Prose("The batch gradient for $W$", "批量上 $W$ 的梯度"),
             Prose(
-                "The training loss is the mean over the batch, $L = \\frac{1}{n} \\sum_i "
-                "\\ell(y^{(i)}, \\hat{y}^{(i)})$. Summing $x^{(i)} (\\hat{y}^{(i)} - "
-                "y^{(i)})^T$ over the samples is one matrix product; row $i$ of "
-                "$\\hat{Y} - Y$ is the gradient above at sample $i$.",
-                "训练损失是批量上的平均 $L = \\frac{1}{n} \\sum_i \\ell(y^{(i)}, "
-                "\\hat{y}^{(i)})$。把各样本的 $x^{(i)} (\\hat{y}^{(i)} - y^{(i)})^T$ 相加，"
+                "For the mean loss above, summing $x^{(i)} (\\hat{y}^{(i)} - y^{(i)})^T$ over "
+                "the samples is one matrix product; row $i$ of $\\hat{Y} - Y$ is the gradient "
+                "above at sample $i$.",
+                "对上面的平均损失，把各样本的 $x^{(i)} (\\hat{y}^{(i)} - y^{(i)})^T$ 相加，"
                 "就是一次矩阵乘法；$\\hat{Y} - Y$ 的第 $i$ 行是样本 $i$ 处的上述梯度。",
             ),
         ),

@@ -14,7 +14,6 @@ splitting the gradient into `A_j + delta_{jc} B`: the code computes `A` for all 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +22,14 @@ from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
 from derive.losses.definitions import CATALOGUE_MODELS
-from derive.losses.derivation.symbols import YHAT, G_dot
+from derive.losses.derivation.symbols import YHAT, G_dot, ell_rows
 from derive.losses.model import LossModel
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import (
     VectorPrinter,
     formatted,
     latex_sides,
+    names_class_count,
     print_assignments,
     print_matrix,
     print_reference,
@@ -92,6 +92,18 @@ def _row_sum(form: sp.MatrixExpr, rows: sp.Expr) -> sp.MatrixExpr:
         raise NotImplementedError(f"{form}: expected the mean (1/{rows}) of a row sum")
     out: sp.MatrixExpr = sp.MatMul(*matrices)
     return out
+
+
+def mean_view(form: sp.MatrixExpr) -> dict[str, str]:
+    """The mean loss `c 1^T ell` printed whole (`loss()`), as its row sum (what the fused loop
+    adds up per block) and as the factor `c` applied to that sum's running `total`."""
+    printer = VectorPrinter({ell_rows.name: "loss_rows"}, sum_dtype="np.float64")
+    coeff, matrices = form.as_coeff_matrices()
+    return {
+        "whole": formatted(printer.doprint(form)),
+        "row_sum": printer.doprint(sp.MatMul(*matrices)),
+        "of_total": formatted(printer.doprint(coeff * sp.Symbol("total"))),
+    }
 
 
 def param_views(model: LossModel) -> list[dict[str, Any]]:
@@ -165,6 +177,12 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "chain_W": chain.doprint(_row_sum(forms["dW"], forms["batch_rows"])),
         "chain_b": chain.doprint(_row_sum(forms["db"], forms["batch_rows"])),
         "batch_rows": chain.doprint(forms["batch_rows"]),
+        # The mean of the per-sample losses and `dL/dO` (steps `mean_loss`, `batch_gradient_O`):
+        # `loss()` and `grad_logits()` return them; the fused loop adds up the mean's row sum
+        # block by block and applies its factor to the total.
+        "mean_loss": mean_view(forms["mean_loss"]) | {"latex": _equation(d, "mean_loss")},
+        "grad_mean": formatted(chain.doprint(forms["dO"])),
+        "grad_mean_latex": _equation(d, "dO"),
         "chain_W_latex": to_latex(forms["dW"]),
         "chain_b_latex": to_latex(forms["db"]),
         "decay": None,
@@ -218,14 +236,49 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     }
     if model.decay_symbol is not None:
         context["decay"] = decay_view(forms, VectorPrinter({"W": "W", "V": "V"}))
-    fused = context["fused_labels"].lines if distribution else context["fused_soft"].lines
-    fused_text = " ".join(fused + ([context["grad_label_term"]] if distribution else []))
-    context["uses_K"] = bool(
-        re.search(r"\bK\b", fused_text + " ".join(context["fused_soft"].lines))
-    )
+    # The fused loop defines `K` only where a form it prints names the class count.
+    fused = ["code_loss", "code_gradient"]
+    if distribution:
+        fused += ["code_loss_labels", "code_gradient_labels", "code_gradient_at_label"]
+    context["uses_K"] = any(names_class_count(forms[name]) for name in fused)
     used = soft.kernels_used | labels.kernels_used | one.kernels_used
-    context["kernels"] = sorted(used)
+    context["emit"] = kernels_to_emit(used | (PUBLIC_KERNELS if distribution else set()))
     return context
+
+
+#: The kernels `kernels.py.j2` defines, in its order, each with the kernels its body calls.
+KERNEL_CALLS: dict[str, tuple[str, ...]] = {
+    "_shifted_exp": (),
+    "_log_of_shifted_sum": (),
+    "_logsumexp": ("_shifted_exp", "_log_of_shifted_sum"),
+    "_softmax": ("_shifted_exp",),
+    "_softmax_and_logsumexp": ("_shifted_exp", "_log_of_shifted_sum"),
+    "_softmax_and_logsumexp_inplace": (),
+    "_log_softmax": ("_shifted_exp", "_log_of_shifted_sum"),
+    "_complement": (),
+    "_log_ratio": (),
+    "_complement_power": (),
+    "_target_mul": (),
+    "_sigmoid": (),
+    "_softplus": (),
+}
+#: What the public `softmax`, `log_softmax` and `logsumexp` of a softmax-family module call.
+PUBLIC_KERNELS = frozenset({"_softmax", "_log_softmax", "_logsumexp"})
+
+
+def kernels_to_emit(called: set[str]) -> dict[str, bool]:
+    """For each kernel of `kernels.py.j2` (by name without its underscore), whether the module
+    defines it: the kernels `called` and, transitively, those they call."""
+    unknown = called - KERNEL_CALLS.keys()
+    if unknown:
+        raise NotImplementedError(f"no NumPy kernel for {', '.join(sorted(unknown))}")
+    needed, todo = set(), list(called)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(KERNEL_CALLS[name])
+    return {name.removeprefix("_"): name in needed for name in KERNEL_CALLS}
 
 
 def declared_view(d: Derivation) -> dict[str, Any]:

@@ -307,11 +307,15 @@ class VectorPrinter(NumPyPrinter):
         axes: dict[sp.Symbol, str] | None = None,
         gather: str | None = None,
         settings: dict[str, Any] | None = None,
+        sum_dtype: str | None = None,
     ) -> None:
         super().__init__(settings or {})
         self.arrays = arrays
         self.axes = axes or {}
         self.gather = gather
+        #: The dtype a vector's total accumulates in (`np.float64` for a mean loss: a float32
+        #: batch's mean is then rounded once, at the end); None keeps the array's own.
+        self.sum_dtype = sum_dtype
         self.kernels_used: set[str] = set()
         #: The logits array in scope where the current block is printed (set by
         #: `print_assignments`): a one-hot of the labels takes its dtype and class count from it.
@@ -339,6 +343,11 @@ class VectorPrinter(NumPyPrinter):
 
     def _column_sums(self, code: str) -> str:
         return f"{code}.sum(axis=0)"
+
+    def _total(self, code: str) -> str:
+        """The sum of a column vector's entries (`v^T 1`), a scalar."""
+        dtype = "" if self.sum_dtype is None else f", dtype={self.sum_dtype}"
+        return f"{self.ns}.sum({code}{dtype})"
 
     def _sum_of_squares(self, code: str) -> str:
         return f"{self.ns}.vdot({code}, {code})"
@@ -511,10 +520,14 @@ class VectorPrinter(NumPyPrinter):
             product = self._print(sp.MatMul(*matrices))
             num, den = sp.fraction(scalar)
             out = product if num == 1 else f"{product} * {self._print(num)}"
-            return out if den == 1 else f"{out} / {self._print(den)}"
+            # The denominator is one operand of `/`: `X.T @ G / (2 * n)`, never `/ 2*n`.
+            return out if den == 1 else f"{out} / {self.parenthesize(den, PRECEDENCE['Pow'])}"
         args = list(expr.args)
         if len(args) == 2 and args[1] == S.ones_n and isinstance(args[0], sp.Transpose):
-            return self._column_sums(self._print(args[0].arg))
+            summed = args[0].arg
+            if summed.shape[1] == 1:
+                return self._total(self._print(summed))
+            return self._column_sums(self._print(summed))
         if len(args) == 2 and isinstance(args[0], sp.Transpose):
             return f"({self._print(args[1])}.T @ {self._print(args[0].arg)}).T"
         if len(args) == 2 and args[0] == S.ones_n and isinstance(args[1], sp.Transpose):
@@ -547,6 +560,17 @@ class VectorPrinter(NumPyPrinter):
             return f"(1 / {self.parenthesize(inv, 100)})"
         out: str = super()._print_Pow(expr, rational=rational)
         return out
+
+
+def names_class_count(expr: sp.Basic) -> bool:
+    """Whether `VectorPrinter`'s code for `expr` names the class count `K`: where `K` is free
+    outside the limits of class sums (a class sum prints as a reduction over the class axis), or
+    a delta of two class indices prints as `eye(K)`."""
+    if isinstance(expr, sp.Sum):
+        return names_class_count(expr.function)
+    if isinstance(expr, sp.KroneckerDelta) and S.c not in expr.args:
+        return True
+    return expr == S.K or any(names_class_count(a) for a in expr.args)
 
 
 def vectorised(expr: sp.Expr) -> sp.Expr:

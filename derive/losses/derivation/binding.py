@@ -21,6 +21,7 @@ from derive.losses.derivation.symbols import (
     BATCH_SUM_LHS,
     BATCH_SUM_RHS,
     LOSS,
+    MEAN_LOSS,
     PENALTY,
     YHAT,
     G_dot,
@@ -29,9 +30,11 @@ from derive.losses.derivation.symbols import (
     d2R_dW2_V,
     dL_db,
     dl_db,
+    dL_dO,
     dL_dW,
     dl_dW,
     dR_dW,
+    ell_rows,
     grad_vec,
     ones_K,
     x_vec,
@@ -99,9 +102,24 @@ def _defined(defs: Definitions, name: sp.Basic, what: str) -> sp.Basic:
 
 
 def _mean_loss(defs: Definitions, batch: Batch) -> sp.Expr:
-    """`L = (1/n) sum_r ell(o_r, y_r)` for the loss as *defined* (not as derived)."""
+    """`L` as *defined* (step `mean_loss`); entry r of `ell_rows` is the defined loss at sample
+    r."""
     loss = _defined(defs, LOSS, "mean loss")
-    return sp.Add(*[row_instance(loss, batch, r) for r in range(batch.n)]) / batch.n
+    mean = _defined(defs, MEAN_LOSS, "mean loss")
+    rows = sp.Matrix([row_instance(loss, batch, r) for r in range(batch.n)])
+    n, d, K = batch.n, batch.X.cols, batch.W.cols
+    value = explicit(mean, {ell_rows: rows, S.ones_n: sp.ones(n, 1)}, n, d, K)
+    return value[0, 0] if isinstance(value, sp.MatrixBase) else value
+
+
+def _batch_logit_gradient(defs: Definitions, batch: Batch) -> sp.Matrix:
+    """`dL/dO` entry by entry: the defined mean loss differentiated w.r.t. free logits, then
+    evaluated at the layer's `O = X W + 1 b^T`."""
+    n, K = batch.n, batch.O.cols
+    free = sp.Matrix(n, K, lambda r, j: sp.Symbol(f"o_{r}_{j}", real=True))
+    L = _mean_loss(defs, Batch(batch.X, batch.W, batch.b, batch.Y, free))
+    at = {free[r, j]: batch.O[r, j] for r in range(n) for j in range(K)}
+    return jacobian(L, free).xreplace(at)
 
 
 def _prediction_matrix(defs: Definitions, batch: Batch) -> sp.Matrix | None:
@@ -178,6 +196,7 @@ def binding(model: LossModel, forms: Forms) -> Binding:
             S.Gm: G,
             dL_dW: lambda: jacobian(L(), batch.W),
             dL_db: lambda: jacobian(L(), batch.b),
+            dL_dO: lambda: _batch_logit_gradient(defs, batch),
             x_vec: batch.X[0, :].T,
             y_vec: batch.Y[0, :].T,
             grad_vec: lambda: G()[0, :].T,

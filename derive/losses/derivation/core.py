@@ -35,6 +35,7 @@ from derive.losses.derivation.symbols import (
     BATCH_SUM_LHS,
     BATCH_SUM_RHS,
     LOSS,
+    MEAN_LOSS,
     PENALTY,
     G_dot,
     O_dot,
@@ -42,9 +43,11 @@ from derive.losses.derivation.symbols import (
     d2R_dW2_V,
     dL_db,
     dl_db,
+    dL_dO,
     dL_dW,
     dl_dW,
     dR_dW,
+    ell_rows,
     grad_vec,
     x_vec,
 )
@@ -161,17 +164,36 @@ def core_steps(
         (Elementwise(bind, shapes=sample_shapes, meaning=MEANING, prepare=LOGS),),
     )
     if batch_gradient is not None:
-        dW, db, meaning = (
+        dO, dW, db, meaning = (
+            sp.MatMul(1 / S.n, batch_gradient),
             sp.MatMul(1 / S.n, S.Xm.T, batch_gradient),
             sp.MatMul(1 / S.n, batch_gradient.T, S.ones_n),
             MEANING,
         )
     else:
-        dW, db, meaning = (
+        dO, dW, db, meaning = (
+            sp.MatMul(1 / S.n, S.Gm),
             sp.MatMul(1 / S.n, S.Xm.T, S.Gm),
             sp.MatMul(1 / S.n, S.Gm.T, S.ones_n),
             MEANING_G,
         )
+    # The mean over the batch: a definition, which the batch gradients' checks differentiate
+    # (change it and they fail) and the code prints as the mean of its per-sample losses.
+    w = words["mean_loss"]
+    steps["mean_loss"] = Step(
+        "mean_loss",
+        w.title,
+        w.reason,
+        MEAN_LOSS,
+        sp.MatMul(1 / S.n, ell_rows.T, S.ones_n),
+        definition=True,
+    )
+    steps["batch_gradient_O"] = step(
+        "batch_gradient_O",
+        dL_dO,
+        dO,
+        (Elementwise(bind, shapes=batch_shapes, meaning=meaning, prepare=LOGS),),
+    )
     steps["batch_gradient_W"] = step(
         "batch_gradient_W",
         dL_dW,

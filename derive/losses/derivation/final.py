@@ -36,6 +36,8 @@ def final_forms(
         "logits": "linear_model",
         # The chain rule through the linear layer, with G = dL/dO: what the fused code computes
         # per block of rows.
+        "mean_loss": "mean_loss",
+        "dO": "batch_gradient_O",
         "dW": "batch_gradient_W",
         "db": "batch_gradient_b",
         "hessian": "hessian_logits",
@@ -51,6 +53,7 @@ def final_forms(
     forms = {name: steps[src].rhs for name, src in present.items()}
     # The code computes the rows of G (the per-sample gradient, whatever the notes show for
     # it) and prints the chain rule in G: checked equal to the batch steps' displayed rhs.
+    forms["dO"] = sp.MatMul(1 / S.n, S.Gm)
     forms["dW"] = sp.MatMul(1 / S.n, S.Xm.T, S.Gm)
     forms["db"] = sp.MatMul(1 / S.n, S.Gm.T, S.ones_n)
     # A size, not a formula: the code's sums over rows are divided by it (step "batch_sum").

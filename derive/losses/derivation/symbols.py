@@ -25,6 +25,10 @@ LOSS = sp.Symbol(r"\ell")
 YHAT = S.yhat
 #: The weight-decay penalty R(W), defined by its own step where the model has one.
 PENALTY = sp.Symbol("R")
+#: The mean loss over a batch, defined by step `mean_loss` in the per-sample losses `ell_rows`
+#: (entry r: the loss at sample r); the batch gradients' checks differentiate that definition.
+MEAN_LOSS = sp.Symbol("L")
+ell_rows = sp.MatrixSymbol(r"\boldsymbol{\ell}", S.n, 1)
 
 # Display names of derivatives: each is bound, in the elementwise checks, to a derivative taken
 # of explicit entries (never typed as a result).
@@ -32,6 +36,7 @@ dl_dW = display(r"\frac{\partial \ell}{\partial W}")
 dl_db = display(r"\frac{\partial \ell}{\partial b}")
 dL_dW = display(r"\frac{\partial L}{\partial W}")
 dL_db = display(r"\frac{\partial L}{\partial b}")
+dL_dO = display(r"\frac{\partial L}{\partial O}")
 dR_dW = display(r"\frac{\partial R}{\partial W}")
 #: The Hessian of the mean loss (of the penalty) w.r.t. W applied to a direction V: the
 #: derivative of `dL/dW` (`dR/dW`) along V, bound to that derivative of explicit entries.

@@ -77,14 +77,31 @@ def generic_wording(model: LossModel) -> dict[str, Wording]:
                 "$\\partial \\ell / \\partial o$ 本身。",
             ),
         ),
+        "mean_loss": Wording(
+            Prose("The mean loss over a batch", "批量上的平均损失"),
+            Prose(
+                "The training loss of a batch of $n$ samples is the mean of the per-sample "
+                "losses: entry $r$ of $\\boldsymbol{\\ell}$ is the loss at sample $r$.",
+                "$n$ 个样本的训练损失是各样本损失的平均：$\\boldsymbol{\\ell}$ 的第 $r$ 个分量"
+                "是样本 $r$ 处的损失。",
+            ),
+        ),
+        "batch_gradient_O": Wording(
+            Prose("The batch gradient for the logits", "批量上对输出 $O$ 的梯度"),
+            Prose(
+                "The loss of sample $r$ depends only on row $r$ of $O$, so row $r$ of "
+                "$\\partial L / \\partial O$ is the gradient above at sample $r$, divided by $n$.",
+                "样本 $r$ 的损失只依赖于 $O$ 的第 $r$ 行，所以 $\\partial L / \\partial O$ 的"
+                "第 $r$ 行是样本 $r$ 处的上述梯度除以 $n$。",
+            ),
+        ),
         "batch_gradient_W": Wording(
             Prose("The batch gradient for $W$", "批量上 $W$ 的梯度"),
             Prose(
-                "For the mean loss over a batch, $L = \\frac{1}{n} \\sum_r \\ell(o^{(r)})$, "
-                "with $G$ the $n \\times K$ matrix whose row $r$ is the gradient above at "
-                "sample $r$.",
-                "对批量平均损失 $L = \\frac{1}{n} \\sum_r \\ell(o^{(r)})$，记 $G$ 为 "
-                "$n \\times K$ 矩阵，其第 $r$ 行是样本 $r$ 处的上述梯度。",
+                "For the mean loss above, with $G$ the $n \\times K$ matrix whose row $r$ is "
+                "the gradient above at sample $r$.",
+                "对上面的批量平均损失，记 $G$ 为 $n \\times K$ 矩阵，其第 $r$ 行是样本 $r$ "
+                "处的上述梯度。",
             ),
         ),
         "batch_gradient_b": Wording(
