@@ -13,6 +13,7 @@ Parameters of the loss (keyword-only, validated):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -194,23 +195,13 @@ def _finite_array(name: str, a: Any, expected: str) -> Array:
     return arr
 
 
-def _param(
-    name: str,
-    value: float,
-    low: float | None,
-    high: float | None,
-    low_inclusive: bool,
-    high_inclusive: bool,
-) -> None:
-    """A loss parameter inside its valid range (and a real number), or a clear error."""
+def _param(name: str, value: float, valid: str, inside: Callable[[float], bool]) -> None:
+    """A loss parameter that is a finite real number inside its valid range `valid` (`inside`
+    is the range's check, printed from the model's declared interval), or a clear error."""
     if not isinstance(value, int | float | np.floating | np.integer) or not np.isfinite(value):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_inclusive))
-    above = high is not None and (value > high or (value == high and not high_inclusive))
-    if below or above:
-        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + repr(low)
-        hi = "inf)" if high is None else repr(high) + ("]" if high_inclusive else ")")
-        raise ValueError(f"{name}: {value!r} is outside its valid range {lo}, {hi}")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
 
 
 def _logit_array(name: str, a: Any, min_ndim: int = 1, masked: bool = True) -> Array:
@@ -363,7 +354,7 @@ def loss(O: Any, y: Any, *, eps: float = 0.1) -> Any:
     - targets: $\varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
     - labels (c = the label): $\varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
     """
-    _param("eps", eps, 0.0, 1.0, True, False)
+    _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
@@ -392,7 +383,7 @@ def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
     - targets: $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
     - labels: $\left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$ (computed without a one-hot matrix)
     """
-    _param("eps", eps, 0.0, 1.0, True, False)
+    _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
@@ -420,7 +411,7 @@ def loss_and_grad(
     reduction: str = "mean",
     eps: float = 0.1,
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
+    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
     Per sample, `dl/do_j` = $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ (row r of `G`); by the chain rule
@@ -433,7 +424,7 @@ def loss_and_grad(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if check:
-        _param("eps", eps, 0.0, 1.0, True, False)
+        _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
         X, W, b = _layer(X, W, b)
         labels, Y = _targets("y", y, X.shape[0], W.shape[1], X.dtype)
     else:
@@ -495,7 +486,7 @@ def loss_and_grad(
 
 def predict_proba(X: Any, W: Any, b: Any, *, eps: float = 0.1) -> Array:
     r"""The model's output for each sample: $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
-    _param("eps", eps, 0.0, 1.0, True, False)
+    _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     Xb, W, b = _layer(X, W, b)
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
         O = Xb @ W + b
@@ -517,7 +508,7 @@ def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
 
     $H_{jk} = \delta_{jk} \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(1 - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) - \operatorname{softmax}\left(\mathbf{o}\right)_{j} \operatorname{softmax}\left(\mathbf{o}\right)_{k} \left(1 - \delta_{jk}\right)$
     """
-    _param("eps", eps, 0.0, 1.0, True, False)
+    _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     o = _logit_array("o", o, masked=True)
     if o.ndim != 1:
         raise ValueError(f"o: expected the logits of one sample, shape (K,), got {o.shape}")
@@ -535,7 +526,7 @@ def hvp_logits(O: Any, V: Any, *, eps: float = 0.1) -> Array:
 
     $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
     """
-    _param("eps", eps, 0.0, 1.0, True, False)
+    _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
@@ -553,7 +544,7 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, eps: float = 0.1) -> Array:
     $\frac{\partial^2 L}{\partial W^2} [V] = \frac{1}{n} X^{T} \dot{G}$:
     row r of $\dot{G}$ is `hvp_logits` at row r of $\dot{O} = X V$.
     """
-    _param("eps", eps, 0.0, 1.0, True, False)
+    _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     Xb, W, b = _layer(X, W, b)
     V = _finite_array("V", V, "a direction of shape (d, K)").astype(Xb.dtype, copy=False)
     if V.shape != W.shape:

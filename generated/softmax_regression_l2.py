@@ -13,6 +13,7 @@ Parameters of the loss (keyword-only, validated):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -194,23 +195,13 @@ def _finite_array(name: str, a: Any, expected: str) -> Array:
     return arr
 
 
-def _param(
-    name: str,
-    value: float,
-    low: float | None,
-    high: float | None,
-    low_inclusive: bool,
-    high_inclusive: bool,
-) -> None:
-    """A loss parameter inside its valid range (and a real number), or a clear error."""
+def _param(name: str, value: float, valid: str, inside: Callable[[float], bool]) -> None:
+    """A loss parameter that is a finite real number inside its valid range `valid` (`inside`
+    is the range's check, printed from the model's declared interval), or a clear error."""
     if not isinstance(value, int | float | np.floating | np.integer) or not np.isfinite(value):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_inclusive))
-    above = high is not None and (value > high or (value == high and not high_inclusive))
-    if below or above:
-        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + repr(low)
-        hi = "inf)" if high is None else repr(high) + ("]" if high_inclusive else ")")
-        raise ValueError(f"{name}: {value!r} is outside its valid range {lo}, {hi}")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
 
 
 def _logit_array(name: str, a: Any, min_ndim: int = 1, masked: bool = True) -> Array:
@@ -411,7 +402,7 @@ def loss_and_grad(
     reduction: str = "mean",
     lam: float = 0.0001,
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
+    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
     Per sample, `dl/do_j` = $\operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$ (row r of `G`); by the chain rule
@@ -424,7 +415,7 @@ def loss_and_grad(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if check:
-        _param("lam", lam, 0.0, None, True, False)
+        _param("lam", lam, "[0.0, inf)", lambda lam: lam >= 0.0)
         X, W, b = _layer(X, W, b)
         labels, Y = _targets("y", y, X.shape[0], W.shape[1], X.dtype)
     else:
@@ -541,7 +532,7 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, lam: float = 0.0001) -> Array:
     $\frac{\partial^2 L}{\partial W^2} [V] = \frac{1}{n} X^{T} \dot{G}$, plus the weight decay's $\lambda V$:
     row r of $\dot{G}$ is `hvp_logits` at row r of $\dot{O} = X V$.
     """
-    _param("lam", lam, 0.0, None, True, False)
+    _param("lam", lam, "[0.0, inf)", lambda lam: lam >= 0.0)
     Xb, W, b = _layer(X, W, b)
     V = _finite_array("V", V, "a direction of shape (d, K)").astype(Xb.dtype, copy=False)
     if V.shape != W.shape:

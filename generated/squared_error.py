@@ -10,6 +10,7 @@ their inputs, and raise ValueError/TypeError naming the argument on bad input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,23 +81,13 @@ def _finite_array(name: str, a: Any, expected: str) -> Array:
     return arr
 
 
-def _param(
-    name: str,
-    value: float,
-    low: float | None,
-    high: float | None,
-    low_inclusive: bool,
-    high_inclusive: bool,
-) -> None:
-    """A loss parameter inside its valid range (and a real number), or a clear error."""
+def _param(name: str, value: float, valid: str, inside: Callable[[float], bool]) -> None:
+    """A loss parameter that is a finite real number inside its valid range `valid` (`inside`
+    is the range's check, printed from the model's declared interval), or a clear error."""
     if not isinstance(value, int | float | np.floating | np.integer) or not np.isfinite(value):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_inclusive))
-    above = high is not None and (value > high or (value == high and not high_inclusive))
-    if below or above:
-        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + repr(low)
-        hi = "inf)" if high is None else repr(high) + ("]" if high_inclusive else ")")
-        raise ValueError(f"{name}: {value!r} is outside its valid range {lo}, {hi}")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
 
 
 def _logit_array(name: str, a: Any, min_ndim: int = 1, masked: bool = True) -> Array:
@@ -221,7 +212,7 @@ def loss_and_grad(
     *,
     reduction: str = "mean",
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
+    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y targets (n, K).
     Per sample, `dl/do_j` = $o_{j} - y_{j}$ (row r of `G`); by the chain rule

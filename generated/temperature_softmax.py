@@ -13,6 +13,7 @@ Parameters of the loss (keyword-only, validated):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -183,23 +184,13 @@ def _finite_array(name: str, a: Any, expected: str) -> Array:
     return arr
 
 
-def _param(
-    name: str,
-    value: float,
-    low: float | None,
-    high: float | None,
-    low_inclusive: bool,
-    high_inclusive: bool,
-) -> None:
-    """A loss parameter inside its valid range (and a real number), or a clear error."""
+def _param(name: str, value: float, valid: str, inside: Callable[[float], bool]) -> None:
+    """A loss parameter that is a finite real number inside its valid range `valid` (`inside`
+    is the range's check, printed from the model's declared interval), or a clear error."""
     if not isinstance(value, int | float | np.floating | np.integer) or not np.isfinite(value):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_inclusive))
-    above = high is not None and (value > high or (value == high and not high_inclusive))
-    if below or above:
-        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + repr(low)
-        hi = "inf)" if high is None else repr(high) + ("]" if high_inclusive else ")")
-        raise ValueError(f"{name}: {value!r} is outside its valid range {lo}, {hi}")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
 
 
 def _logit_array(name: str, a: Any, min_ndim: int = 1, masked: bool = True) -> Array:
@@ -352,7 +343,7 @@ def loss(O: Any, y: Any, *, T: float = 2.0) -> Any:
     - targets: $\operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$
     - labels (c = the label): $\operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$
     """
-    _param("T", T, 0.0, None, False, False)
+    _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
@@ -377,7 +368,7 @@ def grad_logits(O: Any, y: Any, *, T: float = 2.0) -> Array:
     - targets: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$
     - labels: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$ (computed without a one-hot matrix)
     """
-    _param("T", T, 0.0, None, False, False)
+    _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
     if labels is not None:
@@ -407,7 +398,7 @@ def loss_and_grad(
     reduction: str = "mean",
     T: float = 2.0,
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for `O = X W + b`, fused: `(L, dL/dW, dL/db)`.
+    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
     Per sample, `dl/do_j` = $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ (row r of `G`); by the chain rule
@@ -420,7 +411,7 @@ def loss_and_grad(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if check:
-        _param("T", T, 0.0, None, False, False)
+        _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
         X, W, b = _layer(X, W, b)
         labels, Y = _targets("y", y, X.shape[0], W.shape[1], X.dtype)
     else:
@@ -478,7 +469,7 @@ def loss_and_grad(
 
 def predict_proba(X: Any, W: Any, b: Any, *, T: float = 2.0) -> Array:
     r"""The model's output for each sample: $\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
-    _param("T", T, 0.0, None, False, False)
+    _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     Xb, W, b = _layer(X, W, b)
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
         O = Xb @ W + b
@@ -500,7 +491,7 @@ def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
 
     $H_{jk} = \frac{\delta_{jk} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}} - \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k} \left(1 - \delta_{jk}\right)}{T^{2}}$
     """
-    _param("T", T, 0.0, None, False, False)
+    _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     o = _logit_array("o", o, masked=True)
     if o.ndim != 1:
         raise ValueError(f"o: expected the logits of one sample, shape (K,), got {o.shape}")
@@ -523,7 +514,7 @@ def hvp_logits(O: Any, V: Any, *, T: float = 2.0) -> Array:
 
     $\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$ (no K x K matrix is formed).
     """
-    _param("T", T, 0.0, None, False, False)
+    _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)
     if V.shape != O.shape:
@@ -541,7 +532,7 @@ def hvp_W(X: Any, W: Any, b: Any, V: Any, *, T: float = 2.0) -> Array:
     $\frac{\partial^2 L}{\partial W^2} [V] = \frac{1}{n} X^{T} \dot{G}$:
     row r of $\dot{G}$ is `hvp_logits` at row r of $\dot{O} = X V$.
     """
-    _param("T", T, 0.0, None, False, False)
+    _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     Xb, W, b = _layer(X, W, b)
     V = _finite_array("V", V, "a direction of shape (d, K)").astype(Xb.dtype, copy=False)
     if V.shape != W.shape:

@@ -51,6 +51,7 @@ def module_context(labels: bool) -> dict[str, Any]:
         "prediction": block("P = PRED"),
         "decision": {"code": "DECIDE(P)", "latex": "DECISION_TEX"},
         "logits": "LOGITS",
+        "logits_latex": "LOGITS_TEX",
         "logits_inplace": ["O = GEMM", "O += BIAS"],
         "chain_W": "CHAIN_W",
         "chain_b": "CHAIN_B",

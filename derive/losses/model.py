@@ -9,6 +9,7 @@ printer maps to whole-array NumPy operations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -49,15 +50,23 @@ class Param:
                 "choose a default inside the range",
             )
 
-    def admits(self, value: float) -> bool:
-        if self.low is not None and (
-            value < self.low or (value == self.low and not self.low_inclusive)
-        ):
-            return False
-        return not (
-            self.high is not None
-            and (value > self.high or (value == self.high and not self.high_inclusive))
+    @property
+    def interval(self) -> sp.Interval:
+        """The valid range, the one definition of it: `admits` asks it, and the emitted modules'
+        checks are printed from it (`derive.output.printing.print_range_check`). The ends are
+        the declared floats exactly (`sp.Float` keeps their 53 bits)."""
+        return sp.Interval(
+            -sp.oo if self.low is None else sp.Float(self.low),
+            sp.oo if self.high is None else sp.Float(self.high),
+            left_open=not self.low_inclusive,
+            right_open=not self.high_inclusive,
         )
+
+    def admits(self, value: float) -> bool:
+        """Whether `value` (a finite real) lies in the parameter's range."""
+        if not math.isfinite(value):
+            return False
+        return bool(self.interval.contains(sp.Float(value)))
 
     def range_text(self) -> str:
         lo = "(-inf" if self.low is None else ("[" if self.low_inclusive else "(") + repr(self.low)

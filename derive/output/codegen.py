@@ -32,6 +32,7 @@ from derive.output.printing import (
     names_class_count,
     print_assignments,
     print_matrix,
+    print_range_check,
     print_reference,
     to_latex,
     vectorised,
@@ -118,6 +119,9 @@ def param_views(model: LossModel) -> list[dict[str, Any]]:
             "low_inclusive": prm.low_inclusive,
             "high_inclusive": prm.high_inclusive,
             "range": prm.range_text(),
+            # The range check the NumPy module runs, printed from the same declared interval
+            # `Param.admits` asks.
+            "inside": print_range_check(prm.interval, prm.symbol.name),
             "doc": prm.doc,
         }
         for prm in model.params
@@ -170,6 +174,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "second_order": second_order,
         "prediction": _block(soft, [("P", prediction)], prediction),
         "logits": chain.doprint(forms["logits"]),
+        "logits_latex": _equation(d, "logits"),
         # The same sum, as statements: the GEMM's fresh result, then `+=` the other terms, so the
         # fused loop allocates no second n x K array per block.
         "logits_inplace": _in_place_sum("O", forms["logits"], chain),

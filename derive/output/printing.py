@@ -19,7 +19,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import JaxPrinter, NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
-from sympy.printing.pycode import MpmathPrinter
+from sympy.printing.pycode import MpmathPrinter, PythonCodePrinter
 
 from derive import notation as S
 from derive.symbolic.decision import ArgMax, Exceeds
@@ -906,6 +906,33 @@ PRINTERS: dict[str, type[VectorPrinter]] = {
 
 
 # --------------------------------------------------------------------------- mpmath reference
+
+
+class RangePrinter(PythonCodePrinter):
+    """Plain Python for a parameter's range check; a float end prints as the float itself
+    (`repr`), never rounded to 15 digits."""
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        return repr(float(expr))
+
+
+def print_range_check(interval: sp.Interval, name: str) -> str:
+    """`interval` as a Python condition on the finite real `name`: a chained comparison
+    (`0.0 <= eps < 1.0`), the name first where only one end is finite (`lam >= 0.0`), `True` for
+    the whole line."""
+    value = S.checked_name(name, "parameter name")
+    ends = RangePrinter()
+    low = None if interval.start.is_infinite else ends.doprint(interval.start)
+    high = None if interval.end.is_infinite else ends.doprint(interval.end)
+    below = "<" if interval.left_open else "<="
+    above = "<" if interval.right_open else "<="
+    if low is not None and high is not None:
+        return f"{low} {below} {value} {above} {high}"
+    if low is not None:
+        return f"{value} {'>' if interval.left_open else '>='} {low}"
+    if high is not None:
+        return f"{value} {above} {high}"
+    return "True"
 
 
 class ReferencePrinter(MpmathPrinter):
