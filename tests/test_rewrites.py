@@ -342,3 +342,39 @@ def test_log_ratio_and_power_log_take_their_limits_in_the_reference() -> None:
     half = [None, mpmath.mpf("0.5")]
     got = namespace["_rho"](half, half, half, 1, e=mpmath.mpf(2))(1, 1, 1)  # type: ignore[operator]
     assert abs(got - mpmath.log(2)) < mpmath.mpf(10) ** -40  # -p log p / (1 - p) at p = 1/2
+
+
+def test_a_symbolic_power_of_a_probability_is_a_power_of_the_softmax() -> None:
+    from sympy.codegen.cfunctions import expm1
+
+    from derive.symbolic.accurate import probability_powers
+    from derive.symbolic.functions import ROW, LogSoftmax, LogSumExp, Softmax, to_raw
+    from derive.symbolic.steps import is_zero
+
+    q = sp.Symbol("q", positive=True)
+    o, j, c, k = S.o, S.j, S.c, S.k
+    row = o[ROW]
+    Z_q = sp.exp(LogSumExp(row)) ** q  # (sum_k e^{o_k})^q, as `stabilize` leaves it
+    p = lambda i: Softmax(row, i)  # noqa: E731
+    cases = [
+        # p_j^q: overflow-free, bounded by 1
+        (sp.exp(q * o[j]) / Z_q, p(j) ** q, False),
+        # 1 - p_c^q, which rounds to 0 once p_c rounds to 1: -expm1(q log p_c)
+        ((1 - sp.exp(q * o[c]) / Z_q) / q, -expm1(q * LogSoftmax(row, c)) / q, False),
+        # a symbolic power pulled out, so the complement shows: p^q (p - 1)
+        (-sp.exp(q * o[c]) / Z_q + sp.exp((q + 1) * o[c]) / (Z_q * sp.exp(LogSumExp(row))),
+         (p(c) - 1) * p(c) ** q, False),
+        # soft targets (they sum to 1): 1 - sum_k y_k p_k^q = sum_k y_k (1 - p_k^q)
+        (1 - _sum(S.y[k] * sp.exp(q * o[k]) / Z_q),
+         -_sum(S.y[k] * expm1(q * LogSoftmax(row, k))), True),
+    ]  # fmt: skip
+    for before, expected, simplex in cases:
+        got = probability_powers(before, simplex=simplex)
+        assert R.split_sums(sp.expand(got - expected)) == 0, (before, got)
+        diff = to_raw(got - before)
+        if simplex:
+            diff = R.targets_sum_to_one(R.split_sums(diff))
+        assert is_zero(diff), before
+    # nothing to do without an exponential; a wrong power is not proved equal
+    assert probability_powers(p(j) * o[j]) == p(j) * o[j]
+    assert not is_zero(to_raw(p(j) ** q - sp.exp(q * o[j]) / Z_q**2))

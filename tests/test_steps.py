@@ -140,6 +140,8 @@ def test_zero_test_sees_a_symbolic_power_of_an_exponential() -> None:
         E(q * (o1 + o2)) - (E(o1) * E(o2)) ** q,
         E(q * (mu - o1)) * E(q * o1) - E(mu) ** q,
         E(q * o1) * E(o1) / (Z * Z**q) - (E(o1) / Z) ** (q + 1),
+        # p^q computed as exp(q log p) (a log in the exponent: X^q for X > 0)
+        E(q * (a - sp.log(Z))) - E(q * a) / Z**q,
         # long exponents (more than 12 terms: the `whole` route first)
         E(q * sum(sp.symbols("t0:14"))) - sp.Mul(*[E(t) for t in sp.symbols("t0:14")]) ** q,
         # the generalized cross-entropy's label gradient at K = 2 against its shifted code form
@@ -167,6 +169,7 @@ def test_zero_test_sees_a_symbolic_power_of_an_exponential() -> None:
         E(q * o1) / Z**q - (E(o1) / Z) ** (2 * q),
         E(q * (o1 + o2)) - E(o1) ** q * E(o2),
         E(q * (mu - o1)) * E(q * o1) - E(mu),
+        E(q * (a - sp.log(Z))) - E(q * a) / Z,
     ]
     for diff in wrong:
         assert not is_zero(diff), diff

@@ -17,9 +17,12 @@ any expression whose shape they match, in this order:
 5. `shifted`: a function the derivation proves invariant under adding one constant to every
    logit is evaluated at `z = o - max(o)`: differences of large logits become exact before they
    are combined (cross-entropy as `LSE(z) - z_c`, i.e. `-log_softmax`).
-6. `logaddexp` (before `shifted`): two exponentials added, without overflow
+6. `powers` (right after `stable`): `exp(q o_j) / exp(LSE(o))^q` as `softmax_j^q` for a
+   symbolic power q (`stabilize` normalises rational multiples only), `1 - p^q` as
+   `-expm1(q log_softmax)`, `1 - sum y F` as `sum y (1 - F)` for targets that sum to 1.
+7. `logaddexp` (before `shifted`): two exponentials added, without overflow
    (`log(e^a + e^b)`, log-cosh, `e^a / (e^a + e^b)` as a sigmoid, `2 sigmoid - 1` as tanh).
-7. `masked` (last): a class's probability times its logit (`p log p`) is 0 where `p` is 0,
+8. `masked` (last): a class's probability times its logit (`p log p`) is 0 where `p` is 0,
    the limit, instead of `0 * -inf`.
 """
 
@@ -30,6 +33,7 @@ import random
 from collections.abc import Callable
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 from derive import notation as S
 from derive.symbolic.functions import (
@@ -57,6 +61,7 @@ Rule = Callable[[sp.Expr], sp.Expr]
 #: The rules that take an expression to its printed form, by name, in the order they apply.
 RULES: tuple[str, ...] = (
     "stable",
+    "powers",
     "endpoints",
     "complements",
     "diagonal",
@@ -531,6 +536,156 @@ def exponentiated(expr: sp.Basic) -> sp.Basic:
     return sp.expand_power_exp(sp.exp(sp.expand(expr))) - 1
 
 
+# --------------------------------------------------------------------------- powers
+
+
+def _scale_of(f: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """`f = c g` with `c` the factors of `f` free of the row variable (`q o[_r]`: (q, o[_r]))."""
+    c, g = f.as_independent(ROW, as_Add=False)
+    return c, g
+
+
+def _exp_of_scaled_softmax(t: Softmax, rows: set[sp.Basic]) -> sp.Expr:
+    """`softmax(c g)_i` as `exp(c g_i - LSE(c g))` where `LSE(g)` is the row's own normaliser."""
+    f, idx = t.args
+    c, g = _scale_of(f)
+    if c.is_Number or g not in rows:
+        return t
+    out: sp.Expr = sp.exp(f.xreplace({ROW: idx}) - LogSumExp(f))
+    return out
+
+
+def _into_sums(mul: sp.Mul) -> sp.Expr:
+    """Exponential factors of a product with one class sum moved into it (they are constant
+    along the sum): `exp(a) Sum(exp(b_s) y_s)` is `Sum(exp(a + b_s) y_s)`."""
+    factors = sp.Mul.make_args(mul)
+    sums = [f for f in factors if isinstance(f, sp.Sum)]
+    if len(sums) != 1:
+        return mul
+    moving = [
+        f
+        for f in factors
+        if isinstance(f, sp.exp) or (isinstance(f, sp.Pow) and isinstance(f.base, sp.exp))
+    ]
+    if not moving:
+        return mul
+    (s,) = sums
+    rest = [f for f in factors if f is not s and f not in moving]
+    inner = sp.powsimp(sp.Mul(*moving, s.function), combine="exp")
+    return sp.Mul(*rest, sp.Sum(inner, *s.limits))
+
+
+def _as_probability_powers(t: sp.exp, rows: set[sp.Basic]) -> sp.Expr:
+    """`exp(sum_x c_x g_x - (sum_x c_x) LSE(g))` as `prod_x softmax(g)_x^c_x`, any real c_x."""
+    arg = sp.expand(t.args[0])
+    for g in sorted(rows, key=str):
+        lse = LogSumExp(g)
+        total = -arg.coeff(lse)
+        rest = sp.expand(arg + total * lse)
+        if total == 0 or rest.has(LogSumExp):
+            continue
+        out: sp.Expr = sp.S.One
+        left = rest
+        for idx in (S.j, S.k, S.c, CLASS_DUMMY):
+            at = g.xreplace({ROW: idx})
+            c = sp.expand(left).coeff(at) if isinstance(at, sp.Indexed) else sp.S.Zero
+            if c != 0 and not c.has(idx):
+                out *= Softmax(g, idx) ** c
+                left = sp.expand(left - c * at)
+        used = sp.Add(*[b.exp if isinstance(b, sp.Pow) else 1 for b in sp.Mul.make_args(out)])
+        if left == 0 and sp.expand(used - total) == 0:
+            return out
+    return t
+
+
+def _exponent_of(base: sp.Basic, term: sp.Expr) -> sp.Expr | None:
+    for f in sp.Mul.make_args(term):
+        if f == base:
+            return sp.S.One
+        if isinstance(f, sp.Pow) and f.base == base:
+            out: sp.Expr = f.exp
+            return out
+    return None
+
+
+def _lowest_power_out(add: sp.Add) -> sp.Expr:
+    """`a p^q + b p^(q + 1)` as `p^q (a + b p)`: a symbolic power of a probability common to
+    every term is pulled out, so that `p^q (p - 1)` shows its complement."""
+    for base in sorted(add.atoms(Softmax), key=str):
+        found = [_exponent_of(base, t) for t in add.args]
+        exps = [e for e in found if e is not None]
+        if len(exps) < len(found):
+            continue
+        low = min(exps, key=lambda e: sp.Add(e).as_coeff_Add()[0])
+        if low.is_Number or any(not sp.expand(e - low).is_Integer for e in exps):
+            continue
+        inner = sp.Add(*[sp.powsimp(t / base**low) for t in add.args])
+        return base**low * inner
+    return add
+
+
+def _one_minus_power(add: sp.Add) -> sp.Expr:
+    """`a - a p^c` as `-a expm1(c log p)` (log p the log-softmax): `1 - p^c` rounds to 0 once
+    `p` rounds to 1, `expm1` of the small `c log p` keeps every digit."""
+    for t in add.args:
+        coeff, rest = t.as_coeff_Mul()
+        if not (isinstance(rest, sp.Pow) and isinstance(rest.base, Softmax)):
+            continue
+        if rest.exp.is_Integer or -coeff not in add.args:
+            continue
+        others = [u for u in add.args if u is not t and u != -coeff]
+        log_p = LogSoftmax(*rest.base.args)
+        return sp.Add(*others, coeff * expm1(rest.exp * log_p))
+    return add
+
+
+def _targets_weighted(add: sp.Add) -> sp.Expr:
+    """`a - a Sum_s y_s F_s` as `a Sum_s y_s (1 - F_s)` (targets sum to 1)."""
+    for t in add.args:
+        coeff, rest = t.as_coeff_Mul()
+        if not isinstance(rest, sp.Sum) or len(rest.limits) != 1 or -coeff not in add.args:
+            continue
+        (s, lo, hi) = rest.limits[0]
+        if S.y[s] not in sp.Mul.make_args(rest.function) or (lo, hi) != (1, S.K):
+            continue
+        others = [u for u in add.args if u is not t and u != -coeff]
+        f = rest.function / S.y[s]
+        body = S.y[s] * _one_minus_power(sp.Add(1, -f, evaluate=False))
+        return sp.Add(*others, -coeff * sp.Sum(body, rest.limits[0]))
+    return add
+
+
+def probability_powers(expr: sp.Expr, simplex: bool = False) -> sp.Expr:
+    """`exp(q o_j) / exp(LSE(o))^q` as `softmax(o)_j^q`, for a symbolic power q: `stabilize`
+    normalises rational multiples of a logit only, and leaves `p^q` (a generalized
+    cross-entropy) as exponentials that overflow."""
+    rows = {lse.args[0] for lse in expr.atoms(LogSumExp)}
+    if not rows or not expr.has(sp.exp):
+        return expr
+    e = expr.replace(lambda t: isinstance(t, Softmax), lambda t: _exp_of_scaled_softmax(t, rows))
+    # exp(a)^c = exp(c a) for a real `a` (powsimp leaves it: it does not know `a` is real)
+    e = e.replace(
+        lambda t: isinstance(t, sp.Pow) and isinstance(t.base, sp.exp),
+        lambda t: sp.exp(t.base.args[0] * t.exp),
+    )
+    e = sp.expand(e, multinomial=False)
+    e = e.replace(lambda t: isinstance(t, sp.Mul) and t.has(sp.Sum), _into_sums)
+    e = sp.powsimp(e, combine="exp", deep=True)
+    out: sp.Expr = e.replace(
+        lambda t: isinstance(t, sp.exp), lambda t: _as_probability_powers(t, rows)
+    )
+    if out.has(sp.exp) or any(_scale_of(lse.args[0])[0] != 1 for lse in out.atoms(LogSumExp)):
+        return expr
+    out = out.replace(lambda t: isinstance(t, sp.Add) and t.has(Softmax), _lowest_power_out)
+    out = sp.factor_terms(out)
+    if simplex:
+        out = out.replace(lambda t: isinstance(t, sp.Add) and t.has(sp.Sum), _targets_weighted)
+    result: sp.Expr = out.replace(
+        lambda t: isinstance(t, sp.Add) and t.has(Softmax), _one_minus_power
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- masked classes
 
 
@@ -729,6 +884,7 @@ def accurate_chain(
             stages.append((rule, new))
 
     add("stable", stabilize(expr))
+    add("powers", probability_powers(stages[-1][1], simplex=targets == "distribution"))
     if targets == "binary" and stages[-1][1].has(S.y):
         add("endpoints", endpoints_within(endpoints(stages[-1][1])))
     add("collected", collected(stages[-1][1]))

@@ -16,6 +16,7 @@ import itertools
 from typing import Any
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 from derive import notation as S
 from derive.symbolic.rewrites import canonical_sums
@@ -386,6 +387,8 @@ def to_raw(expr: sp.Basic, keep: tuple[type, ...] = ()) -> sp.Basic:
         ),
         lambda t: t.raw(),
     )
+    # expm1(x) = exp(x) - 1 (SymPy's codegen function, printed as the library's expm1).
+    out = out.replace(lambda t: isinstance(t, expm1), lambda t: sp.exp(t.args[0]) - 1)
     # The shifted logits z_k = o_k - max(o), with the max standing for any real shift; the
     # centred direction w_k = v_k - v_top likewise.
     return out.replace(

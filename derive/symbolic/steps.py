@@ -68,6 +68,8 @@ def is_zero(expr: sp.Basic) -> bool:
     expr = to_raw(expr)
     if expr == 0:
         return True
+    if expr.has(sp.log) and expr.has(sp.exp):
+        expr = _logs_out_of_exponents(expr)
     atoms = lambda e: sp.cancel(sp.together(_exponentials_as_symbols(e)))  # noqa: E731
     whole = lambda e: sp.cancel(sp.together(_whole_exponentials(e)))  # noqa: E731
     # A polynomial (no exponentials) is decided fastest by `expand` alone; with exponentials,
@@ -93,6 +95,20 @@ def is_zero(expr: sp.Basic) -> bool:
         except (StopIteration, RecursionError):  # NOTE: SymPy's simplify can raise on sums.
             continue
     return False
+
+
+def _logs_out_of_exponents(expr: sp.Basic) -> sp.Basic:
+    """`exp(c log X + d)` as `X^c exp(d)`: sound where X > 0, as every log's argument here is
+    (a probability, a sum of exponentials); `p^q` computed as `exp(q log p)` meets `p^q`."""
+
+    def split(t: sp.exp) -> sp.Expr:
+        out: sp.Expr = sp.S.One
+        for term in sp.Add.make_args(sp.expand(t.args[0])):
+            logs = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.log)]
+            out *= logs[0].args[0] ** (term / logs[0]) if len(logs) == 1 else sp.exp(term)
+        return out
+
+    return expr.replace(lambda t: isinstance(t, sp.exp) and t.args[0].has(sp.log), split)
 
 
 def provably_nonzero(expr: sp.Basic, digits: int = 60) -> bool:

@@ -194,6 +194,15 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
             "$\\sum_k p_k w_k$ 很小，而不是 $v_t$ 与自身相消。",
         ),
     ),
+    "powers": (
+        Prose("with powers of probabilities", "用概率的幂表示"),
+        Prose(
+            "$e^{q o_j} / (\\sum_k e^{o_k})^q = p_j^q$ for any real $q$: a power of a "
+            "probability, bounded by 1, instead of a ratio of exponentials that overflow.",
+            "对任意实数 $q$，$e^{q o_j} / (\\sum_k e^{o_k})^q = p_j^q$：用不超过 1 的概率的幂，"
+            "而不是会溢出的指数之比。",
+        ),
+    ),
     "logaddexp": (
         Prose("without exponentials that overflow", "不含会溢出的指数"),
         Prose(
@@ -255,6 +264,12 @@ def rule_proof(rule: str, model: LossModel) -> FirstOf:
         return FirstOf((GeneralK(general), concrete))
     if rule == "stable":
         return FirstOf((GeneralK((to_raw, canonical_sums)), ConcreteK(Ks=Ks)))
+    if rule == "powers":
+        # p^q = exp(q log p) (the zero test's), and for 1 - sum y F the targets sum to 1.
+        sums_to_one = (targets_sum_to_one,) if simplex else ()
+        general = (to_raw, split_sums, *sums_to_one, canonical_sums)
+        concrete = ConcreteK(Ks=Ks, targets_simplex=simplex)
+        return FirstOf((GeneralK(general), concrete))
     if rule == "logaddexp":
         # Identities of exponentials and their logs: per class, exponentiated (exp(d) = 1).
         steps = (to_raw, tanh_as_exp, split_sums, canonical_sums, per_class, exponentiated)
