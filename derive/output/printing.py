@@ -163,6 +163,11 @@ class NotesLatexPrinter(LatexPrinter):
     def _print_Product(self, expr: sp.Product) -> str:
         return self._bound(expr, lambda e: self._big_operator("prod", e))
 
+    def _print_expm1(self, expr: sp.Function, exp: str | None = None) -> str:
+        # SymPy prints `\operatorname{expm}_{1}`; the notes use the library's name.
+        tex = r"\operatorname{expm1}\left(" + str(self._print(expr.args[0])) + r"\right)"
+        return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+
     def _print_log(self, expr: sp.log, exp: str | None = None) -> str:
         """`\\log \\hat{y}_j` for a plain argument, `\\log{\\left(...\\right)}` otherwise."""
         (arg,) = expr.args

@@ -198,9 +198,14 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
         Prose("with powers of probabilities", "用概率的幂表示"),
         Prose(
             "$e^{q o_j} / (\\sum_k e^{o_k})^q = p_j^q$ for any real $q$: a power of a "
-            "probability, bounded by 1, instead of a ratio of exponentials that overflow.",
+            "probability, bounded by 1, instead of a ratio of exponentials that overflow; "
+            "$1 - p^q = -\\operatorname{expm1}(q \\log p)$, which keeps its digits where "
+            "$p$ rounds to 1, and $1 - \\sum_k y_k F_k = \\sum_k y_k (1 - F_k)$ "
+            "(the targets sum to 1).",
             "对任意实数 $q$，$e^{q o_j} / (\\sum_k e^{o_k})^q = p_j^q$：用不超过 1 的概率的幂，"
-            "而不是会溢出的指数之比。",
+            "而不是会溢出的指数之比；$1 - p^q = -\\operatorname{expm1}(q \\log p)$，"
+            "在 $p$ 舍入为 1 时仍保留有效数字；$1 - \\sum_k y_k F_k = \\sum_k y_k (1 - F_k)$"
+            "（目标之和为 1）。",
         ),
     ),
     "logaddexp": (
