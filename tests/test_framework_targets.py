@@ -1,4 +1,5 @@
-"""What every framework target shares: parameters by their role, not their name.
+"""What every framework target shares: parameters by their role, not their name; a loss with no
+overflow-free form refuses a non-finite result (STABLE = False); `predict(X, W, b)`.
 
 A user's loss parameter named `lam` and the weight decay (whose strength `with_weight_decay` then
 names `weight_decay`) must each reach their own place on every target: `lam` the per-sample loss,
@@ -9,23 +10,29 @@ different order; a parameter mixed up with the other is off by O(1)).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
 import sympy as sp
 
+from derive import notation as S
+from derive.losses import catalogue
 from derive.losses.definitions import with_weight_decay
 from derive.losses.derivation import loss_derivation
-from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param
+from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param, class_sum
 from derive.output.codegen import emit_module
 from derive.output.frameworks import emit_framework_module
 from derive.output.loader import load_module_from_path
-from derive.symbolic.steps import CheckedDerivation
+from derive.symbolic.steps import CheckedDerivation, Prose
 from derive.verify import checks, frameworks
 
 REL = 1e-12
+
+Array = np.ndarray[Any, Any]
 
 TARGETS = [
     pytest.param(
@@ -104,3 +111,82 @@ def test_a_user_parameter_named_lam_and_weight_decay(
     # verify reads the roles the module declares: every accuracy row passes.
     results = frameworks.run(m, target)
     assert all(r.passed for r in results), checks.table(results)
+
+
+@pytest.fixture(scope="module")
+def poisson() -> CheckedDerivation:
+    """Poisson regression, exp(o) - y o: exp(o) has no bounded rewrite (STABLE = False)."""
+    model = LossModel(
+        "poisson",
+        Prose("p", "p"),
+        class_sum(sp.exp(S.o[S.k]) - S.y[S.k] * S.o[S.k]),
+        sp.exp(S.o[S.j]),
+        "real",
+        concrete_Ks=(2, 3),
+    )
+    return loss_derivation(model).check()
+
+
+def _framework_calls(m: ModuleType, target: str) -> list[Callable[[Array, Array], object]]:
+    """The loss, its gradient and (with second order) the HVP w.r.t. the logits, each a
+    function of (O, Y) in float64 NumPy arrays, through the target's own API and autodiff."""
+    view = frameworks.numpy_view(m, target)
+    calls = [view.loss, view.grad_logits]
+    if m.SECOND_ORDER:
+        calls.append(lambda O, Y: view.hvp_logits(O, np.ones_like(O)))
+    return calls
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", TARGETS)
+def test_an_unstable_loss_refuses_a_non_finite_result(
+    poisson: CheckedDerivation, target: str, tmp_path: Path
+) -> None:
+    """As the NumPy module: one FloatingPointError naming the shape, not a silent inf/NaN;
+    finite results pass through unchanged (equal to the NumPy module's to 1e-12)."""
+    m = _emit(poisson, target, tmp_path)
+    numpy_module = _emit(poisson, "numpy", tmp_path)
+    assert m.STABLE is False
+    O, Y = np.array([[1e4, 0.0]]), np.zeros((1, 2))
+    calls = _framework_calls(m, target)
+    assert len(calls) == 3  # the model derives second order: its HVP is refused too
+    for f in calls:
+        with pytest.raises(FloatingPointError, match=r"exp\(o\[.*\]\).*STABLE = False"):
+            f(O, Y)
+    small = np.array([[0.5, -1.0], [2.0, 0.0]])
+    Ys = np.array([[1.0, 0.0], [2.0, 3.0]])
+    assert _rel(m.loss(*_inputs(target, small, Ys)), numpy_module.loss(small, Ys)) < REL
+
+
+def _inputs(target: str, *arrays: Array) -> tuple[object, ...]:
+    """NumPy arrays as the target's own arrays."""
+    if target == "torch":
+        import torch
+
+        return tuple(torch.from_numpy(a.copy()) for a in arrays)
+    if target == "jax":
+        import jax.numpy as jnp
+
+        return tuple(jnp.asarray(a) for a in arrays)
+    return arrays
+
+
+@pytest.mark.parametrize("name", ["softmax_regression", "logistic_regression", "squared_error"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_predict_takes_the_layer_and_matches_the_numpy_module(name: str, target: str) -> None:
+    """`predict(X, W, b)` decides as the NumPy module of the same derivation does (classes,
+    0/1, or the output itself to 1e-12), and a layer of mismatched shapes is one ValueError."""
+    from derive.output.loader import GENERATED_DIR
+
+    m = frameworks.load(GENERATED_DIR / target.replace("-", "_") / f"{name}.py", target)
+    numpy_module = load_module_from_path(GENERATED_DIR / f"{name}.py")
+    rng = np.random.default_rng(5)
+    X, W, b = rng.normal(size=(30, 4)), 2.0 * rng.normal(size=(4, 3)), rng.normal(size=3)
+    got = np.asarray(m.predict(*_inputs(target, X, W, b)))
+    expected = numpy_module.predict(X, W, b)
+    if catalogue.checked(name).derivation.model.targets == "real":
+        assert _rel(got, expected) < REL
+    else:
+        assert got.shape == expected.shape and np.array_equal(got, expected)
+    with pytest.raises(ValueError, match=r"X, W, b: expected shapes \(n, d\), \(d, K\), \(K,\)"):
+        m.predict(*_inputs(target, X, W.T, b))

@@ -319,30 +319,39 @@ def _framework_context(template: str) -> dict[str, Any]:
         return {"lines": [f"{name} = {name.upper()}_FORM"], "latex": "TEX"}
 
     torch_only = {"fused": printed("fused")} if template == "torch.py.j2" else {}
-    return torch_only | {
-        "template": template,
-        "name": "tiny",
-        "title": "Tiny",
-        "targets": "real",
-        "second_order": False,
-        "stable": True,
-        "params": [],
-        "call_params": [],
-        "param_checks": "()",
-        "decay": None,
-        "decay_param": None,
-        "labels": None,
-        "hvp": None,
-        "loss": printed("loss_rows"),
-        "grad": printed("G"),
-        "prediction": printed("P"),
-        "catalogue_loss": False,
-        "weight_decay_param": "None",
-        "reference_loss": '"REF_LOSS"',
-        "reference_prediction": '"REF_PRED"',
-        "reference": [],
-        "kernels": [],
-    }
+    array_api_only = (
+        {"chain": {"dW": "DW_FORM", "db": "DB_FORM"}} if template == "array_api.py.j2" else {}
+    )
+    return (
+        torch_only
+        | array_api_only
+        | {
+            "template": template,
+            "name": "tiny",
+            "title": "Tiny",
+            "targets": "real",
+            "second_order": False,
+            "stable": True,
+            "params": [],
+            "call_params": [],
+            "param_checks": "()",
+            "decay": None,
+            "decay_param": None,
+            "labels": None,
+            "hvp": None,
+            "loss": printed("loss_rows"),
+            "grad": printed("G"),
+            "prediction": printed("P"),
+            "logits": "LOGITS_FORM",
+            "decision": {"code": "DECISION_FORM", "latex": "TEX", "calls": True},
+            "catalogue_loss": False,
+            "weight_decay_param": "None",
+            "reference_loss": '"REF_LOSS"',
+            "reference_prediction": '"REF_PRED"',
+            "reference": [],
+            "kernels": [],
+        }
+    )
 
 
 @pytest.mark.parametrize("template", ["torch.py.j2", "jax.py.j2", "array_api.py.j2"])
@@ -364,7 +373,7 @@ def test_framework_templates_emit_the_power_kernels_only_where_used(template: st
 def test_framework_templates_place_the_printed_forms(template: str) -> None:
     text = render(template, _framework_context(template))
     ast.parse(text)
-    for marker in ("loss_rows = LOSS_ROWS_FORM", "G = G_FORM", "P = P_FORM"):
+    for marker in ("loss_rows = LOSS_ROWS_FORM", "G = G_FORM", "P = P_FORM", "DECISION_FORM"):
         assert marker in text, marker
     assert 'REFERENCE_LOSS = "REF_LOSS"' in text
 

@@ -18,18 +18,25 @@ What each target gets, per loss:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import sympy as sp
 
 from derive import notation as S
+from derive.losses.derivation.symbols import YHAT
 from derive.losses.model import LossModel
-from derive.output.codegen import decay_view, declared_view
+from derive.output.codegen import decay_view, declared_view, unstable_shapes
 from derive.output.notes import environment, one_trailing_newline
-from derive.output.printing import PRINTERS, formatted, print_assignments, to_latex, vectorised
-from derive.symbolic.steps import CheckedDerivation
+from derive.output.printing import (
+    PRINTERS,
+    formatted,
+    latex_sides,
+    print_assignments,
+    to_latex,
+    vectorised,
+)
+from derive.symbolic.steps import CheckedDerivation, Derivation, Step
 
 #: Emit targets besides NumPy, and their templates.
 TEMPLATES: dict[str, str] = {
@@ -47,28 +54,35 @@ def _lines(
     expr: sp.Expr | None,
     copy: str | None,
     params: list[str],
+    also: frozenset[str] = frozenset(),
 ) -> list[str]:
     """`name = expr` (or several `(name, expr)` at once, sharing their common subexpressions
     and one exp pass for softmax and log-sum-exp) as statements; a result that is an input
     array itself is copied (`copy`), because the label term is added to it in place. The
-    parameters and the class count the statements use are bound first (from the `params` tuple
-    and the logits' shape)."""
+    parameters and the class count the statements use (the symbols the printer printed) are
+    bound first (from the `params` tuple and the logits' shape), with those in `also` (used by
+    a statement the template adds, such as the label's term)."""
     outputs = name if isinstance(name, list) else [(name, expr)]
+    printer.symbols_printed = set()
     lines = print_assignments(printer, outputs)
     inputs = set(printer.arrays.values())
     out = []
     for line in lines:
         target, _, value = line.partition(" = ")
         out.append(f"{target} = {value}{copy}" if copy and value in inputs else line)
-    used = [(i, p) for i, p in enumerate(["K", *params]) if re.search(rf"\b{p}\b", " ".join(out))]
+    printed = printer.symbols_printed | also
+    used = [(i, p) for i, p in enumerate([S.K.name, *params]) if p in printed]
     bind = [f"{p} = O.shape[-1]" if i == 0 else f"{p} = params[{i - 1}]" for i, p in used]
     return bind + out
 
 
-def _label_term(printer: Any, term: sp.Expr) -> dict[str, Any]:
-    """`B`, the label column's value, printed; `row` says whether it varies by sample."""
+def _label_term(printer: Any, term: sp.Expr) -> tuple[dict[str, Any], frozenset[str]]:
+    """`B`, the label column's value, printed (`row`: whether it varies by sample), and the
+    symbols it uses (the block before it binds them)."""
+    printer.symbols_printed = set()
     printed = formatted(printer.doprint(vectorised(term)))
-    return {"code": printed, "row": bool(term.atoms(sp.Indexed) | term.atoms(sp.Function))}
+    row = bool(term.atoms(sp.Indexed) | term.atoms(sp.Function))
+    return {"code": printed, "row": row}, frozenset(printer.symbols_printed)
 
 
 def _labels_block(
@@ -80,28 +94,23 @@ def _labels_block(
     params: list[str],
     loss: sp.Expr | None = None,
 ) -> dict[str, Any]:
-    """A per-class quantity for integer labels, `A_j` off the label's column and `B` on it: the
-    statements of `A` (and, with `loss`, of the per-sample loss `loss_rows`) and `B`, which the
-    template assigns to the label's column. A `B` that uses the logits is computed by the same
-    statements (`_gc`, where the shifted logits are in scope)."""
+    """A per-class quantity for integer labels, `A_j` off the label's column and `B` on it (the
+    derivation's `code_gradient_labels` and `code_gradient_at_label`, whose composition
+    `Derivation.final_compositions` checks): the statements of `A` (and, with `loss`, of the
+    per-sample loss `loss_rows`) and `B`, which the template assigns to the label's column. A `B`
+    that uses the logits is computed by the same statements (`_gc`, where the shifted logits are
+    in scope)."""
     outputs = [("loss_rows", loss)] if loss is not None else []
     outputs.append((name, every))
     if at_label is None:  # the same at every class, the label's included
-        return {
-            "lines": _lines(printer, outputs, None, copy, params),
-            "term": None,
-            "latex": to_latex(every),
-        }
-    in_block = at_label.has(S.o, S.z)
-    if in_block:
+        return {"lines": _lines(printer, outputs, None, copy, params), "term": None}
+    also: frozenset[str] = frozenset()
+    if at_label.has(S.o, S.z):
         outputs.append(("_gc", at_label))
-    term = {"code": "_gc", "row": True} if in_block else _label_term(printer, at_label)
-    delta = sp.KroneckerDelta(S.j, S.c)
-    return {
-        "lines": _lines(printer, outputs, None, copy, params),
-        "term": term,
-        "latex": to_latex((1 - delta) * every + delta * at_label),
-    }
+        term: dict[str, Any] = {"code": "_gc", "row": True}
+    else:
+        term, also = _label_term(printer, at_label)
+    return {"lines": _lines(printer, outputs, None, copy, params, also), "term": term}
 
 
 def _hvp_labels(hvp: sp.Expr) -> tuple[sp.Expr, None]:
@@ -110,6 +119,18 @@ def _hvp_labels(hvp: sp.Expr) -> tuple[sp.Expr, None]:
     if hvp.has(S.y):
         raise NotImplementedError(f"a Hessian-vector product that depends on the targets: {hvp}")
     return hvp, None
+
+
+def _source(d: Derivation, form: str) -> Step:
+    """The step a final form is printed from (for a form printed in parts, the step whose rhs
+    the parts make up)."""
+    return next(s for s in d.steps if s.name == d.final_sources[form])
+
+
+def _equation(d: Derivation, form: str) -> str:
+    """`lhs = rhs` in LaTeX, for a docstring: the printed form under its source step's lhs."""
+    lhs, rhs = latex_sides(_source(d, form).lhs, d.final_forms[form])
+    return f"{lhs} = {rhs}"
 
 
 def _tuple(items: Iterable[str]) -> str:
@@ -155,13 +176,24 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
             "lines": _lines(soft, "P", prediction, None, []),
             "latex": to_latex(prediction),
         },
+        # `predict(X, W, b)`: the linear layer, the prediction and the decision rule, each
+        # printed from its step, as in the NumPy module.
+        "logits": printer_class({"X": "X", "W": "W", "b": "b"}).doprint(forms["logits"]),
+        "decision": {
+            "code": formatted(printer_class({YHAT.label.name: "P"}).doprint(forms["decision"])),
+            "latex": _equation(d, "decision"),
+            # Whether the rule calls the array library (a real output is its own decision).
+            "calls": bool(forms["decision"].atoms(sp.Function)),
+        },
+        # The array-API module's `loss_and_grad`: the chain rule through the layer.
+        "chain": {
+            key: printer_class({"X": "X", "G": "G"}).doprint(forms[key]) for key in ("dW", "db")
+        },
         "labels": None,
         "decay": None,
     }
-    printed = [loss, gradient, prediction]
     if second_order:
         hvp = forms["code_hvp"]
-        printed.append(hvp)
         context["hvp"] = {"lines": _lines(soft, "HV", hvp, None, names), "latex": to_latex(hvp)}
     if model.targets == "distribution":
         labels = printer_class(ARRAYS, gather="onehot" if target == "array-api" else "labels")
@@ -178,10 +210,13 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
             "hvp": _labels_block(labels, "HV", *_hvp_labels(forms["code_hvp"]), copy, names)
             if second_order
             else None,
+            # The step whose rhs the two printed parts make up, as the notes show it.
+            "grad_latex": to_latex(_source(d, "code_gradient_labels").rhs),
         }
     if model.decay_symbol is not None:
         context["decay"] = decay_view(forms, printer_class({"W": "W", "V": "V"}))
-    context["stable"] = not any(e.atoms(sp.exp) for e in printed)
+    unstable = unstable_shapes(d)
+    context |= {"stable": not unstable, "unstable_shapes": ", ".join(unstable)}
     used = set(soft.kernels_used)
     if context["labels"] is not None:
         used |= labels.kernels_used

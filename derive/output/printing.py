@@ -322,6 +322,8 @@ class VectorPrinter(NumPyPrinter):
         #: batch's mean is then rounded once, at the end); None keeps the array's own.
         self.sum_dtype = sum_dtype
         self.kernels_used: set[str] = set()
+        #: The symbols printed so far (parameters, `K`): what the emitted code must bind.
+        self.symbols_printed: set[str] = set()
         #: The logits array in scope where the current block is printed (set by
         #: `print_assignments`): a one-hot of the labels takes its dtype and class count from it.
         self.logits_in_scope: str | None = None
@@ -400,6 +402,7 @@ class VectorPrinter(NumPyPrinter):
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
         a, b = expr.args
         if S.c not in (a, b):
+            self.symbols_printed.add(S.K.name)
             return f"{self.ns}.eye(K, dtype=dtype)"
         other = b if a == S.c else a
         if other == S.c:
@@ -469,7 +472,11 @@ class VectorPrinter(NumPyPrinter):
 
     def _print_Exceeds(self, expr: Exceeds) -> str:
         a, b = expr.args
-        return f"({self._print(a)} > {self._print(b)}).astype({self.ns}.intp)"
+        return self._as_index(f"{self._print(a)} > {self._print(b)}")
+
+    def _as_index(self, mask: str) -> str:
+        """A boolean array as the integer outcome it decides (0 or 1)."""
+        return f"({mask}).astype({self.ns}.intp)"
 
     def _print_SoftmaxComplement(self, expr: SoftmaxComplement) -> str:
         f, idx = expr.args
@@ -495,6 +502,7 @@ class VectorPrinter(NumPyPrinter):
         return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
+        self.symbols_printed.add(expr.name)
         return S.checked_name(expr.name, "symbol")
 
     def _print_Sum(self, expr: sp.Sum) -> str:
@@ -851,6 +859,17 @@ class TorchVectorPrinter(VectorPrinter):
     def _at_row_max(self, values: str, logits: str) -> str:
         return f"{values}.gather(-1, torch.argmax({logits}, dim=-1, keepdim=True))"
 
+    def _complement(self, probabilities: str, idx: sp.Basic) -> str:
+        # At the label only: the same values as `_complement`'s column there, without forming
+        # the whole n x K complement (the template's `_complement_at`).
+        if idx == S.c and self.gather is not None:
+            self.kernels_used.add("_complement_at")
+            return f"_complement_at({probabilities}, {self.gather})"
+        return super()._complement(probabilities, idx)
+
+    def _as_index(self, mask: str) -> str:
+        return f"({mask}).to(torch.int64)"
+
 
 class JaxVectorPrinter(VectorPrinter, JaxPrinter):
     """JAX: SymPy's `JaxPrinter` (`jax.numpy` functions, printed as `jnp.`), whole-array."""
@@ -868,6 +887,9 @@ class JaxVectorPrinter(VectorPrinter, JaxPrinter):
 
     def _print_RowMax(self, expr: RowMax) -> str:
         return f"jnp.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+
+    def _as_index(self, mask: str) -> str:
+        return f"({mask}).astype(jnp.int_)"
 
 
 class ArrayApiVectorPrinter(VectorPrinter):
@@ -899,6 +921,9 @@ class ArrayApiVectorPrinter(VectorPrinter):
 
     def _at_row_max(self, values: str, logits: str) -> str:
         return f"_pick({values}, _top_mask({logits}))"
+
+    def _as_index(self, mask: str) -> str:
+        return f"xp.astype({mask}, xp.int64)"
 
 
 #: The printer of each emit target.

@@ -9,7 +9,8 @@ and `jvp` call the emitted `custom_jvp` rules; the array-API module is called di
 cross as float64/float32 NumPy arrays; integer labels stay integers.
 
 `run` applies the accuracy checks of `derive.verify.checks` that concern the mathematics (finite
-differences, references, extreme logits, float32, properties). The blocking and bad-input checks
+differences, references, the prediction and the decision rule, extreme logits, float32,
+properties). The blocking and bad-input checks
 are about the NumPy module's own loop and validation and are not run here.
 """
 
@@ -36,6 +37,7 @@ ACCURACY_CHECKS: tuple[str, ...] = (
     "fd_parameters",
     "fd_hessian",
     "reference_loss",
+    "prediction",
     "softmax_kernels",
     "extreme_float64",
     "extreme_float32",
@@ -138,10 +140,19 @@ def _torch_view(m: ModuleType) -> SimpleNamespace:
         (hv,) = torch.autograd.grad(g, Wt, t(V))
         return back(hv)
 
+    def predict_proba(X: Array, W: Array, b: Array) -> Array:
+        # The module's `predict_proba` takes logits (as torch.nn.functional does).
+        return back(m.predict_proba(t(X) @ t(W) + t(b)))
+
+    def predict(X: Array, W: Array, b: Array) -> Array:
+        return back(m.predict(t(X), t(W), t(b)))
+
     view = SimpleNamespace(
         loss=loss,
         grad_logits=grad_logits,
         loss_and_grad=loss_and_grad,
+        predict_proba=predict_proba,
+        predict=predict,
     )
     if m.SECOND_ORDER:
         view.hessian_logits, view.hvp_logits, view.hvp_W = hessian_logits, hvp_logits, hvp_W
@@ -210,7 +221,20 @@ def _jax_view(m: ModuleType) -> SimpleNamespace:
         g = jax.grad(lambda w: total(j(X), y, w, j(b), p))
         return back(jax.jvp(g, (j(W),), (j(V),))[1])
 
-    view = SimpleNamespace(loss=loss, grad_logits=grad_logits, loss_and_grad=loss_and_grad)
+    def predict_proba(X: Array, W: Array, b: Array) -> Array:
+        # The module's `predict_proba` takes logits (as optax's losses do).
+        return back(m.predict_proba(j(X) @ j(W) + j(b)))
+
+    def predict(X: Array, W: Array, b: Array) -> Array:
+        return back(m.predict(j(X), j(W), j(b)))
+
+    view = SimpleNamespace(
+        loss=loss,
+        grad_logits=grad_logits,
+        loss_and_grad=loss_and_grad,
+        predict_proba=predict_proba,
+        predict=predict,
+    )
     if m.SECOND_ORDER:
         view.hessian_logits, view.hvp_logits, view.hvp_W = hessian_logits, hvp_logits, hvp_W
     if m.TARGETS == "distribution":
@@ -236,7 +260,12 @@ def _array_api_view(m: ModuleType) -> SimpleNamespace:
         out: Array = X.T @ G + strength * V
         return out
 
-    view = SimpleNamespace(loss=m.loss, grad_logits=m.grad_logits)
+    view = SimpleNamespace(
+        loss=m.loss,
+        grad_logits=m.grad_logits,
+        predict_proba=m.predict_proba,
+        predict=m.predict,
+    )
 
     def loss_and_grad(X: Array, y: Array, W: Array, b: Array, **p: float) -> tuple[Any, ...]:
         out: tuple[Any, ...] = m.loss_and_grad(X, y, W, b, **p)

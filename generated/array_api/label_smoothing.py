@@ -5,8 +5,8 @@ r"""Label-smoothed cross-entropy on any array library: the array API standard (N
 Every formula in this file was printed by SymPy from the final forms of the checked derivation in
 `label_smoothing.md` (the same forms as the NumPy module `label_smoothing.py`). Each function starts with
 `xp = array_namespace(...)` (array-api-compat) and calls nothing but the standard below it, so
-it runs on the arrays it is given, on their device. Integer labels become one-hot rows (the standard
-has no integer-array indexing) and go through the forms derived for probability targets. Inputs
+it runs on the arrays it is given, on their device. Integer labels become a boolean mask (the standard
+has no integer-array indexing) and go through the forms derived for labels. Inputs
 are checked for shape and dtype, not scanned for NaN (the NumPy module does that).
 
 Parameters of the loss (keyword-only, validated):
@@ -27,6 +27,7 @@ __all__ = [
     "logsumexp",
     "loss",
     "loss_and_grad",
+    "predict",
     "predict_proba",
     "softmax",
 ]
@@ -236,6 +237,15 @@ def _targets(O: Any, y: Any) -> tuple[Any, bool]:
     return xp.astype(y, O.dtype), False
 
 
+def _layer(X: Any, W: Any, b: Any) -> None:
+    """The linear layer's shapes: X (n, d), W (d, K), b (K,)."""
+    shapes_ok = X.ndim == 2 and W.ndim == 2 and b.ndim == 1
+    if not (shapes_ok and X.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        raise ValueError(
+            f"X, W, b: expected shapes (n, d), (d, K), (K,), got {X.shape}, {W.shape}, {b.shape}"
+        )
+
+
 def _forms(labels: bool) -> tuple[Any, Any, Any]:
     """(loss rows, gradient, Hessian-vector product) for this kind of target."""
     if labels:
@@ -277,29 +287,33 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any, *, eps: float = 0.1) -> tuple[
     r"""Mean loss and its gradients for `O = X W + b`: `(L, dL/dW, dL/db)`, by the chain rule
     `dL/dW = X^T G`, `dL/db = 1^T G` with `G = dL/dO`."""
     xp = array_namespace(X, y, W, b)
-    shapes_ok = X.ndim == 2 and W.ndim == 2 and b.ndim == 1
-    if not (shapes_ok and X.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
-        raise ValueError(
-            f"X, W, b: expected shapes (n, d), (d, K), (K,), got {X.shape}, {W.shape}, {b.shape}"
-        )
+    _layer(X, W, b)
     O = X @ W + b
     params = (_param("eps", eps, 0.0, 1.0, True, False),)
     Y, labels = _targets(O, y)
     loss_fn, grad_fn, _ = _forms(labels)
     n = O.shape[0]
     total = xp.sum(loss_fn(O, Y, params)) / n
-    G = grad_fn(O, Y, params) / n
-    dW = X.T @ G
-    db = xp.sum(G, axis=0)
+    G = grad_fn(O, Y, params)
+    dW = (G.T @ X).T / n
+    db = xp.sum(G, axis=0) / n
     return total, dW, db
 
 
 def predict_proba(X: Any, W: Any, b: Any, eps: float = 0.1) -> Any:
     r"""The model's output for each sample: $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     xp = array_namespace(X, W, b)
+    _layer(X, W, b)
     O = X @ W + b
     P = _softmax(O)
     return xp.broadcast_to(P, O.shape)
+
+
+def predict(X: Any, W: Any, b: Any, eps: float = 0.1) -> Any:
+    r"""The decision for each sample, from `P = predict_proba(X, W, b)`: $\hat{c} = \operatorname{argmax}_{1 \le t \le K} \hat{y}_{t}$."""
+    xp = array_namespace(X, W, b)
+    P = predict_proba(X, W, b, eps)
+    return xp.argmax(P, axis=-1)
 
 
 def softmax(O: Any) -> Any:

@@ -21,6 +21,7 @@ __all__ = [
     "hvp_logits",
     "loss",
     "loss_and_grad",
+    "predict",
     "predict_proba",
 ]
 
@@ -174,6 +175,15 @@ def _targets(O: Any, y: Any) -> tuple[Any, bool]:
     return xp.astype(y, O.dtype), False
 
 
+def _layer(X: Any, W: Any, b: Any) -> None:
+    """The linear layer's shapes: X (n, d), W (d, K), b (K,)."""
+    shapes_ok = X.ndim == 2 and W.ndim == 2 and b.ndim == 1
+    if not (shapes_ok and X.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        raise ValueError(
+            f"X, W, b: expected shapes (n, d), (d, K), (K,), got {X.shape}, {W.shape}, {b.shape}"
+        )
+
+
 def _forms(labels: bool) -> tuple[Any, Any, Any]:
     """(loss rows, gradient, Hessian-vector product) for this kind of target."""
     return _loss_rows, _gradient, _hvp
@@ -213,29 +223,33 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any) -> tuple[Any, Any, Any]:
     r"""Mean loss and its gradients for `O = X W + b`: `(L, dL/dW, dL/db)`, by the chain rule
     `dL/dW = X^T G`, `dL/db = 1^T G` with `G = dL/dO`."""
     xp = array_namespace(X, y, W, b)
-    shapes_ok = X.ndim == 2 and W.ndim == 2 and b.ndim == 1
-    if not (shapes_ok and X.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
-        raise ValueError(
-            f"X, W, b: expected shapes (n, d), (d, K), (K,), got {X.shape}, {W.shape}, {b.shape}"
-        )
+    _layer(X, W, b)
     O = X @ W + b
     params = ()
     Y, labels = _targets(O, y)
     loss_fn, grad_fn, _ = _forms(labels)
     n = O.shape[0]
     total = xp.sum(loss_fn(O, Y, params)) / n
-    G = grad_fn(O, Y, params) / n
-    dW = X.T @ G
-    db = xp.sum(G, axis=0)
+    G = grad_fn(O, Y, params)
+    dW = (G.T @ X).T / n
+    db = xp.sum(G, axis=0) / n
     return total, dW, db
 
 
 def predict_proba(X: Any, W: Any, b: Any) -> Any:
     r"""The model's output for each sample: $\sigma\left(o_{j}\right)$."""
     xp = array_namespace(X, W, b)
+    _layer(X, W, b)
     O = X @ W + b
     P = _sigmoid(O)
     return xp.broadcast_to(P, O.shape)
+
+
+def predict(X: Any, W: Any, b: Any) -> Any:
+    r"""The decision for each sample, from `P = predict_proba(X, W, b)`: $\hat{t}_{j} = \left[\hat{y}_{j} > \frac{1}{2}\right]$."""
+    xp = array_namespace(X, W, b)
+    P = predict_proba(X, W, b)
+    return xp.astype(P > 1 / 2, xp.int64)
 
 
 # fmt: off

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "loss",
+    "predict",
     "predict_proba",
 ]
 
@@ -210,7 +211,22 @@ def predict_proba(logits: Any) -> jax.Array:
     r"""The model's output for `logits` (..., K): $\sigma\left(o_{j}\right)$."""
     O = jnp.asarray(logits)
     P = _sigmoid(O)
-    return jnp.broadcast_to(P, O.shape)
+    P = jnp.broadcast_to(P, O.shape)
+    return P
+
+
+def predict(X: Any, W: Any, b: Any) -> jax.Array:
+    r"""The decision for each sample of the linear layer `X W + b` (X (n, d), W (d, K), b (K,)),
+    from `P = predict_proba(X @ W + b)`: $\hat{t}_{j} = \left[\hat{y}_{j} > \frac{1}{2}\right]$."""
+    X, W, b = jnp.asarray(X), jnp.asarray(W), jnp.asarray(b)
+    ranks = X.ndim == W.ndim == 2 and b.ndim == 1
+    if not (ranks and X.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        raise ValueError(
+            f"X, W, b: expected shapes (n, d), (d, K), (K,), got {X.shape}, {W.shape}, {b.shape}"
+        )
+    P = predict_proba(X @ W + b)
+    out: jax.Array = (P > 1 / 2).astype(jnp.int_)
+    return out
 
 
 # fmt: off

@@ -31,6 +31,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "loss",
+    "predict",
     "predict_proba",
     "softmax",
 ]
@@ -276,7 +277,22 @@ def predict_proba(logits: Any, T: float = 2.0) -> jax.Array:
     r"""The model's output for `logits` (..., K): $\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
     O = jnp.asarray(logits)
     P = _softmax(O / T)
-    return jnp.broadcast_to(P, O.shape)
+    P = jnp.broadcast_to(P, O.shape)
+    return P
+
+
+def predict(X: Any, W: Any, b: Any, T: float = 2.0) -> jax.Array:
+    r"""The decision for each sample of the linear layer `X W + b` (X (n, d), W (d, K), b (K,)),
+    from `P = predict_proba(X @ W + b)`: $\hat{c} = \operatorname{argmax}_{1 \le t \le K} \hat{y}_{t}$."""
+    X, W, b = jnp.asarray(X), jnp.asarray(W), jnp.asarray(b)
+    ranks = X.ndim == W.ndim == 2 and b.ndim == 1
+    if not (ranks and X.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        raise ValueError(
+            f"X, W, b: expected shapes (n, d), (d, K), (K,), got {X.shape}, {W.shape}, {b.shape}"
+        )
+    P = predict_proba(X @ W + b, T)
+    out: jax.Array = jnp.argmax(P, axis=-1)
+    return out
 
 
 def softmax(logits: Any) -> jax.Array:

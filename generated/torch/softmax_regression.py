@@ -25,6 +25,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "loss",
+    "predict",
     "predict_proba",
     "softmax",
 ]
@@ -57,42 +58,46 @@ REFERENCE_PREDICTION = "exp(o[j])/(builtins.sum(exp(o[m]) for m in range(1, K+1)
 _FEW_CLASSES = 64
 
 
-def _shifted_exp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`exp(O - max)` and the max (keepdim): every exponent <= 0; -inf (a masked class) -> 0."""
-    m = torch.amax(O, dim=-1, keepdim=True)
-    return torch.exp(O - m), m
+def _shifted_exp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`exp(O - max)`, the max and where it is (keepdim), from one reduction: every exponent
+    <= 0, the row's largest term exactly 1; -inf (a masked class) -> 0."""
+    m, top = torch.max(O, dim=-1, keepdim=True)
+    return torch.exp(O - m), m, top
 
 
-def _others(E: torch.Tensor, O: torch.Tensor) -> torch.Tensor:
-    """The sum of the shifted exponentials but the row's largest (which is exactly 1)."""
-    top = torch.argmax(O, dim=-1, keepdim=True)
-    return torch.sum(E.scatter(-1, top, 0.0), dim=-1, keepdim=True)
+def _others(E: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """The sum of a row's entries but the one at `top`, summed in place (no n x K copy): the
+    entry is zeroed, the row summed, and the entry put back."""
+    kept = E.gather(-1, top)
+    rest = torch.sum(E.scatter_(-1, top, 0.0), dim=-1, keepdim=True)
+    E.scatter_(-1, top, kept)
+    return rest
 
 
 def _logsumexp(O: torch.Tensor) -> torch.Tensor:
     # NOTE: log1p of the others' sum: `log(1 + r)` would round 1 + r first and lose the digits of
     # a small r (a row led by 20 or more).
-    E, m = _shifted_exp(O)
-    return m + torch.log1p(_others(E, O))
+    E, m, top = _shifted_exp(O)
+    return m + torch.log1p(_others(E, top))
 
 
 def _softmax(O: torch.Tensor) -> torch.Tensor:
     if O.shape[-1] > _FEW_CLASSES:
         return torch.softmax(O, dim=-1)
-    E, _ = _shifted_exp(O)
+    E, _, _ = _shifted_exp(O)
     return E.div_(torch.sum(E, dim=-1, keepdim=True))
 
 
 def _log_softmax(O: torch.Tensor) -> torch.Tensor:
-    E, m = _shifted_exp(O)
+    E, m, top = _shifted_exp(O)
     # NOTE: (O - max) first, exact for nearby values; the small log second (no cancellation).
-    return (O - m) - torch.log1p(_others(E, O))
+    return (O - m) - torch.log1p(_others(E, top))
 
 
 def _softmax_and_logsumexp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both from one exp pass (the costliest elementwise step of a fused loss and gradient)."""
-    E, m = _shifted_exp(O)
-    rest = _others(E, O)
+    E, m, top = _shifted_exp(O)
+    rest = _others(E, top)
     return E.div_(1 + rest), m + torch.log1p(rest)
 
 
@@ -104,6 +109,14 @@ def _complement(P: torch.Tensor) -> torch.Tensor:
     top = torch.argmax(P, dim=-1, keepdim=True)
     others = torch.sum(P.scatter(-1, top, 0.0), dim=-1, keepdim=True)
     return (1 - P).scatter_(-1, top, others)
+
+
+def _complement_at(P: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`_complement(P)` at each row's label only, (n, 1): the same values, without the n x K
+    complement (`1 - p` off the row's largest entry, the others' sum on it)."""
+    top = torch.argmax(P, dim=-1, keepdim=True)
+    at = labels[:, None]
+    return torch.where(at == top, _others(P, top), 1 - P.gather(-1, at))
 
 
 def _sigmoid(z: torch.Tensor) -> torch.Tensor:
@@ -169,7 +182,7 @@ def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
     r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     G = _softmax(Z)
-    _gc = -_complement(_softmax(Z)).gather(-1, labels[:, None])
+    _gc = -_complement_at(_softmax(Z), labels)
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_(-1, labels[:, None], (_gc).reshape(-1, 1).to(G.dtype))
     return G
@@ -183,7 +196,7 @@ def _fused_labels(
     _p0, _l0 = _softmax_and_logsumexp(Z)
     loss_rows = _l0 - Z.gather(-1, labels[:, None])
     G = _p0
-    _gc = -_complement(_p0).gather(-1, labels[:, None])
+    _gc = -_complement_at(_p0, labels)
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_(-1, labels[:, None], (_gc).reshape(-1, 1).to(G.dtype))
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0]), G
@@ -356,7 +369,24 @@ def predict_proba(input: torch.Tensor) -> torch.Tensor:
     r"""The model's output for logits `input` (n, K): $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     O = input
     P = _softmax(O)
-    return torch.broadcast_to(P, O.shape)
+    P = torch.broadcast_to(P, O.shape)
+    return P
+
+
+def predict(X: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r"""The decision for each sample of the linear layer `X W + b` (X (n, d), W (d, K), b (K,)),
+    from `P = predict_proba(X @ W + b)`: $\hat{c} = \operatorname{argmax}_{1 \le t \le K} \hat{y}_{t}$."""
+    tensors = all(isinstance(a, torch.Tensor) and a.is_floating_point() for a in (X, W, b))
+    if not tensors:
+        raise TypeError("X, W, b: expected floating-point tensors")
+    ranks = X.dim() == W.dim() == 2 and b.dim() == 1
+    if not (ranks and X.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        raise ValueError(
+            f"X, W, b: expected shapes (n, d), (d, K), (K,), got {tuple(X.shape)}, {tuple(W.shape)}, {tuple(b.shape)}"
+        )
+    P = predict_proba(X @ W + b)
+    out: torch.Tensor = torch.argmax(P, axis=-1)
+    return out
 
 
 def softmax(input: torch.Tensor) -> torch.Tensor:
