@@ -80,8 +80,12 @@ def _to_numpy(a: Any) -> Any:
         return np.asarray(float(a))
 
 
+#: JAX compiles each shape it meets (seconds per case): its case runs in the slow pass.
+LIBRARY_CASES = [pytest.param(k, marks=pytest.mark.slow) if k == "jax" else k for k in _libraries()]
+
+
 @pytest.mark.parametrize("name", catalogue.names())
-@pytest.mark.parametrize("lib", list(_libraries()))
+@pytest.mark.parametrize("lib", LIBRARY_CASES)
 def test_same_results_as_the_numpy_module_on_every_library(name: str, lib: str) -> None:
     m, ref = _load(name), load_generated(name)
     to = _libraries()[lib]

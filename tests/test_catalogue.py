@@ -125,6 +125,7 @@ def test_a_gradient_that_is_the_logits_themselves_does_not_alias_the_input(tmp_p
     np.testing.assert_allclose(G, O / 2)
 
 
+@pytest.mark.slow  # derives, emits and verifies a user loss (seconds)
 def test_a_loss_with_no_known_stable_form_is_reported_not_passed(tmp_path: Path) -> None:
     """Poisson regression, exp(o) - y o: exp(o) has no bounded rewrite, and verify says so:
     at +-1e4 the exact loss exceeds float64, so the row is a skip with that reason (the module
