@@ -378,3 +378,26 @@ def test_a_symbolic_power_of_a_probability_is_a_power_of_the_softmax() -> None:
     # nothing to do without an exponential; a wrong power is not proved equal
     assert probability_powers(p(j) * o[j]) == p(j) * o[j]
     assert not is_zero(to_raw(p(j) ** q - sp.exp(q * o[j]) / Z_q**2))
+
+
+def test_centred_mean_centres_an_entry_minus_its_weighted_mean_at_the_leading_class() -> None:
+    from derive.symbolic.accurate import centred_mean
+    from derive.symbolic.functions import ROW, AtTop, Softmax
+
+    row = S.o[ROW]
+    p_j, p_k = Softmax(row, S.j), Softmax(row, S.k)
+    # Brier's gradient bracket: r_j - sum_k p_k r_k with r = p - y (as the chain expands it)
+    bracket = p_j - S.y[S.j] - _sum(p_k**2) + _sum(S.y[S.k] * p_k)
+    top = AtTop(Softmax(row, ROW) - S.y[ROW], row)
+    out = centred_mean(bracket)
+    r_k = p_k - S.y[S.k]
+    expected = p_j - S.y[S.j] - top - _sum(p_k * (r_k - top))
+    assert sp.expand(R.canonical_sums(out) - R.canonical_sums(expected)) == 0
+    assert out.has(AtTop) and _same_value(out, bracket)
+    # any value stands for the entry at the top in a proof: the identity holds for all of them
+    assert _same_value(out.xreplace({top: sp.Rational(-3, 7)}), bracket)
+    # a sum that is not the p-weighted mean of the rest is left alone (x_j - sum_k p_k y_k)
+    other = S.x[S.j] - _sum(p_k * S.y[S.k])
+    assert centred_mean(other) == other
+    # nor is a rest that is constant along the row
+    assert centred_mean(S.y[S.c] - _sum(p_k * S.y[S.c])) == S.y[S.c] - _sum(p_k * S.y[S.c])

@@ -26,6 +26,7 @@ from derive.symbolic.decision import ArgMax, Exceeds
 from derive.symbolic.functions import (
     CLASS_DUMMY,
     ROW,
+    AtTop,
     ComplementPower,
     LogAddExp,
     LogCosh,
@@ -492,6 +493,10 @@ class VectorPrinter(NumPyPrinter):
         if idx == S.c and self.gather is not None:
             return self._at_label(f"_complement({probabilities})")
         return f"_complement({probabilities}){self.axes.get(idx, '')}"
+
+    def _print_AtTop(self, expr: AtTop) -> str:
+        f, logits = expr.args
+        return self._at_row_max(f"({self._print(f)})", self._print(logits))
 
     def _at_row_max(self, values: str, logits: str) -> str:
         """Each row's entry of `values` at the row's largest logit, as an (n, 1) column."""

@@ -39,6 +39,7 @@ from derive import notation as S
 from derive.symbolic.functions import (
     CLASS_DUMMY,
     ROW,
+    AtTop,
     ComplementPower,
     LogAddExp,
     LogCosh,
@@ -67,6 +68,7 @@ RULES: tuple[str, ...] = (
     "diagonal",
     "rationalised",
     "logaddexp",
+    "centred_mean",
     "shifted",
     "masked",
 )
@@ -686,6 +688,47 @@ def probability_powers(expr: sp.Expr, simplex: bool = False) -> sp.Expr:
     return result
 
 
+# --------------------------------------------------------------------------- centred mean
+
+
+def _centre_at_top(add: sp.Add) -> sp.Expr:
+    """`A_x - Sum_s p_s A_s` as `(A_x - A_t) - Sum_s p_s (A_s - A_t)`, t the leading class
+    (any constant works: the probabilities sum to 1)."""
+    terms = sp.Add.make_args(add)
+    rest = sp.Add(*[t for t in terms if not t.has(sp.Sum)])
+    sums = combine_sums(sp.Add(*[t for t in terms if t.has(sp.Sum)]))
+    free = rest.free_symbols & {S.j, S.k}
+    if rest == 0 or len(free) != 1 or not isinstance(sums, sp.Sum) or len(sums.limits) != 1:
+        return add
+    if rest.has(S.v):  # a Hessian's direction: the `centred` step centres v itself (w = v - v_t)
+        return add
+    ((x,), (s, lo, hi)) = (free, sums.limits[0])
+    if (lo, hi) != (1, S.K) or rest.has(s) or rest.has(sp.KroneckerDelta):
+        return add
+    for p in sorted(sums.function.atoms(Softmax), key=sp.default_sort_key):
+        if p.args[1] != s:
+            continue
+        at_s = rest.xreplace({x: s})
+        if sp.expand(sums.function + p * at_s) != 0:
+            continue
+        top = AtTop(rest.xreplace({x: ROW}), p.args[0])
+        return sp.Add(rest - top, -sp.Sum(p * (at_s - top), (s, 1, S.K)))
+    return add
+
+
+def centred_mean(expr: sp.Expr) -> sp.Expr:
+    """A row entry minus its probability-weighted mean, `A_x - sum_s p_s A_s`, centred at the
+    row's leading class t: `(A_x - A_t) - sum_s p_s (A_s - A_t)`. Where `p_t` is close to 1 the
+    mean is close to `A_t`, and the difference cancels; centred, the entry at t is exactly 0
+    and the sum holds only the small probabilities of the other classes."""
+    if not expr.has(sp.Sum) or not expr.has(Softmax):
+        return expr
+    out: sp.Expr = expr.replace(
+        lambda t: isinstance(t, sp.Add) and t.has(sp.Sum) and t.has(Softmax), _centre_at_top
+    )
+    return out
+
+
 # --------------------------------------------------------------------------- masked classes
 
 
@@ -895,6 +938,7 @@ def accurate_chain(
     add("diagonal", delta_endpoints(stages[-1][1]))
     add("rationalised", rationalised(stages[-1][1]))
     add("logaddexp", log_add_exp(stages[-1][1]))
+    add("centred_mean", centred_mean(stages[-1][1]))
     current = stages[-1][1]
     if current.has(S.v):
         centred = current.xreplace(

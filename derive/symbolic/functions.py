@@ -334,6 +334,26 @@ class ComplementPower(_StableFunction):
         return r"\exp\left(" + power + r" \log " + str(printer._print(q)) + r"\right)"
 
 
+class AtTop(_StableFunction):
+    """`f_t`, the entry of the row `f` at the row's leading class `t` (the largest logit of the
+    row `logits`), one value per row.
+
+    A proof treats it as an arbitrary real number (`raw` is a symbol named after `f`): the
+    rewrite that introduces it (`centred_mean`) holds for *any* constant, the leading class is
+    only the accurate choice.
+    """
+
+    nargs = 2
+
+    def raw(self) -> sp.Expr:
+        return sp.Symbol(f"top[{sp.srepr(self.args[0])}]", real=True)
+
+    def _latex_base(self, printer: Any) -> str:
+        # the row's entry at t, as the code takes it: `(softmax(z)_t - y_t)`
+        at_t = self.args[0].xreplace({ROW: sp.Symbol("t", integer=True)})
+        return r"\left(" + str(printer._print(at_t)) + r"\right)"
+
+
 #: The value the row max stands for in a proof: shift invariance holds for every real shift.
 ANY_SHIFT = sp.Symbol("mu", real=True)
 #: The same for a direction's entry at the leading class (`w = v - v_top`).
@@ -381,7 +401,8 @@ def to_raw(expr: sp.Basic, keep: tuple[type, ...] = ()) -> sp.Basic:
                 | LogCosh
                 | ProbabilityTimes
                 | LogRatio
-                | ComplementPower,
+                | ComplementPower
+                | AtTop,
             )
             and not isinstance(t, keep)
         ),

@@ -194,6 +194,20 @@ _RULES: dict[str, tuple[Prose, Prose]] = {
             "$\\sum_k p_k w_k$ 很小，而不是 $v_t$ 与自身相消。",
         ),
     ),
+    "centred_mean": (
+        Prose("centred at the leading class", "以最大类别为中心"),
+        Prose(
+            "$A_j - \\sum_s p_s A_s = (A_j - A_t) - \\sum_s p_s (A_s - A_t)$ for any $A_t$, "
+            "since $\\sum_s p_s = 1$; the code takes $t$ the class of the largest logit: "
+            "where $p_t$ is close to 1 the mean is close to $A_t$ and the difference of the "
+            "two would cancel, while centred the entry at $t$ is exactly 0 and the sum holds "
+            "only the small probabilities of the other classes.",
+            "由于 $\\sum_s p_s = 1$，对任意 $A_t$ 有 "
+            "$A_j - \\sum_s p_s A_s = (A_j - A_t) - \\sum_s p_s (A_s - A_t)$；代码取 $t$ 为"
+            "最大 logit 的类别：$p_t$ 接近 1 时加权平均接近 $A_t$，两者之差会相消；"
+            "居中之后 $t$ 处的项恰为 0，求和中只剩其余类别的小概率。",
+        ),
+    ),
     "powers": (
         Prose("with powers of probabilities", "用概率的幂表示"),
         Prose(
