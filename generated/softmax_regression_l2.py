@@ -464,15 +464,18 @@ def loss_and_grad(
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
         db += G.sum(axis=0)
-    # NOTE: the penalty is no row sum; the summed form carries it once per row.
-    total += n * float(1 / 2 * lam * np.vdot(W, W))
+    # The objective J (step "objective") in the mean loss L and the penalty R, which is no row
+    # sum: the summed form carries it n times.
+    R = float(1 / 2 * lam * np.vdot(W, W))
     if reduction == "sum":
-        dW += n * (W * lam)
+        total = R * n + total
+        dW += W * lam * n
         return X.dtype.type(total), dW, db
     dW /= n
     db /= n
     dW += W * lam
-    return X.dtype.type(total / n), dW, db
+    L = total / n
+    return X.dtype.type(L + R), dW, db
 
 
 def predict_proba(X: Any, W: Any, b: Any) -> Array:

@@ -20,7 +20,7 @@ from derive import notation as S
 from derive.errors import StepCheckError
 from derive.losses.definitions import with_weight_decay
 from derive.losses.derivation import loss_derivation
-from derive.losses.derivation.symbols import ell_rows
+from derive.losses.derivation.symbols import MEAN_LOSS, PENALTY, ell_rows
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param
 from derive.losses.softmax_regression import softmax_regression
 from derive.output.codegen import emit_module
@@ -133,6 +133,51 @@ def test_the_printed_batch_mean_is_its_steps_right_hand_side(tmp_path: Path) -> 
     )
     with pytest.raises(StepCheckError, match="batch_gradient_O"):
         d.replace_step("mean_loss", rhs=half).check(only={"batch_gradient_O"})
+
+
+def test_the_fused_loop_prints_the_objective_and_its_gradient_from_their_steps(
+    tmp_path: Path,
+) -> None:
+    """`loss_and_grad` of a model with weight decay prints `J = L + R` (step `objective`) and
+    the penalty's part of `dJ/dW` (step `objective_gradient_W`): with the penalty doubled in
+    both, the printed lines change and J and dW gain exactly R and lam W more, in both
+    reductions; the old gradient under the doubled objective is refused."""
+    model = with_weight_decay(BASE)
+    assert model.decay_symbol is not None
+    lam = model.decay_symbol
+    d = loss_derivation(model)
+    doubled = MEAN_LOSS + 2 * PENALTY
+    grad = sp.MatAdd(sp.MatMul(1 / S.n, S.Xm.T, S.Gm), 2 * lam * S.Wm)
+    shown = sp.MatAdd(d.final_forms["dW"], 2 * lam * S.Wm)
+    changed = replace(
+        d.replace_step("objective", rhs=doubled).replace_step("objective_gradient_W", rhs=shown),
+        final_forms={**d.final_forms, "objective": doubled, "objective_grad": grad},
+    )
+    only = {"objective", "objective_gradient_W"}
+    module = _emit(changed.check(only=only), tmp_path)
+    (tmp_path / "a").mkdir()
+    one = _emit(d.check(only=only), tmp_path / "a")
+    text = Path(module.__file__).read_text(encoding="utf-8")
+    old = Path(one.__file__).read_text(encoding="utf-8")
+    for line in (
+        "return X.dtype.type(L + 2 * R), dW, db",
+        "dW += W * 2 * lam",
+        "total = 2 * R * n + total",
+    ):
+        assert line in text and line not in old, line
+    X, y, W, b = _problem()
+    R = 0.5 * 0.3 * np.sum(W * W)
+    for reduction, times in (("mean", 1.0), ("sum", float(X.shape[0]))):
+        J2, dW2, db2 = module.loss_and_grad(X, y, W, b, lam=0.3, reduction=reduction)
+        J1, dW1, db1 = one.loss_and_grad(X, y, W, b, lam=0.3, reduction=reduction)
+        np.testing.assert_allclose(J2 - J1, times * R, rtol=1e-12)
+        np.testing.assert_allclose(dW2 - dW1, times * 0.3 * W, rtol=1e-12)
+        np.testing.assert_array_equal(db2, db1)
+    with pytest.raises(StepCheckError, match="objective_gradient_W"):
+        replace(
+            d.replace_step("objective", rhs=doubled),
+            final_forms={**d.final_forms, "objective": doubled},
+        ).check(only=only)
 
 
 def test_weight_decay_adds_its_proved_hessian_term_to_hvp_W() -> None:

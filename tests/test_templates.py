@@ -67,6 +67,7 @@ def module_context(labels: bool) -> dict[str, Any]:
         "chain_W_latex": "CW",
         "chain_b_latex": "CB",
         "decay": None,
+        "objective": None,
         "public_kernels": False,
         "uses_K": False,
         "reference": [],
@@ -175,6 +176,12 @@ def test_module_second_order_and_decay_pieces() -> None:
             "latex": "R_TEX",
             "hvp_latex": "RV_TEX",
         },
+        "objective": {
+            "value": "OBJECTIVE",
+            "sum": "OBJECTIVE_SUM",
+            "grad": "OBJECTIVE_GRAD",
+            "sum_grad": "OBJECTIVE_SUM_GRAD",
+        },
     }
     text = render("module.py.j2", ctx)
     ast.parse(text)
@@ -185,8 +192,12 @@ def test_module_second_order_and_decay_pieces() -> None:
         "    out += PENALTY_HVP\n"
         "    return out\n" in text
     )
-    assert "    total += ROWS * float(PENALTY)\n" in text
-    assert "    dW += PENALTY_GRAD\n" in text
+    # The objective and its gradient are printed (codegen.objective_view), nothing composed.
+    assert "    R = float(PENALTY)\n" in text
+    assert "        total = OBJECTIVE_SUM\n        dW += OBJECTIVE_SUM_GRAD\n" in text
+    assert "    dW += OBJECTIVE_GRAD\n    L = MEAN_OF_TOTAL\n" in text
+    assert "    return X.dtype.type(OBJECTIVE), dW, db\n" in text
+    assert "PENALTY_GRAD" not in text.split("def loss_and_grad")[1].split("def predict")[0]
 
 
 def _defined_functions(text: str) -> list[str]:

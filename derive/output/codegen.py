@@ -22,7 +22,7 @@ from sympy.printing.pycode import MpmathPrinter
 
 from derive import notation as S
 from derive.losses.definitions import CATALOGUE_MODELS
-from derive.losses.derivation.symbols import YHAT, G_dot, ell_rows
+from derive.losses.derivation.symbols import MEAN_LOSS, PENALTY, YHAT, G_dot, ell_rows
 from derive.losses.model import LossModel
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printing import (
@@ -104,6 +104,31 @@ def mean_view(form: sp.MatrixExpr) -> dict[str, str]:
         "whole": formatted(printer.doprint(form)),
         "row_sum": printer.doprint(sp.MatMul(*matrices)),
         "of_total": formatted(printer.doprint(coeff * sp.Symbol("total"))),
+    }
+
+
+def objective_view(forms: dict[str, Any], decay: VectorPrinter) -> dict[str, str]:
+    """The objective `J = L + R` (step `objective`) and the penalty's part of its gradient in W
+    (step `objective_gradient_W`: the batch term is what the loop accumulates), printed for the
+    fused loop: `value` in the names `L` (the mean loss) and `R` (the penalty); `sum` and
+    `sum_grad` are `n` times them with `L` the row sum `total` over `n` (`reduction="sum"`, step
+    `batch_sum`), `grad` the penalty's gradient the mean adds."""
+    rows = forms["batch_rows"]
+    coeff, _ = forms["mean_loss"].as_coeff_matrices()
+    objective: sp.Expr = forms["objective"]
+    if not ({MEAN_LOSS, PENALTY} <= objective.free_symbols):
+        raise NotImplementedError(f"{objective}: expected an objective in L and R")
+    penalty = [t for t in forms["objective_grad"].args if t != forms["dW"]]
+    if len(penalty) != len(forms["objective_grad"].args) - 1:
+        raise NotImplementedError(f"{forms['objective_grad']}: expected dL/dW plus a penalty")
+    grad = sp.MatAdd(*penalty)
+    total = sp.Symbol("total")
+    as_sum = sp.expand(rows * objective.xreplace({MEAN_LOSS: coeff * total}))
+    return {
+        "value": formatted(decay.doprint(objective)),
+        "sum": formatted(decay.doprint(as_sum)),
+        "grad": formatted(decay.doprint(grad)),
+        "sum_grad": formatted(decay.doprint(sp.MatMul(rows, grad).doit())),
     }
 
 
@@ -191,6 +216,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         "chain_W_latex": to_latex(forms["dW"]),
         "chain_b_latex": to_latex(forms["db"]),
         "decay": None,
+        "objective": None,
         # softmax / log_softmax / logsumexp belong to the API of every softmax-family module.
         "public_kernels": distribution,
     }
@@ -241,6 +267,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     }
     if model.decay_symbol is not None:
         context["decay"] = decay_view(forms, VectorPrinter({"W": "W", "V": "V"}))
+        context["objective"] = objective_view(forms, VectorPrinter({"W": "W"}))
     # The fused loop defines `K` only where a form it prints names the class count.
     fused = ["code_loss", "code_gradient"]
     if distribution:

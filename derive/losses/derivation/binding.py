@@ -22,12 +22,14 @@ from derive.losses.derivation.symbols import (
     BATCH_SUM_RHS,
     LOSS,
     MEAN_LOSS,
+    OBJECTIVE,
     PENALTY,
     YHAT,
     G_dot,
     O_dot,
     d2L_dW2_V,
     d2R_dW2_V,
+    dJ_dW,
     dL_db,
     dl_db,
     dL_dO,
@@ -101,15 +103,16 @@ def _defined(defs: Definitions, name: sp.Basic, what: str) -> sp.Basic:
     return value
 
 
-def _mean_loss(defs: Definitions, batch: Batch) -> sp.Expr:
-    """`L` as *defined* (step `mean_loss`); entry r of `ell_rows` is the defined loss at sample
-    r."""
+def _mean_loss(defs: Definitions, batch: Batch, name: sp.Symbol = MEAN_LOSS) -> sp.Expr:
+    """`L` as *defined* (step `mean_loss`), or another defined scalar of the batch (the
+    objective `J`); entry r of `ell_rows` is the defined loss at sample r, `W` the batch's."""
     loss = _defined(defs, LOSS, "mean loss")
-    mean = _defined(defs, MEAN_LOSS, "mean loss")
+    mean = _defined(defs, name, "mean loss" if name == MEAN_LOSS else str(name))
     rows = sp.Matrix([row_instance(loss, batch, r) for r in range(batch.n)])
     n, d, K = batch.n, batch.X.cols, batch.W.cols
-    value = explicit(mean, {ell_rows: rows, S.ones_n: sp.ones(n, 1)}, n, d, K)
-    return value[0, 0] if isinstance(value, sp.MatrixBase) else value
+    at = {ell_rows: rows, S.ones_n: sp.ones(n, 1), S.Wm: batch.W}
+    terms = [explicit(t, at, n, d, K) for t in sp.Add.make_args(mean)]
+    return sp.Add(*[t[0, 0] if isinstance(t, sp.MatrixBase) else t for t in terms])
 
 
 def _batch_logit_gradient(defs: Definitions, batch: Batch) -> sp.Matrix:
@@ -152,6 +155,10 @@ def binding(model: LossModel, forms: Forms) -> Binding:
         def penalty_gradient() -> sp.Matrix:
             R = explicit(_defined(defs, PENALTY, "weight decay"), {S.Wm: batch.W}, n, d, K)
             return jacobian(R, batch.W)
+
+        def objective_gradient() -> sp.Matrix:
+            """`dJ/dW` of the *defined* objective, with `L` and `R` as defined."""
+            return jacobian(_mean_loss(defs, batch, OBJECTIVE), batch.W)
 
         V = sp.Matrix(d, K, lambda a, j: sp.Symbol(f"v_{a}_{j}", real=True))
         along = sp.Symbol("_t", real=True)
@@ -205,6 +212,7 @@ def binding(model: LossModel, forms: Forms) -> Binding:
             S.Yhat: lambda: prediction(rows=True),
             yhat_vec: lambda: prediction(rows=False),
             dR_dW: penalty_gradient,
+            dJ_dW: objective_gradient,
             S.Vm: V,
             O_dot: O_moves,
             G_dot: hvp_rows,

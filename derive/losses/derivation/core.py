@@ -36,11 +36,13 @@ from derive.losses.derivation.symbols import (
     BATCH_SUM_RHS,
     LOSS,
     MEAN_LOSS,
+    OBJECTIVE,
     PENALTY,
     G_dot,
     O_dot,
     d2L_dW2_V,
     d2R_dW2_V,
+    dJ_dW,
     dL_db,
     dl_db,
     dL_dO,
@@ -228,6 +230,23 @@ def core_steps(
             dR_dW,
             decay * S.Wm,
             (Elementwise(bind, shapes=((1, 2, 2), (1, 3, 2)), meaning=MEANING_R),),
+        )
+        # The objective trained: a definition, which the gradient's check differentiates
+        # (change the penalty or the sum and it fails) and the code prints.
+        w = words["objective"]
+        steps["objective"] = Step(
+            "objective",
+            w.title,
+            w.reason,
+            OBJECTIVE,
+            MEAN_LOSS + PENALTY,
+            definition=True,
+        )
+        steps["objective_gradient_W"] = step(
+            "objective_gradient_W",
+            dJ_dW,
+            sp.MatAdd(dW, decay * S.Wm),
+            (Elementwise(bind, shapes=batch_shapes, meaning=meaning, prepare=LOGS),),
         )
         steps["weight_decay_hvp"] = step(
             "weight_decay_hvp",

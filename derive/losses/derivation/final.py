@@ -45,6 +45,8 @@ def final_forms(
         "decay_loss": "weight_decay_penalty",
         "decay_grad": "weight_decay",
         "decay_hvp": "weight_decay_hvp",
+        "objective": "objective",
+        "objective_grad": "objective_gradient_W",
         "hvp_direction": "logit_direction",
         "hvp_W": "hessian_vector_product_W",
         "decision": "decision_rule" if "decision_rule" in steps else "decision_definition",
@@ -56,6 +58,12 @@ def final_forms(
     forms["dO"] = sp.MatMul(1 / S.n, S.Gm)
     forms["dW"] = sp.MatMul(1 / S.n, S.Xm.T, S.Gm)
     forms["db"] = sp.MatMul(1 / S.n, S.Gm.T, S.ones_n)
+    if "objective_gradient_W" in steps:
+        # In G as well: the batch term the loop accumulates, plus the penalty's gradient.
+        penalty = [
+            t for t in steps["objective_gradient_W"].rhs.args if t != steps["batch_gradient_W"].rhs
+        ]
+        forms["objective_grad"] = sp.MatAdd(forms["dW"], *penalty)
     # A size, not a formula: the code's sums over rows are divided by it (step "batch_sum").
     forms["batch_rows"] = S.n
     # What the code prints: the last link of each accurate chain (all of them checked steps).

@@ -29,6 +29,9 @@ PENALTY = sp.Symbol("R")
 #: (entry r: the loss at sample r); the batch gradients' checks differentiate that definition.
 MEAN_LOSS = sp.Symbol("L")
 ell_rows = sp.MatrixSymbol(r"\boldsymbol{\ell}", S.n, 1)
+#: The training objective where the model has a weight decay: defined by step `objective` as the
+#: mean loss plus the penalty; its gradient's check differentiates that definition.
+OBJECTIVE = sp.Symbol("J")
 
 # Display names of derivatives: each is bound, in the elementwise checks, to a derivative taken
 # of explicit entries (never typed as a result).
@@ -38,6 +41,7 @@ dL_dW = display(r"\frac{\partial L}{\partial W}")
 dL_db = display(r"\frac{\partial L}{\partial b}")
 dL_dO = display(r"\frac{\partial L}{\partial O}")
 dR_dW = display(r"\frac{\partial R}{\partial W}")
+dJ_dW = display(r"\frac{\partial J}{\partial W}")
 #: The Hessian of the mean loss (of the penalty) w.r.t. W applied to a direction V: the
 #: derivative of `dL/dW` (`dR/dW`) along V, bound to that derivative of explicit entries.
 d2L_dW2_V = display(r"\frac{\partial^2 L}{\partial W^2} [V]")

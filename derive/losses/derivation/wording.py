@@ -145,6 +145,21 @@ def generic_wording(model: LossModel) -> dict[str, Wording]:
                 "（偏置不受惩罚）。",
             ),
         ),
+        "objective": Wording(
+            Prose("The training objective", "训练目标"),
+            Prose(
+                "With weight decay the objective is the mean loss plus the penalty.",
+                "有权重衰减时，训练目标是平均损失加上惩罚项。",
+            ),
+        ),
+        "objective_gradient_W": Wording(
+            Prose("The objective's gradient for $W$", "训练目标对 $W$ 的梯度"),
+            Prose(
+                "The penalty's gradient is added to the batch gradient for $W$; the gradient "
+                "for $b$ is the batch gradient's (the bias is not penalised).",
+                "惩罚项的梯度加到批量上 $W$ 的梯度上；$b$ 的梯度就是批量梯度（偏置不受惩罚）。",
+            ),
+        ),
         "hessian_logits": Wording(
             Prose("The second derivative", "二阶导数"),
             Prose("Differentiate the gradient once more.", "对梯度再求一次导。"),
