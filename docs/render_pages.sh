@@ -21,4 +21,4 @@ compile_pdf(out / "focal" / "focal_loss.tex", out / "pdf")
 PY
 pdftoppm -r 80 -png -f 1 -l 1 -singlefile "$out/pdf/softmax_regression.pdf" docs/notes_page1.en
 pdftoppm -r 80 -png -f 1 -l 1 -singlefile "$out/pdf/softmax_regression.zh.pdf" docs/notes_page1.zh
-pdftoppm -r 80 -png -f 2 -l 2 -singlefile "$out/pdf/focal_loss.pdf" docs/focal_loss_page2
+pdftoppm -r 80 -png -f 3 -l 3 -singlefile "$out/pdf/focal_loss.pdf" docs/focal_loss_page3
