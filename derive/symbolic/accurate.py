@@ -392,16 +392,24 @@ def _rationalise_add(add: sp.Add) -> sp.Expr:
     return reduced / (root + b)
 
 
-def _rationalise_in_sum(add: sp.Add) -> sp.Expr:
-    """`Sum_k sqrt(A_k) - K B` (a split sum) as `Sum_k (sqrt(A_k) - B)`, then rationalised."""
+def _split_sum_less_constant(add: sp.Add) -> tuple[sp.Sum, sp.Expr] | None:
+    """For `Sum_k f_k - K b` (a split sum: the constant taken out once per term) return the sum
+    and `b`, so that a rule that needs the pair `f_k - b` can put it back; else None."""
     sums = [t for t in add.args if isinstance(t, sp.Sum) and len(t.limits) == 1]
     if len(sums) != 1:
-        return add
+        return None
     (s,) = sums
     k, lo, hi = s.limits[0]
     b = sp.cancel(-(add - s) / (hi - lo + 1))
-    if b.has(k, S.K):
+    return None if b.has(k, S.K) else (s, b)
+
+
+def _rationalise_in_sum(add: sp.Add) -> sp.Expr:
+    """`Sum_k sqrt(A_k) - K B` (a split sum) as `Sum_k (sqrt(A_k) - B)`, then rationalised."""
+    found = _split_sum_less_constant(add)
+    if found is None:
         return add
+    s, b = found
     term = s.function - b
     inner = _rationalise_add(term) if isinstance(term, sp.Add) else term
     return add if inner == term else sp.Sum(inner, s.limits[0])
@@ -475,14 +483,10 @@ def _log_mean_exp(add: sp.Add) -> sp.Expr:
 def _log_mean_exp_in_sum(add: sp.Add) -> sp.Expr:
     """`Sum_k logaddexp(a_k, b_k) - K log 2` (a split sum) as `Sum_k (logaddexp - log 2)`,
     then the log-cosh form."""
-    sums = [t for t in add.args if isinstance(t, sp.Sum) and len(t.limits) == 1]
-    if len(sums) != 1:
+    found = _split_sum_less_constant(add)
+    if found is None or found[1] == 0:
         return add
-    (s,) = sums
-    k, lo, hi = s.limits[0]
-    b = sp.cancel(-(add - s) / (hi - lo + 1))
-    if b.has(k, S.K) or b == 0:
-        return add
+    s, b = found
     term = s.function - b
     inner = _log_mean_exp(term) if isinstance(term, sp.Add) else term
     return add if inner == term else sp.Sum(sp.expand(inner), s.limits[0])
