@@ -238,18 +238,29 @@ def _pair_log_softmax(add: sp.Add) -> sp.Expr:
     return sp.Add(*terms) if changed else add
 
 
-def _merge_sums(add: sp.Add) -> sp.Expr:
-    """`LSE(f) Sum_s a_s - Sum_s a_s f_s` as `-Sum_s a_s log softmax(f)_s` (sums over the same
-    range with row-constant coefficients merged), where that pairs a log-sum-exp with a logit."""
+def _sums_by_limits(
+    terms: tuple[sp.Expr, ...], coeff_ok: Callable[[sp.Expr], bool] = lambda _: True
+) -> tuple[dict[tuple[sp.Basic, ...], list[sp.Expr]], list[sp.Expr]]:
+    """The terms `a Sum_s f_s` (one single-index sum, `coeff_ok(a)`) as summands `a f_s` grouped
+    by the sum's limits, and the other terms as they are: what merging sums over one range needs."""
     groups: dict[tuple[sp.Basic, ...], list[sp.Expr]] = {}
     rest: list[sp.Expr] = []
-    for term in sp.Add.make_args(add):
+    for term in terms:
         sums = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
-        coeff = term / sums[0] if len(sums) == 1 else None
-        if coeff is None or len(sums[0].limits) != 1 or coeff.free_symbols & {S.j, S.k, S.c}:
+        coeff = term / sums[0] if len(sums) == 1 and len(sums[0].limits) == 1 else None
+        if coeff is None or not coeff_ok(coeff):
             rest.append(term)
             continue
         groups.setdefault(tuple(sums[0].limits[0]), []).append(coeff * sums[0].function)
+    return groups, rest
+
+
+def _merge_sums(add: sp.Add) -> sp.Expr:
+    """`LSE(f) Sum_s a_s - Sum_s a_s f_s` as `-Sum_s a_s log softmax(f)_s` (sums over the same
+    range with row-constant coefficients merged), where that pairs a log-sum-exp with a logit."""
+    groups, rest = _sums_by_limits(
+        sp.Add.make_args(add), lambda coeff: not coeff.free_symbols & {S.j, S.k, S.c}
+    )
     changed = False
     for limits, bodies in groups.items():
         body = sp.expand(sp.Add(*bodies), multinomial=False)
@@ -799,16 +810,7 @@ def masked_limits(expr: sp.Expr) -> sp.Expr:
 def combine_sums(expr: sp.Expr) -> sp.Expr:
     """`a Sum(f) + b Sum(g)` (same limits, a and b free of the index) as `Sum(a f + b g)`."""
     expr = canonical_sums(expr)
-    groups: dict[tuple[sp.Basic, ...], list[sp.Expr]] = {}
-    rest: list[sp.Expr] = []
-    for term in sp.Add.make_args(sp.expand(expr, multinomial=False)):
-        sums = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
-        if len(sums) != 1 or len(sums[0].limits) != 1:
-            rest.append(term)
-            continue
-        (s,) = sums
-        coeff = term / s
-        groups.setdefault(tuple(s.limits[0]), []).append(coeff * s.function)
+    groups, rest = _sums_by_limits(sp.Add.make_args(sp.expand(expr, multinomial=False)))
     out = sp.Add(*rest)
     for limits, functions in groups.items():
         out += sp.Sum(sp.Add(*functions), limits)
