@@ -10,6 +10,7 @@ take a minute (JAX compiles several XLA programs per loss).
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import pytest
@@ -21,6 +22,15 @@ from derive.symbolic.steps import CheckedDerivation
 #: The loss every per-loss test keeps in the default run: the one the notes tell the story of.
 REPRESENTATIVE = "softmax_regression"
 OTHER_LOSSES = frozenset(catalogue.names()) - {REPRESENTATIVE}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Check the story's derivation before collecting, its independent steps on every core: most
+    test files need it and, checked step after step, it is a fifth of the default run. Forking
+    now, before any test module imports JAX or PyTorch, keeps their threads out of the workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not session.config.option.collectonly and (cores or 1) > 1:
+        catalogue.checked(REPRESENTATIVE, workers=cores or 1)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -38,7 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def checked() -> CheckedDerivation:
-    return catalogue.checked("softmax_regression")
+    return catalogue.checked(REPRESENTATIVE)
 
 
 @pytest.fixture(scope="session")

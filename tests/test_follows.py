@@ -135,6 +135,7 @@ def test_the_printed_batch_mean_is_its_steps_right_hand_side(tmp_path: Path) -> 
         d.replace_step("mean_loss", rhs=half).check(only={"batch_gradient_O"})
 
 
+@pytest.mark.slow  # seconds: derives and checks a second story with a doubled penalty
 def test_the_fused_loop_prints_the_objective_and_its_gradient_from_their_steps(
     tmp_path: Path,
 ) -> None:

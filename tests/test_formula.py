@@ -83,6 +83,7 @@ def test_the_py_and_toml_examples_define_the_same_loss() -> None:
     assert sp.simplify(a.loss.xreplace({gamma_a: gamma_b}) - b.loss) == 0
 
 
+@pytest.mark.slow  # seconds; the default run keeps the quartic (tests/test_user_formulas.py)
 def test_a_formula_flag_goes_to_a_verified_module(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -231,6 +231,7 @@ def one_of_each_kind(every: list[Mutant]) -> list[Mutant]:
     return out
 
 
+@pytest.mark.slow  # seconds: one full check per mutant kind
 def test_one_mutant_of_each_kind_is_caught_on_a_scalar_and_a_matrix_step() -> None:
     """The default run's share of the suite: the gradient in the logits and the batch gradient
     (the steps the mutation audit found unguarded); the whole story and every loss run slow."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
 
 from derive.errors import UnknownLossError
 from derive.losses.definitions import CATALOGUE_MODELS
@@ -28,9 +27,15 @@ def names() -> list[str]:
     return list(CATALOGUE)
 
 
-@cache
+_CHECKED: dict[str, CheckedDerivation] = {}
+
+
 def checked(name: str, workers: int = 1) -> CheckedDerivation:
-    """The derivation of `name`, every step checked (once per process)."""
+    """The derivation of `name`, every step checked once per process. `workers` only says how
+    the first call checks it (its independent steps in that many forked processes): the result
+    is the same, so later calls get it whatever they pass."""
     if name not in CATALOGUE:
         raise UnknownLossError(f"loss {name!r}: unknown; expected one of {', '.join(CATALOGUE)}")
-    return CATALOGUE[name]().check(workers)
+    if name not in _CHECKED:
+        _CHECKED[name] = CATALOGUE[name]().check(workers)
+    return _CHECKED[name]
