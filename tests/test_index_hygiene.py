@@ -20,8 +20,8 @@ from derive import notation as S
 from derive.losses import catalogue
 from derive.losses.derivation import loss_derivation
 from derive.losses.user_model import load_user_model
-from derive.output import printing
-from derive.output.printing import NotesLatexPrinter, latex_sides
+from derive.output.printers import latex
+from derive.output.printers.latex import NotesLatexPrinter, latex_sides
 from derive.symbolic.functions import CLASS_DUMMY
 from derive.symbolic.steps import Derivation
 
@@ -80,7 +80,7 @@ def _derivation(name: str) -> Derivation:
 def _clashes(sides: tuple[sp.Basic, ...], share_names: bool = True) -> list[str]:
     log: list[tuple[str, tuple[str, ...]]] = []
     plain = NotesLatexPrinter()
-    taken = set().union(*(printing._names(plain, e) for e in sides)) if share_names else set()
+    taken = set().union(*(latex._names(plain, e) for e in sides)) if share_names else set()
     for side in sides:
         Recording(log, taken=taken).doprint(side)
     free = set().union(*(_free_names(e) for e in sides))

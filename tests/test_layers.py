@@ -44,6 +44,9 @@ SUBPACKAGE_ORDER: dict[str, tuple[str, ...]] = {
     "derive.losses.derivation": (
         "symbols", "wording", "chains", "forms", "binding", "decision", "labels", "core", "final",
     ),
+    "derive.output.printers": (
+        "code_format", "latex", "vector", "framework_vectors", "ranges", "reference",
+    ),
 }  # fmt: skip
 
 #: Third-party packages that are optional extras (and `resource`, which only POSIX has): importing

@@ -25,7 +25,7 @@ from derive.losses.user_model import load_user_model
 from derive.output.codegen import param_views
 from derive.output.loader import load_module_from_path
 from derive.output.notes import environment
-from derive.output.printing import print_range_check
+from derive.output.printers.ranges import print_range_check
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml")) + sorted((ROOT / "examples").glob("*.py"))

@@ -7,11 +7,11 @@ import sympy as sp
 
 from derive import notation as S
 from derive.errors import ModelDefinitionError
-from derive.output.printing import (
+from derive.output.printers.latex import to_latex
+from derive.output.printers.vector import (
     VectorPrinter,
     names_class_count,
     print_assignments,
-    to_latex,
     vectorised,
 )
 from derive.symbolic.functions import CLASS_DUMMY, ROW, LogSumExp, Softmax, stabilize, to_raw

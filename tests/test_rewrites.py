@@ -96,7 +96,7 @@ def _log_cosh_code(dtype: str) -> object:
     """The printed `LogCosh` kernel as a NumPy function of one array (what a module runs)."""
     import numpy as np
 
-    from derive.output.printing import VectorPrinter
+    from derive.output.printers.vector import VectorPrinter
     from derive.symbolic.functions import LogCosh
 
     code = VectorPrinter({"o": "X"}).doprint(LogCosh(S.o[S.k]))
@@ -165,7 +165,7 @@ def test_a_probability_times_its_logit_takes_its_limit_at_masked_classes() -> No
     import numpy as np
 
     from derive.output.loader import GENERATED_DIR, load_module_from_path
-    from derive.output.printing import VectorPrinter
+    from derive.output.printers.vector import VectorPrinter
     from derive.symbolic.accurate import masked_limits
     from derive.symbolic.functions import ROW, ProbabilityTimes, Softmax, to_raw
     from derive.symbolic.steps import is_zero
@@ -202,7 +202,7 @@ def test_a_target_inside_a_square_is_split_at_its_endpoints() -> None:
     import numpy as np
 
     from derive.output.loader import GENERATED_DIR, load_module_from_path
-    from derive.output.printing import VectorPrinter
+    from derive.output.printers.vector import VectorPrinter
     from derive.symbolic.accurate import endpoints_within
     from derive.symbolic.functions import Sigmoid, SigmoidComplement, to_raw
     from derive.symbolic.steps import is_zero
@@ -327,7 +327,7 @@ def test_log_ratio_and_power_log_take_their_limits_in_the_reference() -> None:
     x = 0 for e > 0 (a power's derivative in its exponent at K = 1): not 0/0 or 0 * -inf."""
     import mpmath
 
-    from derive.output.printing import print_reference
+    from derive.output.printers.reference import print_reference
     from derive.symbolic.functions import LogRatio
 
     e = sp.Symbol("e")

@@ -53,7 +53,7 @@ class Param:
     @property
     def interval(self) -> sp.Interval:
         """The valid range, the one definition of it: `admits` asks it, and the emitted modules'
-        checks are printed from it (`derive.output.printing.print_range_check`). The ends are
+        checks are printed from it (`derive.output.printers.ranges.print_range_check`). The ends are
         the declared floats exactly (`sp.Float` keeps their 53 bits)."""
         return sp.Interval(
             -sp.oo if self.low is None else sp.Float(self.low),

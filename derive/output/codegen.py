@@ -2,7 +2,7 @@
 
 Every formula in the module is printed here from the checked derivation's final forms (the loss,
 `d loss / d o`, the Hessian and its vector product, the prediction, and the chain rule through the
-linear layer) by `derive.printing.VectorPrinter`; the template `module.py.j2` only lays the
+linear layer) by `printers.vector.VectorPrinter`; the template `module.py.j2` only lays the
 printed statements out inside signatures, validation and docstrings. A different loss model gives
 different printed statements and therefore different, still correct, code.
 
@@ -25,16 +25,15 @@ from derive.losses.definitions import CATALOGUE_MODELS
 from derive.losses.derivation.symbols import MEAN_LOSS, PENALTY, YHAT, G_dot, ell_rows
 from derive.losses.model import LossModel
 from derive.output.notes import environment, one_trailing_newline
-from derive.output.printing import (
+from derive.output.printers.code_format import formatted
+from derive.output.printers.latex import latex_sides, to_latex
+from derive.output.printers.ranges import print_range_check
+from derive.output.printers.reference import print_reference
+from derive.output.printers.vector import (
     VectorPrinter,
-    formatted,
-    latex_sides,
     names_class_count,
     print_assignments,
     print_matrix,
-    print_range_check,
-    print_reference,
-    to_latex,
     vectorised,
 )
 from derive.symbolic.steps import CheckedDerivation, Derivation, Step

@@ -2,7 +2,7 @@
 
 The same checked final forms as the NumPy module prints (the ends of the derivation's accurate
 chains, `code_*`: max-shifted logits `z`, complements, ...), printed by each target's printer
-(`derive.output.printing.PRINTERS`); the templates `torch.py.j2`, `jax.py.j2` and
+(`derive.output.printers.framework_vectors.PRINTERS`); the templates `torch.py.j2`, `jax.py.j2` and
 `array_api.py.j2` lay the printed statements out inside an autograd `Function`, `custom_jvp`
 rules or array-API functions, and hold no formula.
 
@@ -28,14 +28,10 @@ from derive.losses.derivation.symbols import YHAT
 from derive.losses.model import LossModel
 from derive.output.codegen import decay_view, declared_view, unstable_shapes
 from derive.output.notes import environment, one_trailing_newline
-from derive.output.printing import (
-    PRINTERS,
-    formatted,
-    latex_sides,
-    print_assignments,
-    to_latex,
-    vectorised,
-)
+from derive.output.printers.code_format import formatted
+from derive.output.printers.framework_vectors import PRINTERS
+from derive.output.printers.latex import latex_sides, to_latex
+from derive.output.printers.vector import print_assignments, vectorised
 from derive.symbolic.steps import CheckedDerivation, Derivation, Step
 
 #: Emit targets besides NumPy, and their templates.

@@ -1,7 +1,7 @@
 """Template contexts and rendering for the notes (Markdown and LaTeX, English and Chinese).
 
 Templates receive plain, already-printed data: step titles and reasons in the chosen language,
-the LaTeX of each side (from `derive.printing.to_latex`), the words for how each step was checked.
+the LaTeX of each side (from `printers.latex`), the words for how each step was checked.
 They hold layout only; nothing here or there types a formula.
 """
 
@@ -17,7 +17,8 @@ import sympy as sp
 from derive import notation as S
 from derive import resources
 from derive.output.layout import break_lines
-from derive.output.printing import code_block, latex_sides, latex_terms, names_in_use
+from derive.output.printers.code_format import code_block
+from derive.output.printers.latex import latex_sides, latex_terms, names_in_use
 from derive.symbolic.functions import to_raw
 from derive.symbolic.rewrites import canonical_sums
 from derive.symbolic.steps import CheckedDerivation, CheckedStep, Prose, Step
