@@ -19,7 +19,7 @@ import pytest
 from derive.cli import main
 from derive.losses import catalogue
 from derive.output.loader import GENERATED_DIR, load_generated
-from derive.verify import checks, frameworks
+from derive.verify import frameworks, runner
 
 pytest.importorskip("array_api_compat", reason="pip install -e '.[array-api]'")
 strict = pytest.importorskip("array_api_strict", reason="pip install -e '.[array-api]'")
@@ -108,7 +108,7 @@ def test_verify_accuracy_checks_pass(name: str) -> None:
     m = _load(name)
     results = frameworks.run(m, "array-api")
     failed = [r for r in results if not r.passed]
-    assert not failed, checks.table(results)
+    assert not failed, runner.table(results)
     # Every row runs (the loss-reference row too: the module carries its definition), except
     # the softmax-kernel rows of a module without softmax kernels and the accuracy families that
     # do not apply to the loss (masked classes for real targets, say: the same as for NumPy).
@@ -117,7 +117,7 @@ def test_verify_accuracy_checks_pass(name: str) -> None:
     }
     allowed = {c for c in skipped if c.startswith("accuracy_")}
     allowed |= set() if m.TARGETS == "distribution" else SOFTMAX_ROWS
-    assert "reference_loss" not in skipped and skipped <= allowed, checks.table(results)
+    assert "reference_loss" not in skipped and skipped <= allowed, runner.table(results)
 
 
 def test_bad_inputs_are_refused() -> None:

@@ -28,7 +28,7 @@ from derive.output.codegen import emit_module
 from derive.output.frameworks import emit_framework_module
 from derive.output.loader import load_module_from_path
 from derive.symbolic.steps import CheckedDerivation, Prose
-from derive.verify import checks, frameworks
+from derive.verify import frameworks, runner
 
 REL = 1e-12
 
@@ -110,7 +110,7 @@ def test_a_user_parameter_named_lam_and_weight_decay(
         assert _rel(got, want) <= REL
     # verify reads the roles the module declares: every accuracy row passes.
     results = frameworks.run(m, target)
-    assert all(r.passed for r in results), checks.table(results)
+    assert all(r.passed for r in results), runner.table(results)
 
 
 @pytest.fixture(scope="module")

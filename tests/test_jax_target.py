@@ -20,7 +20,7 @@ import pytest
 from derive.cli import main
 from derive.losses import catalogue
 from derive.output.loader import GENERATED_DIR
-from derive.verify import checks, frameworks
+from derive.verify import frameworks, runner
 
 jax = pytest.importorskip("jax", reason="JAX not installed: pip install -e '.[jax]'")
 jnp = jax.numpy
@@ -155,7 +155,7 @@ def test_verify_accuracy_checks_pass(name: str) -> None:
     m = _load(name)
     results = frameworks.run(m, "jax")
     failed = [r for r in results if not r.passed]
-    assert not failed, checks.table(results)
+    assert not failed, runner.table(results)
     # Every row runs (the loss-reference row too: the module carries its definition), except
     # the softmax-kernel rows of a module without softmax kernels and the accuracy families that
     # do not apply to the loss (masked classes for real targets, say: the same as for NumPy).
@@ -164,7 +164,7 @@ def test_verify_accuracy_checks_pass(name: str) -> None:
     }
     allowed = {c for c in skipped if c.startswith("accuracy_")}
     allowed |= set() if m.TARGETS == "distribution" else SOFTMAX_ROWS
-    assert "reference_loss" not in skipped and skipped <= allowed, checks.table(results)
+    assert "reference_loss" not in skipped and skipped <= allowed, runner.table(results)
 
 
 def test_bad_inputs_are_refused() -> None:

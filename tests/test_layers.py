@@ -39,13 +39,19 @@ VERIFY_MAY_IMPORT = ("derive.verify", "derive.errors", "derive.pyfile")
 
 #: Inside a subpackage, the order of its modules (lowest first): a module imports only modules
 #: of its package that come before it (the package itself, its `__init__`, comes last). The
-#: order is the one the package's docstring lists.
+#: order is the one the package's docstring lists. A nested subpackage has one place in its
+#: parent's order (everything in it sits there) and may have an order of its own.
 SUBPACKAGE_ORDER: dict[str, tuple[str, ...]] = {
     "derive.losses.derivation": (
         "symbols", "wording", "chains", "forms", "binding", "decision", "labels", "core", "final",
     ),
     "derive.output.printers": (
         "code_format", "latex", "vector", "framework_vectors", "ranges", "reference",
+    ),
+    "derive.verify": ("subject", "references", "accuracy", "rows", "runner", "frameworks"),
+    "derive.verify.rows": (
+        "differences", "definitions", "consistency", "extremes", "properties", "families",
+        "refusals",
     ),
 }  # fmt: skip
 
@@ -174,32 +180,40 @@ def test_the_checker_sees_a_planted_upward_import(tmp_path: Path) -> None:
         planted.unlink()
 
 
-def rank_in_package(module: str) -> tuple[str, int] | None:
-    """(package, position) for a module of a package with an order; its `__init__` is last."""
+def ranks(module: str) -> dict[str, int]:
+    """The position of `module` in each ordered package that holds it: by its own name in its
+    package, by the subpackage it sits in for an enclosing one; a package's `__init__` is last
+    in its own order."""
+    out = {}
     for package, order in SUBPACKAGE_ORDER.items():
         if module == package:
-            return package, len(order)
-        head, _, leaf = module.rpartition(".")
-        if head == package and leaf in order:
-            return package, order.index(leaf)
-    return None
+            out[package] = len(order)
+        elif module.startswith(package + "."):
+            leaf = module.removeprefix(package + ".").split(".")[0]
+            if leaf in order:
+                out[package] = order.index(leaf)
+    return out
 
 
 def out_of_order(path: Path, module: str) -> list[str]:
-    """The imports of `path` (read as `module`) of its own package's modules not below it."""
-    here = rank_in_package(module)
-    assert here is not None
+    """The imports of `path` (read as `module`) not below it in the innermost ordered package
+    that holds both."""
+    here = ranks(module)
+    assert here
     wrong = []
     for target, line, _ in imports(path):
-        there = rank_in_package(target)
-        if there is not None and there[0] == here[0] and there[1] >= here[1]:
-            wrong.append(f"line {line}: {target} is not below {module}")
+        there = ranks(target)
+        shared = [package for package in here if package in there]
+        if shared:
+            innermost = max(shared, key=len)
+            if there[innermost] >= here[innermost]:
+                wrong.append(f"line {line}: {target} is not below {module}")
     return wrong
 
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in SOURCES if rank_in_package(module_name(p))],
+    [p for p in SOURCES if ranks(module_name(p))],
     ids=lambda p: module_name(p),
 )
 def test_a_subpackage_imports_its_own_modules_in_order(path: Path) -> None:
@@ -212,6 +226,7 @@ def test_every_module_of_an_ordered_subpackage_is_placed() -> None:
     for package, order in SUBPACKAGE_ORDER.items():
         folder = PACKAGE.parent / package.replace(".", "/")
         found = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+        found |= {p.parent.name for p in folder.glob("*/__init__.py")}
         assert found == set(order), f"{package}: place {sorted(found ^ set(order))}"
 
 
@@ -226,5 +241,24 @@ def test_the_order_check_sees_an_upward_import_in_a_subpackage() -> None:
         assert not out_of_order(planted, "derive.losses.derivation")
         planted.write_text("from derive.losses.derivation.symbols import LOSS\n")
         assert not out_of_order(planted, "derive.losses.derivation.core")
+    finally:
+        planted.unlink()
+
+
+def test_the_order_check_sees_an_upward_import_across_nested_packages() -> None:
+    """A row of `derive.verify.rows` importing the runner (above `rows` in `derive.verify`) or
+    another row is reported; the framework view, above both, may import either."""
+    planted = PACKAGE / "verify" / "rows" / "_planted_for_test.py"
+    try:
+        planted.write_text(
+            "from derive.verify.runner import run\n"
+            "from derive.verify.rows.extremes import softmax_kernels\n"
+            "from derive.verify.subject import Subject\n"
+        )
+        assert out_of_order(planted, "derive.verify.rows.differences") == [
+            "line 1: derive.verify.runner is not below derive.verify.rows.differences",
+            "line 2: derive.verify.rows.extremes is not below derive.verify.rows.differences",
+        ]
+        assert not out_of_order(planted, "derive.verify.frameworks")
     finally:
         planted.unlink()

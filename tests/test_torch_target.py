@@ -19,7 +19,7 @@ import pytest
 from derive.cli import main
 from derive.losses import catalogue
 from derive.output.loader import GENERATED_DIR
-from derive.verify import checks, frameworks
+from derive.verify import frameworks, runner
 
 torch = pytest.importorskip("torch", reason="PyTorch not installed: pip install -e '.[torch]'")
 F = torch.nn.functional
@@ -145,7 +145,7 @@ def test_verify_accuracy_checks_pass(name: str) -> None:
     m = _load(name)
     results = frameworks.run(m, "torch")
     failed = [r for r in results if not r.passed]
-    assert not failed, checks.table(results)
+    assert not failed, runner.table(results)
     # Every row runs (the loss-reference row too: the module carries its definition), except
     # the softmax-kernel rows of a module without softmax kernels and the accuracy families that
     # do not apply to the loss (masked classes for real targets, say: the same as for NumPy).
@@ -154,7 +154,7 @@ def test_verify_accuracy_checks_pass(name: str) -> None:
     }
     allowed = {c for c in skipped if c.startswith("accuracy_")}
     allowed |= set() if m.TARGETS == "distribution" else SOFTMAX_ROWS
-    assert "reference_loss" not in skipped and skipped <= allowed, checks.table(results)
+    assert "reference_loss" not in skipped and skipped <= allowed, runner.table(results)
 
 
 def test_module_wrapper_and_bad_inputs() -> None:

@@ -8,7 +8,7 @@ gradient) and, for second order, its backward (the derived Hessian-vector produc
 and `jvp` call the emitted `custom_jvp` rules; the array-API module is called directly. Arrays
 cross as float64/float32 NumPy arrays; integer labels stay integers.
 
-`run` applies the accuracy checks of `derive.verify.checks` that concern the mathematics (finite
+`run` applies the rows of `derive.verify.rows` that concern the mathematics (finite
 differences, references, the prediction and the decision rule, extreme logits, float32,
 properties). The blocking and bad-input checks
 are about the NumPy module's own loop and validation and are not run here.
@@ -27,7 +27,9 @@ import numpy as np
 
 from derive.errors import FrameworkMissing
 from derive.pyfile import import_file
-from derive.verify import checks
+from derive.verify import runner
+from derive.verify.rows import CHECKS
+from derive.verify.subject import Result
 
 Array = np.ndarray[Any, Any]
 
@@ -45,7 +47,7 @@ ACCURACY_CHECKS: tuple[str, ...] = (
     "dtypes",
     "properties",
     # One row per input family against the module's reference() (issue 8): float64 and float32.
-    *(c.__name__ for c in checks.CHECKS if c.__name__.startswith("accuracy_")),
+    *(c.__name__ for c in CHECKS if c.__name__.startswith("accuracy_")),
 )
 
 
@@ -73,6 +75,39 @@ def _signature(params: dict[str, float]) -> inspect.Signature:
     positional = [kinds(n, kinds.POSITIONAL_OR_KEYWORD) for n in ("X", "y", "W", "b")]
     keywords = [kinds(n, kinds.KEYWORD_ONLY, default=v) for n, v in params.items()]
     return inspect.Signature(positional + keywords)
+
+
+def _autodiff_view(
+    m: ModuleType,
+    to_framework: Callable[[Any], Any],
+    back: Callable[[Any], Array],
+    *,
+    loss: Callable[..., Any],
+    grad_logits: Callable[..., Array],
+    loss_and_grad: Callable[..., tuple[Any, ...]],
+    predict_proba: Callable[..., Array],
+    predict: Callable[..., Array],
+    hessian_logits: Callable[..., Array],
+    hvp_logits: Callable[..., Array],
+    hvp_W: Callable[..., Array],
+) -> SimpleNamespace:
+    """The view the torch and JAX targets share: the five functions every module has, the three
+    second-order ones where the module derives them (`SECOND_ORDER`), and for a softmax loss the
+    module's softmax kernels, converted to the framework's arrays and `back` to NumPy."""
+    view = SimpleNamespace(
+        loss=loss,
+        grad_logits=grad_logits,
+        loss_and_grad=loss_and_grad,
+        predict_proba=predict_proba,
+        predict=predict,
+    )
+    if m.SECOND_ORDER:
+        view.hessian_logits, view.hvp_logits, view.hvp_W = hessian_logits, hvp_logits, hvp_W
+    if m.TARGETS == "distribution":
+        view.softmax = _kernel(lambda a: back(m.softmax(to_framework(a))))
+        view.log_softmax = _kernel(lambda a: back(m.log_softmax(to_framework(a))))
+        view.logsumexp = _kernel(lambda a: back(m.logsumexp(to_framework(a))))
+    return view
 
 
 def _torch_view(m: ModuleType) -> SimpleNamespace:
@@ -147,20 +182,19 @@ def _torch_view(m: ModuleType) -> SimpleNamespace:
     def predict(X: Array, W: Array, b: Array) -> Array:
         return back(m.predict(t(X), t(W), t(b)))
 
-    view = SimpleNamespace(
+    return _autodiff_view(
+        m,
+        t,
+        back,
         loss=loss,
         grad_logits=grad_logits,
         loss_and_grad=loss_and_grad,
         predict_proba=predict_proba,
         predict=predict,
+        hessian_logits=hessian_logits,
+        hvp_logits=hvp_logits,
+        hvp_W=hvp_W,
     )
-    if m.SECOND_ORDER:
-        view.hessian_logits, view.hvp_logits, view.hvp_W = hessian_logits, hvp_logits, hvp_W
-    if m.TARGETS == "distribution":
-        view.softmax = _kernel(lambda a: back(m.softmax(t(a))))
-        view.log_softmax = _kernel(lambda a: back(m.log_softmax(t(a))))
-        view.logsumexp = _kernel(lambda a: back(m.logsumexp(t(a))))
-    return view
 
 
 def _kernel(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
@@ -228,20 +262,19 @@ def _jax_view(m: ModuleType) -> SimpleNamespace:
     def predict(X: Array, W: Array, b: Array) -> Array:
         return back(m.predict(j(X), j(W), j(b)))
 
-    view = SimpleNamespace(
+    return _autodiff_view(
+        m,
+        j,
+        back,
         loss=loss,
         grad_logits=grad_logits,
         loss_and_grad=loss_and_grad,
         predict_proba=predict_proba,
         predict=predict,
+        hessian_logits=hessian_logits,
+        hvp_logits=hvp_logits,
+        hvp_W=hvp_W,
     )
-    if m.SECOND_ORDER:
-        view.hessian_logits, view.hvp_logits, view.hvp_W = hessian_logits, hvp_logits, hvp_W
-    if m.TARGETS == "distribution":
-        view.softmax = _kernel(lambda a: back(m.softmax(j(a))))
-        view.log_softmax = _kernel(lambda a: back(m.log_softmax(j(a))))
-        view.logsumexp = _kernel(lambda a: back(m.logsumexp(j(a))))
-    return view
 
 
 def _array_api_view(m: ModuleType) -> SimpleNamespace:
@@ -325,15 +358,15 @@ def numpy_view(module: ModuleType, target: str) -> SimpleNamespace:
         view.reference = module.reference
     decay, default = _decay(module)
     params = dict(module.PARAMS) | ({decay: default} if decay is not None else {})
-    view.loss_and_grad.__signature__ = _signature(params)  # read by checks.Subject.params
+    view.loss_and_grad.__signature__ = _signature(params)  # read by Subject.params
     return view
 
 
-def run(module: ModuleType, target: str) -> list[checks.Result]:
+def run(module: ModuleType, target: str) -> list[Result]:
     """The accuracy checks on a framework module, through `numpy_view`, in the order of
     `ACCURACY_CHECKS`."""
     view = numpy_view(module, target)
-    by_name = {c.__name__: c for c in checks.CHECKS}
+    by_name = {c.__name__: c for c in CHECKS}
     selected = [by_name[name] for name in ACCURACY_CHECKS]
     subject: Any = view  # a module in all but type
-    return checks.run(subject, selected)
+    return runner.run(subject, selected)
