@@ -165,6 +165,35 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
+def unreached(edges: dict[str, set[str]], roots: tuple[str, ...]) -> set[str]:
+    """The modules of `edges` that importing `roots` never loads (a module loads its packages)."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        parts = todo.pop().split(".")
+        for found in (".".join(parts[:k]) for k in range(1, len(parts) + 1)):
+            if found in edges and found not in seen:
+                seen.add(found)
+                todo.extend(edges[found])
+    return set(edges) - seen
+
+
+ENTRY_POINTS = ("derive.__main__", "derive.cli")
+
+
+def test_every_module_is_reached_from_the_command_line() -> None:
+    """No dead module: each is imported, directly or not, by the `derive` command."""
+    unused = unreached(graph(), ENTRY_POINTS)
+    assert not unused, f"imported by nothing: {sorted(unused)}"
+
+
+def test_the_reach_check_sees_a_module_nobody_imports() -> None:
+    """The test above can fail: with every import of `derive.verify.runner` removed, it is
+    reported (and nothing else is)."""
+    edges = {m: targets - {"derive.verify.runner"} for m, targets in graph().items()}
+    assert unreached(edges, ENTRY_POINTS) == {"derive.verify.runner"}
+
+
 def test_the_checker_sees_a_planted_upward_import(tmp_path: Path) -> None:
     """The test above can fail: an upward import and a hidden one are both reported."""
     planted = PACKAGE / "symbolic" / "_planted_for_test.py"
