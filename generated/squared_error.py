@@ -10,6 +10,8 @@ their inputs, and raise ValueError/TypeError naming the argument on bad input.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -81,13 +83,16 @@ def _finite_array(name: str, a: Any, expected: str) -> Array:
     return arr
 
 
-def _param(name: str, value: float, valid: str, inside: Callable[[float], bool]) -> None:
-    """A loss parameter that is a finite real number inside its valid range `valid` (`inside`
-    is the range's check, printed from the model's declared interval), or a clear error."""
-    if not isinstance(value, int | float | np.floating | np.integer) or not np.isfinite(value):
+def _param(name: str, value: Any, valid: str, inside: Callable[[float], bool]) -> float:
+    """A loss parameter that is a finite real number (not a bool) inside its valid range `valid`
+    (`inside` is the range's check, printed from the model's declared interval), as a Python
+    float; or a clear error."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(float(value))):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
     if not inside(value):
         raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
+    return float(value)
 
 
 def _logit_array(name: str, a: Any, min_ndim: int = 1, masked: bool = True) -> Array:

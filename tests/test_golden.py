@@ -145,6 +145,8 @@ def test_generated_module_imports_nothing_but_numpy() -> None:
             for line in path.read_text().splitlines()
             if line.startswith(("import ", "from "))
         ]
-        # The standard library's typing helpers only (`Callable` for `_param`'s range check).
-        allowed = {"__future__", "typing", "collections.abc", "numpy", "numpy.typing"}
+        # Besides NumPy, the standard library only: typing helpers, and `math`/`numbers` for
+        # `_param` (the parameter check every target shares, templates/param.py.j2).
+        allowed = {"__future__", "typing", "collections.abc", "math", "numbers"}
+        allowed |= {"numpy", "numpy.typing"}
         assert set(imports) <= allowed, imports

@@ -9,8 +9,10 @@ every catalogue loss and every example model, and the committed modules refuse e
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +28,7 @@ from derive.output.codegen import param_views
 from derive.output.loader import load_module_from_path
 from derive.output.notes import environment
 from derive.output.printers.ranges import print_range_check
+from derive.verify import frameworks
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml")) + sorted((ROOT / "examples").glob("*.py"))
@@ -54,12 +57,13 @@ CASES = [
 
 
 def emitted_param_check() -> Any:
-    """The `_param` the template emits, on its own (exec of the rendered validation code)."""
-    source = environment().get_template("validation.py.j2").render(targets="real", stable=True)
+    """The `_param` every target's module defines (NumPy, torch, JAX, array API: all include
+    `param.py.j2`), on its own: exec of the rendered template."""
+    source = environment().get_template("param.py.j2").render()
     scope: dict[str, Any] = {}
     exec(
-        "from __future__ import annotations\nfrom collections.abc import Callable\n"
-        "from typing import Any\nimport numpy as np\nArray = Any\n" + source,
+        "from __future__ import annotations\nimport math\nimport numbers\n"
+        "from collections.abc import Callable\nfrom typing import Any\n" + source,
         scope,
     )
     return scope["_param"]
@@ -124,3 +128,67 @@ def test_the_committed_modules_refuse_exactly_what_admits_refuses(
         except ValueError as exc:
             accepted = "outside its valid range" not in str(exc)
         assert accepted is prm.admits(value), (model.name, prm.symbol.name, value)
+
+
+FRAMEWORK_TARGETS = [
+    pytest.param(
+        target,
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec(frameworks.FRAMEWORKS[target][0]) is None,
+            reason=f"{frameworks.FRAMEWORKS[target][0]} not installed",
+        ),
+    )
+    for target in frameworks.FRAMEWORKS
+]
+
+
+def _framework_call(model: LossModel, target: str) -> Callable[[str, float], object]:
+    """The committed `target` module's function that takes the parameter: `loss` for a loss
+    parameter; the weight decay's (`weight_decay`, or the array API's `loss_and_grad`)."""
+    module = frameworks.load(
+        ROOT / "generated" / target.replace("-", "_") / f"{model.name}.py", target
+    )
+    rng = np.random.default_rng(0)
+    O, W = rng.normal(size=(4, 2)), rng.normal(size=(3, 2))
+    X, b = rng.normal(size=(4, 3)), rng.normal(size=2)
+    y: np.ndarray[Any, Any] = (
+        np.array([0, 1, 1, 0]) if model.targets == "distribution" else rng.random(size=(4, 2))
+    )
+    if model.targets == "binary":
+        y = (y > 0.5).astype(float)
+    as_array: Callable[[Any], Any] = {
+        "torch": lambda a: importlib.import_module("torch").asarray(a),
+        "jax": lambda a: importlib.import_module("jax.numpy").asarray(a),
+        "array-api": np.asarray,
+    }[target]
+    decay = model.decay_symbol.name if model.decay_symbol is not None else None
+
+    def call(name: str, value: float) -> object:
+        if name != decay:
+            return module.loss(as_array(O), as_array(y), **{name: value})
+        if target == "array-api":
+            return module.loss_and_grad(X, y, W, b, **{name: value})
+        return module.weight_decay(as_array(W), **{name: value})
+
+    return call
+
+
+@pytest.mark.parametrize("target", FRAMEWORK_TARGETS)
+@pytest.mark.parametrize(("model", "prm"), [c for c in CASES if c.values[0] in CATALOGUE_MODELS])
+def test_the_committed_framework_modules_refuse_exactly_what_admits_refuses(
+    model: LossModel, prm: Param, target: str
+) -> None:
+    """torch, JAX and the array API run the same printed check (`param.py.j2`) as NumPy: the
+    same values refused, with the same message (the range as declared)."""
+    call = _framework_call(model, target)
+    for value in probes(prm):
+        try:
+            with np.errstate(all="ignore"):
+                call(prm.symbol.name, value)
+            accepted = True
+        except ValueError as exc:
+            assert str(exc) == f"{prm.symbol.name}: {value!r} is outside its valid range " + (
+                prm.range_text()
+            )
+            accepted = False
+        assert accepted is prm.admits(value), (target, model.name, prm.symbol.name, value)

@@ -345,7 +345,6 @@ def _framework_context(template: str) -> dict[str, Any]:
             "stable": True,
             "params": [],
             "call_params": [],
-            "param_checks": "()",
             "decay": None,
             "decay_param": None,
             "labels": None,
@@ -421,3 +420,50 @@ UNUSED_ON_THIS_BRANCH: dict[str, set[str]] = {
     "jax.py.j2": {"decay_param", "hvp"},
     "array_api.py.j2": {"decay_param", "hvp"},
 }
+
+
+#: A parameter as `codegen.param_views` gives it (the range check `inside` printed).
+EPS = {
+    "name": "eps",
+    "range": "RANGE",
+    "inside": "INSIDE(eps)",
+    "default": "0.1",
+    "doc": "DOC",
+    "low": "0.0",
+    "high": "1.0",
+    "low_inclusive": True,
+    "high_inclusive": False,
+}
+
+
+def test_param_template_calls_the_printed_check() -> None:
+    """`param.py.j2`: the call and the tuple lay out the printed check and range text; the
+    function itself compares nothing (it calls `inside`)."""
+    macros = ENV.get_template("param.py.j2").module
+    call = '_param("eps", eps, "RANGE", lambda eps: INSIDE(eps))'
+    assert str(macros.param_call(EPS)) == call
+    assert str(macros.param_tuple([])) == "()"
+    assert str(macros.param_tuple([EPS])) == f"({call},)"
+    two = [EPS, {"name": "T", "range": "R2", "inside": "IN2"}]
+    assert str(macros.param_tuple(two)) == f'({call}, _param("T", T, "R2", lambda T: IN2))'
+    body = render("param.py.j2", {})
+    assert "if not inside(value):" in body
+    assert not any(op in body for op in (" < ", " > ", "<=", ">=", "low", "high"))
+
+
+@pytest.mark.parametrize("template", ["torch.py.j2", "jax.py.j2", "array_api.py.j2"])
+def test_every_target_defines_the_same_param_check(template: str) -> None:
+    """One way to check a parameter: each framework module's `_param` is the NumPy module's,
+    and its loss passes the printed check on (no range logic of its own)."""
+
+    def param_def(text: str) -> str:
+        (node,) = [
+            n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == "_param"
+        ]
+        return ast.unparse(node)
+
+    numpy_text = render("module.py.j2", module_context(labels=False))
+    ctx = _framework_context(template) | {"params": [EPS], "call_params": [EPS]}
+    text = render(template, ctx)
+    assert param_def(text) == param_def(numpy_text)
+    assert 'params = (_param("eps", eps, "RANGE", lambda eps: INSIDE(eps)),)' in text

@@ -18,7 +18,6 @@ What each target gets, per loss:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import sympy as sp
@@ -129,12 +128,6 @@ def _equation(d: Derivation, form: str) -> str:
     return f"{lhs} = {rhs}"
 
 
-def _tuple(items: Iterable[str]) -> str:
-    """A tuple display as `ruff format` writes it: `()`, `(a,)`, `(a, b)`."""
-    parts = list(items)
-    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
-
-
 def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]:
     """Everything the target's template needs, printed; the template adds layout only."""
     d = checked.derivation
@@ -157,12 +150,6 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
         "title": d.title("en"),
         "targets": model.targets,
         "second_order": second_order,
-        # The validated parameters, as the tuple the derived forms receive.
-        "param_checks": _tuple(
-            f'_param("{p["name"]}", {p["name"]}, {p["low"]}, {p["high"]}, '
-            f"{p['low_inclusive']}, {p['high_inclusive']})"
-            for p in call_params
-        ),
         "loss": {"lines": _lines(soft, "loss_rows", loss, None, names), "latex": to_latex(loss)},
         "grad": {"lines": _lines(soft, "G", gradient, None, names), "latex": to_latex(gradient)},
         # The loss and the gradient from one set of statements (torch's forward pass computes

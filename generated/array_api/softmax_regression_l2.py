@@ -16,6 +16,8 @@ Parameters of the loss (keyword-only, validated):
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -188,16 +190,15 @@ def _hvp_labels(O: Any, onehot: Any, V: Any, params: tuple[float, ...]) -> Any:
     return HV
 
 
-def _param(
-    name: str, value: Any, low: float | None, high: float | None, low_in: bool, high_in: bool
-) -> float:
-    """A loss parameter inside its valid range, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def _param(name: str, value: Any, valid: str, inside: Callable[[float], bool]) -> float:
+    """A loss parameter that is a finite real number (not a bool) inside its valid range `valid`
+    (`inside` is the range's check, printed from the model's declared interval), as a Python
+    float; or a clear error."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(float(value))):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_in))
-    above = high is not None and (value > high or (value == high and not high_in))
-    if below or above:
-        raise ValueError(f"{name}: {value!r} is outside its valid range")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
     return float(value)
 
 
@@ -282,7 +283,7 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any, *, lam: float = 0.0001) -> tup
     G = grad_fn(O, Y, params)
     dW = (G.T @ X).T / n
     db = xp.sum(G, axis=0) / n
-    lam = _param("lam", lam, 0.0, None, True, False)
+    lam = _param("lam", lam, "[0.0, inf)", lambda lam: lam >= 0.0)
     total = total + 1 / 2 * lam * xp.sum(W * W)
     dW = dW + W * lam
     return total, dW, db

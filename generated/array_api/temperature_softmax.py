@@ -16,6 +16,8 @@ Parameters of the loss (keyword-only, validated):
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -199,16 +201,15 @@ def _hvp_labels(O: Any, onehot: Any, V: Any, params: tuple[float, ...]) -> Any:
     return HV
 
 
-def _param(
-    name: str, value: Any, low: float | None, high: float | None, low_in: bool, high_in: bool
-) -> float:
-    """A loss parameter inside its valid range, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def _param(name: str, value: Any, valid: str, inside: Callable[[float], bool]) -> float:
+    """A loss parameter that is a finite real number (not a bool) inside its valid range `valid`
+    (`inside` is the range's check, printed from the model's declared interval), as a Python
+    float; or a clear error."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(float(value))):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_in))
-    above = high is not None and (value > high or (value == high and not high_in))
-    if below or above:
-        raise ValueError(f"{name}: {value!r} is outside its valid range")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
     return float(value)
 
 
@@ -254,7 +255,7 @@ def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
-    params = (_param("T", T, 0.0, None, False, False),)
+    params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     Y, labels = _targets(O, y)
     rows = _forms(labels)[0](O, Y, params)
     if reduction == "none":
@@ -264,7 +265,7 @@ def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
 
 def grad_logits(O: Any, y: Any, T: float = 2.0) -> Any:
     r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ at sample r, over n."""
-    params = (_param("T", T, 0.0, None, False, False),)
+    params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     Y, labels = _targets(O, y)
     return _forms(labels)[1](O, Y, params) / O.shape[0]
 
@@ -272,7 +273,7 @@ def grad_logits(O: Any, y: Any, T: float = 2.0) -> Any:
 def hvp_logits(O: Any, V: Any, y: Any | None = None, T: float = 2.0) -> Any:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$."""
     xp = array_namespace(O, V)
-    params = (_param("T", T, 0.0, None, False, False),)
+    params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     Y, labels = _targets(O, y) if y is not None else (xp.zeros_like(O), False)
     if V.shape != O.shape:
         raise ValueError(f"V: expected shape {O.shape} to match O, got {V.shape}")
@@ -285,7 +286,7 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any, *, T: float = 2.0) -> tuple[An
     xp = array_namespace(X, y, W, b)
     _layer(X, W, b)
     O = X @ W + b
-    params = (_param("T", T, 0.0, None, False, False),)
+    params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     Y, labels = _targets(O, y)
     loss_fn, grad_fn, _ = _forms(labels)
     n = O.shape[0]

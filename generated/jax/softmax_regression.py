@@ -17,6 +17,8 @@ derivation gives no `dl/dy`). Loss parameters are static Python numbers.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -201,16 +203,15 @@ def _gradient_jvp(
     return _gradient(O, target, params), _forms(target)[2](O, target, dO, params)
 
 
-def _param(
-    name: str, value: Any, low: float | None, high: float | None, low_in: bool, high_in: bool
-) -> float:
-    """A loss parameter inside its valid range (a static Python number), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TypeError(f"{name}: expected a finite real (static) number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_in))
-    above = high is not None and (value > high or (value == high and not high_in))
-    if below or above:
-        raise ValueError(f"{name}: {value!r} is outside its valid range")
+def _param(name: str, value: Any, valid: str, inside: Callable[[float], bool]) -> float:
+    """A loss parameter that is a finite real number (not a bool) inside its valid range `valid`
+    (`inside` is the range's check, printed from the model's declared interval), as a Python
+    float; or a clear error."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(float(value))):
+        raise TypeError(f"{name}: expected a finite real number, got {value!r}")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
     return float(value)
 
 

@@ -20,6 +20,8 @@ Parameters of the loss (keyword-only, validated):
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -217,16 +219,15 @@ def _gradient_jvp(
     return _gradient(O, target, params), _forms(target)[2](O, target, dO, params)
 
 
-def _param(
-    name: str, value: Any, low: float | None, high: float | None, low_in: bool, high_in: bool
-) -> float:
-    """A loss parameter inside its valid range (a static Python number), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TypeError(f"{name}: expected a finite real (static) number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_in))
-    above = high is not None and (value > high or (value == high and not high_in))
-    if below or above:
-        raise ValueError(f"{name}: {value!r} is outside its valid range")
+def _param(name: str, value: Any, valid: str, inside: Callable[[float], bool]) -> float:
+    """A loss parameter that is a finite real number (not a bool) inside its valid range `valid`
+    (`inside` is the range's check, printed from the model's declared interval), as a Python
+    float; or a clear error."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(float(value))):
+        raise TypeError(f"{name}: expected a finite real number, got {value!r}")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
     return float(value)
 
 
@@ -266,7 +267,7 @@ def loss(logits: Any, target: Any, reduction: str = "mean", T: float = 2.0) -> j
     adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)
-    params = (_param("T", T, 0.0, None, False, False),)
+    params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     rows = _loss_rows(O, t, params)
     if reduction == "none":
         return rows.reshape(jnp.shape(logits)[:-1])

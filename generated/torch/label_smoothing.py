@@ -18,6 +18,8 @@ Parameters of the loss (keyword-only, validated):
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -318,16 +320,15 @@ class _Gradient(torch.autograd.Function):
         return dO, None, d_rows, None
 
 
-def _param(
-    name: str, value: Any, low: float | None, high: float | None, low_in: bool, high_in: bool
-) -> float:
-    """A loss parameter inside its valid range, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def _param(name: str, value: Any, valid: str, inside: Callable[[float], bool]) -> float:
+    """A loss parameter that is a finite real number (not a bool) inside its valid range `valid`
+    (`inside` is the range's check, printed from the model's declared interval), as a Python
+    float; or a clear error."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(float(value))):
         raise TypeError(f"{name}: expected a finite real number, got {value!r}")
-    below = low is not None and (value < low or (value == low and not low_in))
-    above = high is not None and (value > high or (value == high and not high_in))
-    if below or above:
-        raise ValueError(f"{name}: {value!r} is outside its valid range")
+    if not inside(value):
+        raise ValueError(f"{name}: {value!r} is outside its valid range {valid}")
     return float(value)
 
 
@@ -382,7 +383,7 @@ def loss(
     adds them, "none" returns the n per-sample losses.
     """
     _check(input, target, reduction)
-    params = (_param("eps", eps, 0.0, 1.0, True, False),)
+    params = (_param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0),)
     out: torch.Tensor = _Loss.apply(input, target, params, reduction)
     return out
 
