@@ -49,6 +49,7 @@ SUBPACKAGE_ORDER: dict[str, tuple[str, ...]] = {
         "code_format", "latex", "vector", "framework_vectors", "ranges", "reference",
     ),
     "derive.verify": ("subject", "references", "accuracy", "rows", "runner", "frameworks"),
+    "derive.verify.accuracy": ("cases", "reference", "families", "measure"),
     "derive.verify.rows": (
         "differences", "definitions", "consistency", "extremes", "properties", "families",
         "refusals",
