@@ -64,7 +64,12 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         what = message if self.prog == "derive" else f"{self.prog}: {message}"
-        raise UsageError(what, "", f"see `{self.prog} --help`")
+        # `derive verify softmax_regression`: a loss named where a flag is expected.
+        prefix = "unrecognized arguments:"
+        stray = message.removeprefix(prefix).split() if message.startswith(prefix) else []
+        named = [a for a in stray if a in catalogue.names()]
+        fix = f"to pick one loss: --loss {named[0]}" if named else f"see `{self.prog} --help`"
+        raise UsageError(what, "", fix)
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -357,7 +362,7 @@ def parser() -> argparse.ArgumentParser:
     latex.add_argument("--lang", choices=[*LANGS, "all"], default="all")
     latex.add_argument("--pdf", action="store_true", help="also compile the .tex files to PDF")
 
-    emit = add("emit", "write the NumPy module(s) emitted from the derivation", cmd_emit, False)
+    emit = add("emit", "write the module(s) emitted from the derivation", cmd_emit, False)
     which = emit.add_mutually_exclusive_group()
     which.add_argument(
         "--loss", choices=catalogue.names(), help="one catalogue loss (default: all)"

@@ -130,6 +130,11 @@ MISTAKES = [
     # The command line itself.
     Mistake("unknown-command", ["bogus"], "invalid choice: 'bogus' (choose from 'latex'"),
     Mistake("unknown-flag", ["list", "--x"], "unrecognized arguments: --x"),
+    Mistake(
+        "loss-without-flag",
+        ["verify", "softmax_regression"],
+        "unrecognized arguments: softmax_regression (to pick one loss: --loss softmax_regression)",
+    ),
     Mistake("unknown-loss", ["emit", "--loss", "nope"], "choose from 'softmax_regression'"),
     Mistake("unknown-lang", ["latex", "--lang", "fr"], "choose from 'en', 'zh', 'all'"),
     Mistake("bad-targets", [*F, "sum(o[k], k)", "--targets", "ord"], "choose from 'distribution'"),
