@@ -8,9 +8,12 @@ typed separately (a display override, a name read as a role) can survive the cha
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,14 +23,17 @@ from derive import notation as S
 from derive.errors import StepCheckError
 from derive.losses.definitions import with_weight_decay
 from derive.losses.derivation import loss_derivation
+from derive.losses.derivation.final import batch_forms
 from derive.losses.derivation.symbols import MEAN_LOSS, PENALTY, ell_rows
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param
 from derive.losses.softmax_regression import softmax_regression
 from derive.output.codegen import emit_module
+from derive.output.frameworks import emit_framework_module
 from derive.output.loader import load_module_from_path
 from derive.output.notes import render_markdown
 from derive.symbolic.decision import ArgMax, ArgMin
 from derive.symbolic.steps import CheckedDerivation, Derivation
+from derive.verify import frameworks
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = SOFTMAX_CROSS_ENTROPY
@@ -38,6 +44,13 @@ def _emit(checked: CheckedDerivation, tmp_path: Path) -> ModuleType:
     path = tmp_path / f"{checked.derivation.name}.py"
     path.write_text(emit_module(checked), encoding="utf-8")
     return load_module_from_path(path)
+
+
+def _emit_framework(checked: CheckedDerivation, target: str, folder: Path) -> ModuleType:
+    path = folder / target.replace("-", "_") / f"{checked.derivation.name}.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(emit_framework_module(checked, target), encoding="utf-8")
+    return frameworks.load(path, target)
 
 
 def _problem() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -106,36 +119,134 @@ def test_the_printed_decision_is_its_steps_right_hand_side(tmp_path: Path) -> No
         ).check(only={"decision_rule"})
 
 
-def test_the_printed_batch_mean_is_its_steps_right_hand_side(tmp_path: Path) -> None:
-    """`loss()`, `grad_logits()` and the fused loop print the mean from step `mean_loss` and
-    `dL/dO` from step `batch_gradient_O` (nothing divides by `n` in the template): a mean defined
-    with another factor is printed with it, and `dL/dO` must follow it (proved against the new
-    definition; the old one is refused)."""
+BATCH_STEPS = {"batch_gradient_O": "dO", "batch_gradient_W": "dW", "batch_gradient_b": "db"}
+
+
+@pytest.fixture(scope="module")
+def halved_mean() -> tuple[CheckedDerivation, CheckedDerivation]:
+    """The generic derivation as it is, and with the mean defined as `(1/(2n)) ell^T 1`: its
+    batch gradients (steps and printed forms, `batch_forms`) carry the new factor and are
+    proved against the new definition."""
     d = loss_derivation(BASE)
     half = sp.MatMul(1 / (2 * S.n), ell_rows.T, S.ones_n)
-    dO = sp.MatMul(1 / (2 * S.n), S.Gm)
-    changed = replace(
-        d.replace_step("mean_loss", rhs=half).replace_step("batch_gradient_O", rhs=dO),
-        final_forms={**d.final_forms, "mean_loss": half, "dO": dO},
-    )
-    module = _emit(changed.check(only={"batch_gradient_O"}), tmp_path)
+    batch = batch_forms(half)
+    changed = d.replace_step("mean_loss", rhs=half)
+    for step, form in BATCH_STEPS.items():
+        changed = changed.replace_step(step, rhs=batch[form])
+    changed = replace(changed, final_forms={**d.final_forms, "mean_loss": half, **batch})
+    return d.check(only=set(BATCH_STEPS)), changed.check(only=set(BATCH_STEPS))
+
+
+def test_the_printed_batch_mean_is_its_steps_right_hand_side(
+    halved_mean: tuple[CheckedDerivation, CheckedDerivation], tmp_path: Path
+) -> None:
+    """`loss()`, `grad_logits()` and the fused loop print the mean from step `mean_loss`,
+    `dL/dO` from step `batch_gradient_O` and the scaling of the loop's row sums from the factor
+    of `dL/dW`, `dL/db` (nothing divides by `n` in the template): a mean defined with another
+    factor is printed with it, and the batch gradients must follow it (proved against the new
+    definition; the old ones are refused)."""
+    base, changed = halved_mean
+    module = _emit(changed, tmp_path)
     (tmp_path / "a").mkdir()
-    one = _emit(d.check(only={"batch_gradient_O"}), tmp_path / "a")
+    one = _emit(base, tmp_path / "a")
     text = Path(module.__file__).read_text(encoding="utf-8")
-    assert "np.sum(loss_rows, dtype=np.float64) / (2 * n)" in text
-    assert "G / (2 * n)" in text
+    old = Path(one.__file__).read_text(encoding="utf-8")
+    for line in (
+        "np.sum(loss_rows, dtype=np.float64) / (2 * n)",
+        "G / (2 * n)",
+        "    dW /= 2 * n\n    db /= 2 * n\n",
+        # reduction="sum": n times the mean, now half the row sums
+        "        dW /= 2\n        db /= 2\n        return X.dtype.type(1 / 2 * total), dW, db\n",
+    ):
+        assert line in text and line not in old, line
     X, y, W, b = _problem()
     O = X @ W + b
     np.testing.assert_allclose(module.loss(O, y), one.loss(O, y) / 2, rtol=1e-15)
     np.testing.assert_allclose(module.grad_logits(O, y), one.grad_logits(O, y) / 2, rtol=1e-15)
-    np.testing.assert_allclose(
-        module.loss_and_grad(X, y, W, b)[0], one.loss_and_grad(X, y, W, b)[0] / 2, rtol=1e-15
+    for reduction in ("mean", "sum"):
+        got = module.loss_and_grad(X, y, W, b, reduction=reduction)
+        ref = one.loss_and_grad(X, y, W, b, reduction=reduction)
+        for g, r in zip(got, ref, strict=True):
+            np.testing.assert_allclose(g, np.asarray(r) / 2, rtol=1e-15)
+    d = base.derivation
+    half = changed.derivation.final_forms["mean_loss"]
+    for step in BATCH_STEPS:
+        with pytest.raises(StepCheckError, match=step):
+            d.replace_step("mean_loss", rhs=half).check(only={step})
+
+
+FRAMEWORK_TARGETS = [
+    pytest.param(
+        target,
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec(frameworks.FRAMEWORKS[target][0]) is None,
+            reason=f"{frameworks.FRAMEWORKS[target][0]} not installed",
+        ),
     )
-    with pytest.raises(StepCheckError, match="batch_gradient_O"):
-        d.replace_step("mean_loss", rhs=half).check(only={"batch_gradient_O"})
+    for target in frameworks.FRAMEWORKS
+]
+
+#: Lines each framework module prints from the halved mean (and not from the mean as it is).
+HALVED_LINES = {
+    "torch": ["torch.sum(rows) / (2 * n)", 'grad / (2 * n) if ctx.reduction == "mean"'],
+    "jax": ["jnp.sum(rows) / (2 * n)"],
+    "array-api": [
+        "xp.sum(rows) / (2 * n)",
+        "    return G / (2 * n)\n",
+        "(G.T @ X).T / (2 * n)",
+        "xp.sum(G, axis=0) / (2 * n)",
+    ],
+}
 
 
-@pytest.mark.slow  # seconds: derives and checks a second story with a doubled penalty
+def _value_and_gradient(module: ModuleType, target: str, reduction: str) -> list[Any]:
+    """The reduced loss of the problem's logits and its gradient in them, as the target's users
+    get them (torch: backward and, for the double-backward path, `create_graph`; JAX: `grad`;
+    the array API: `grad_logits` and `loss_and_grad`), as NumPy arrays."""
+    X, y, W, b = _problem()
+    O = X @ W + b
+    if target == "torch":
+        torch = importlib.import_module("torch")
+        out = []
+        for create_graph in (False, True):
+            Ot = torch.tensor(O, requires_grad=True)
+            value = module.loss(Ot, torch.tensor(y), reduction)
+            (grad,) = torch.autograd.grad(value, Ot, create_graph=create_graph)
+            out += [value.detach().numpy(), grad.detach().numpy()]
+        return out
+    if target == "jax":
+        jax = importlib.import_module("jax")
+        jax.config.update("jax_enable_x64", True)
+        value, grad = jax.value_and_grad(lambda o: module.loss(o, y, reduction))(O)
+        return [np.asarray(value), np.asarray(grad)]
+    out = [module.loss(O, y, reduction)]
+    if reduction == "mean":
+        out += [module.grad_logits(O, y), *module.loss_and_grad(X, y, W, b)]
+    return out
+
+
+@pytest.mark.parametrize("target", FRAMEWORK_TARGETS)
+def test_every_framework_target_prints_the_batch_mean_from_its_steps(
+    halved_mean: tuple[CheckedDerivation, CheckedDerivation], target: str, tmp_path: Path
+) -> None:
+    """torch, JAX and the array API print the mean (`reduction="mean"`), its gradient factor
+    and the array API's chain rule from the same steps as the NumPy module: with the mean
+    halved, those lines change, and the mean and every gradient of it halve; the "sum" of the
+    per-sample losses (the mean's row sum `ell^T 1`) does not change."""
+    base, changed = halved_mean
+    module = _emit_framework(changed, target, tmp_path / "halved")
+    one = _emit_framework(base, target, tmp_path / "as_is")
+    text = Path(module.__file__).read_text(encoding="utf-8")
+    old = Path(one.__file__).read_text(encoding="utf-8")
+    for line in HALVED_LINES[target]:
+        assert line in text and line not in old, line
+    for reduction, factor in (("mean", 0.5), ("sum", 1.0)):
+        got = _value_and_gradient(module, target, reduction)
+        ref = _value_and_gradient(one, target, reduction)
+        for g, r in zip(got, ref, strict=True):
+            np.testing.assert_allclose(g, factor * np.asarray(r), rtol=1e-15)
+
+
 def test_the_fused_loop_prints_the_objective_and_its_gradient_from_their_steps(
     tmp_path: Path,
 ) -> None:

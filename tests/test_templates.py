@@ -53,13 +53,17 @@ def module_context(labels: bool) -> dict[str, Any]:
         "logits": "LOGITS",
         "logits_latex": "LOGITS_TEX",
         "logits_inplace": ["O = GEMM", "O += BIAS"],
-        "chain_W": "CHAIN_W",
-        "chain_b": "CHAIN_B",
-        "batch_rows": "ROWS",
+        "chain": {
+            "dW": "CHAIN_W",
+            "db": "CHAIN_B",
+            "mean": ["MEAN_SCALE_1", "MEAN_SCALE_2"],
+            "sum": ["SUM_SCALE"],
+        },
         "mean_loss": {
             "whole": "MEAN_LOSS",
             "row_sum": "ROW_SUM",
             "of_total": "MEAN_OF_TOTAL",
+            "sum_of_total": "SUM_OF_TOTAL",
             "latex": "MEAN_TEX",
         },
         "grad_mean": "GRAD_MEAN",
@@ -109,7 +113,16 @@ def test_module_without_labels_prints_each_block_where_it_belongs() -> None:
     # The batch mean is printed from its steps: no division by n typed in the template.
     assert "    return O.dtype.type(MEAN_LOSS)\n" in text
     assert "        total += float(ROW_SUM)\n" in text
-    assert "    return X.dtype.type(MEAN_OF_TOTAL), dW, db\n" in text
+    # The row sums are scaled once, by statements printed from the forms' factor (no `/= n`).
+    assert (
+        '    if reduction == "sum":\n'
+        "        SUM_SCALE\n"
+        "        return X.dtype.type(SUM_OF_TOTAL), dW, db\n"
+        "    MEAN_SCALE_1\n"
+        "    MEAN_SCALE_2\n"
+        "    return X.dtype.type(MEAN_OF_TOTAL), dW, db\n" in text
+    )
+    assert "        dW += CHAIN_W\n        db += CHAIN_B\n" in text
     assert "MEAN_TEX" in text and "DO_TEX" in text
     assert "/ n" not in text
     assert "0.5" not in text and "argmax" not in text  # no rule typed in the template
@@ -331,8 +344,12 @@ def _framework_context(template: str) -> dict[str, Any]:
 
     torch_only = {"fused": printed("fused")} if template == "torch.py.j2" else {}
     array_api_only = (
-        {"chain": {"dW": "DW_FORM", "db": "DB_FORM"}} if template == "array_api.py.j2" else {}
+        {"chain": {"dW": "DW_FORM", "db": "DB_FORM"}, "objective": None}
+        if template == "array_api.py.j2"
+        else {}
     )
+    mean = {"whole": "MEAN_WHOLE", "row_sum": "MEAN_ROW_SUM"}
+    mean |= {"grad": "MEAN_GRAD", "of_grad": "MEAN_OF_GRAD"}
     return (
         torch_only
         | array_api_only
@@ -347,6 +364,7 @@ def _framework_context(template: str) -> dict[str, Any]:
             "call_params": [],
             "decay": None,
             "decay_param": None,
+            "mean": mean,
             "labels": None,
             "hvp": None,
             "loss": printed("loss_rows"),
@@ -418,7 +436,7 @@ UNUSED_ON_THIS_BRANCH: dict[str, set[str]] = {
     # Read only on the branches not rendered here: a weight decay, a second-order model.
     "torch.py.j2": {"decay_param", "hvp"},
     "jax.py.j2": {"decay_param", "hvp"},
-    "array_api.py.j2": {"decay_param", "hvp"},
+    "array_api.py.j2": {"decay_param", "hvp", "objective"},
 }
 
 
@@ -467,3 +485,19 @@ def test_every_target_defines_the_same_param_check(template: str) -> None:
     text = render(template, ctx)
     assert param_def(text) == param_def(numpy_text)
     assert 'params = (_param("eps", eps, "RANGE", lambda eps: INSIDE(eps)),)' in text
+
+
+@pytest.mark.parametrize("template", ["torch.py.j2", "jax.py.j2", "array_api.py.j2"])
+def test_framework_templates_print_the_batch_mean(template: str) -> None:
+    """The reductions and the mean's gradient factor arrive printed (`frameworks._mean_view`,
+    from steps `mean_loss` and `batch_gradient_O`): no mean, sum or `/ n` typed."""
+    text = render(template, _framework_context(template))
+    assert 'MEAN_ROW_SUM if reduction == "sum" else MEAN_WHOLE' in text
+    if template == "torch.py.j2":
+        assert text.count('MEAN_OF_GRAD if ctx.reduction == "mean" else grad') == 2
+    if template == "array_api.py.j2":
+        assert "    return MEAN_GRAD\n" in text  # grad_logits
+        assert "    L = MEAN_WHOLE\n" in text and "    return L, dW, db\n" in text
+        assert "    dW = DW_FORM\n    db = DB_FORM\n" in text
+    for typed in ("/ n", ".mean(", "mean(rows", ".sum()", "/ O.shape"):
+        assert typed not in text, typed

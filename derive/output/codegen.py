@@ -84,25 +84,47 @@ def _in_place_sum(name: str, expr: sp.Basic, printer: VectorPrinter) -> list[str
     ]
 
 
-def _row_sum(form: sp.MatrixExpr, rows: sp.Expr) -> sp.MatrixExpr:
-    """`(1/n) X^T G` -> `X^T G`: the sum the blocked loop accumulates. Refuses a form whose
-    scalar factor is not exactly `1/rows` (the template divides by `rows` once)."""
-    coeff, matrices = form.as_coeff_matrices()
-    if coeff != 1 / rows:
-        raise NotImplementedError(f"{form}: expected the mean (1/{rows}) of a row sum")
-    out: sp.MatrixExpr = sp.MatMul(*matrices)
+def _scale_in_place(name: str, factor: sp.Expr, printer: VectorPrinter) -> list[str]:
+    """Statements that multiply the array `name` by `factor` in place: `*=` its numerator, `/=`
+    its denominator (a division, as `X.T @ G / n` prints, not a rounded reciprocal); none for 1."""
+    num, den = sp.fraction(factor)
+    lines = [f"{name} *= {formatted(printer.doprint(num))}"] if num != 1 else []
+    return lines + ([f"{name} /= {formatted(printer.doprint(den))}"] if den != 1 else [])
+
+
+def chain_view(forms: dict[str, Any], printer: VectorPrinter) -> dict[str, Any]:
+    """The chain rule through the layer as the fused loop computes it: the row sums `X^T G` and
+    `G^T 1` it adds up block by block (`dW`, `db` without their factor), and the statements that
+    scale those sums once at the end: by the forms' factor `c` (the mean's, step `mean_loss`)
+    for the mean, by `n c` for `reduction="sum"` (n times the mean, step `batch_sum`; nothing
+    to do where `c = 1/n`)."""
+    rows = forms["batch_rows"]
+    out: dict[str, Any] = {"mean": [], "sum": []}
+    for key in ("dW", "db"):
+        coeff, matrices = forms[key].as_coeff_matrices()
+        out[key] = printer.doprint(sp.MatMul(*matrices))
+        out["mean"] += _scale_in_place(key, coeff, printer)
+        out["sum"] += _scale_in_place(key, rows * coeff, printer)
     return out
 
 
-def mean_view(form: sp.MatrixExpr) -> dict[str, str]:
-    """The mean loss `c 1^T ell` printed whole (`loss()`), as its row sum (what the fused loop
-    adds up per block) and as the factor `c` applied to that sum's running `total`."""
-    printer = VectorPrinter({ell_rows.name: "loss_rows"}, sum_dtype="np.float64")
+def mean_view(
+    form: sp.MatrixExpr, rows: sp.Expr, printer: VectorPrinter | None = None
+) -> dict[str, str]:
+    """The mean loss `c ell^T 1` (step `mean_loss`) of the per-sample losses, printed whole
+    (`loss()`), as its row sum `ell^T 1` (what the fused loop adds up per block; a framework's
+    `reduction="sum"`), as the factor `c` applied to that sum's running `total`, and as `n`
+    times that (the fused loop's `reduction="sum"`). The NumPy module's `printer` (the default)
+    names the losses `loss_rows` and adds them up in float64."""
+    if printer is None:
+        printer = VectorPrinter({ell_rows.name: "loss_rows"}, sum_dtype="np.float64")
     coeff, matrices = form.as_coeff_matrices()
+    total = sp.Symbol("total")
     return {
         "whole": formatted(printer.doprint(form)),
         "row_sum": printer.doprint(sp.MatMul(*matrices)),
-        "of_total": formatted(printer.doprint(coeff * sp.Symbol("total"))),
+        "of_total": formatted(printer.doprint(coeff * total)),
+        "sum_of_total": formatted(printer.doprint(rows * coeff * total)),
     }
 
 
@@ -202,14 +224,13 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         # The same sum, as statements: the GEMM's fresh result, then `+=` the other terms, so the
         # fused loop allocates no second n x K array per block.
         "logits_inplace": _in_place_sum("O", forms["logits"], chain),
-        # The loop sums over rows; the proved (1/n) factor is the division by `batch_rows`.
-        "chain_W": chain.doprint(_row_sum(forms["dW"], forms["batch_rows"])),
-        "chain_b": chain.doprint(_row_sum(forms["db"], forms["batch_rows"])),
-        "batch_rows": chain.doprint(forms["batch_rows"]),
+        # The loop sums over rows and applies the proved factor once (`scale`).
+        "chain": chain_view(forms, chain),
         # The mean of the per-sample losses and `dL/dO` (steps `mean_loss`, `batch_gradient_O`):
         # `loss()` and `grad_logits()` return them; the fused loop adds up the mean's row sum
         # block by block and applies its factor to the total.
-        "mean_loss": mean_view(forms["mean_loss"]) | {"latex": _equation(d, "mean_loss")},
+        "mean_loss": mean_view(forms["mean_loss"], forms["batch_rows"])
+        | {"latex": _equation(d, "mean_loss")},
         "grad_mean": formatted(chain.doprint(forms["dO"])),
         "grad_mean_latex": _equation(d, "dO"),
         "chain_W_latex": to_latex(forms["dW"]),

@@ -23,14 +23,20 @@ from typing import Any
 import sympy as sp
 
 from derive import notation as S
-from derive.losses.derivation.symbols import YHAT
+from derive.losses.derivation.symbols import YHAT, ell_rows
 from derive.losses.model import LossModel
-from derive.output.codegen import decay_view, declared_view, unstable_shapes
+from derive.output.codegen import (
+    decay_view,
+    declared_view,
+    mean_view,
+    objective_view,
+    unstable_shapes,
+)
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printers.code_format import formatted
 from derive.output.printers.framework_vectors import PRINTERS
 from derive.output.printers.latex import latex_sides, to_latex
-from derive.output.printers.vector import print_assignments, vectorised
+from derive.output.printers.vector import VectorPrinter, print_assignments, vectorised
 from derive.symbolic.steps import CheckedDerivation, Derivation, Step
 
 #: Emit targets besides NumPy, and their templates.
@@ -128,6 +134,27 @@ def _equation(d: Derivation, form: str) -> str:
     return f"{lhs} = {rhs}"
 
 
+def _mean_view(forms: dict[str, Any], printer_class: type[VectorPrinter]) -> dict[str, str]:
+    """The batch mean of the per-sample losses `rows` (step `mean_loss`: `whole` for
+    `reduction="mean"`, its row sum `ell^T 1` for "sum") and its gradient (step
+    `batch_gradient_O`, `dL/dO = c G`): `grad` in the rows `G` of the per-sample gradient,
+    `of_grad` its factor `c` applied to an incoming gradient `grad` (torch's backward)."""
+    view = mean_view(
+        forms["mean_loss"], forms["batch_rows"], printer_class({ell_rows.name: "rows"})
+    )
+    _, matrices = forms["dO"].as_coeff_matrices()
+    if tuple(matrices) != (S.Gm,):
+        raise NotImplementedError(f"{forms['dO']}: expected dL/dO = c G")
+    return {
+        "whole": view["whole"],
+        "row_sum": view["row_sum"],
+        "grad": formatted(printer_class({S.Gm.name: "G"}).doprint(forms["dO"])),
+        # `c grad`: dL/dO = c G with the incoming gradient in place of G (torch multiplies the
+        # rows of G by it, the factor applied once to the scalar).
+        "of_grad": formatted(printer_class({S.Gm.name: "grad"}).doprint(forms["dO"])),
+    }
+
+
 def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]:
     """Everything the target's template needs, printed; the template adds layout only."""
     d = checked.derivation
@@ -168,12 +195,20 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
             # Whether the rule calls the array library (a real output is its own decision).
             "calls": bool(forms["decision"].atoms(sp.Function)),
         },
-        # The array-API module's `loss_and_grad`: the chain rule through the layer.
+        # The mean over the batch (step `mean_loss`) and its gradient (`batch_gradient_O`).
+        "mean": _mean_view(forms, printer_class),
+        # The array-API module's `loss_and_grad`: the chain rule through the layer (with a
+        # weight decay, the objective's gradient: step `objective_gradient_W`).
         "chain": {
-            key: printer_class({"X": "X", "G": "G"}).doprint(forms[key]) for key in ("dW", "db")
+            key: formatted(printer_class({"X": "X", "G": "G", "W": "W"}).doprint(forms[form]))
+            for key, form in (
+                ("dW", "objective_grad" if model.decay_symbol is not None else "dW"),
+                ("db", "db"),
+            )
         },
         "labels": None,
         "decay": None,
+        "objective": None,
     }
     if second_order:
         hvp = forms["code_hvp"]
@@ -198,6 +233,7 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
         }
     if model.decay_symbol is not None:
         context["decay"] = decay_view(forms, printer_class({"W": "W", "V": "V"}))
+        context["objective"] = objective_view(forms, printer_class({"W": "W"}))["value"]
     unstable = unstable_shapes(d)
     context |= {"stable": not unstable, "unstable_shapes": ", ".join(unstable)}
     used = set(soft.kernels_used)

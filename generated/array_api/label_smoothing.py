@@ -264,14 +264,17 @@ def loss(O: Any, y: Any, reduction: str = "mean", eps: float = 0.1) -> Any:
     rows = _forms(labels)[0](O, Y, params)
     if reduction == "none":
         return rows
-    return xp.sum(rows) if reduction == "sum" else xp.mean(rows)
+    n = O.shape[0]
+    return xp.sum(rows) if reduction == "sum" else xp.sum(rows) / n
 
 
 def grad_logits(O: Any, y: Any, eps: float = 0.1) -> Any:
     r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ at sample r, over n."""
     params = (_param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0),)
     Y, labels = _targets(O, y)
-    return _forms(labels)[1](O, Y, params) / O.shape[0]
+    G = _forms(labels)[1](O, Y, params)
+    n = O.shape[0]
+    return G / n
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None, eps: float = 0.1) -> Any:
@@ -294,11 +297,12 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any, *, eps: float = 0.1) -> tuple[
     Y, labels = _targets(O, y)
     loss_fn, grad_fn, _ = _forms(labels)
     n = O.shape[0]
-    total = xp.sum(loss_fn(O, Y, params)) / n
+    rows = loss_fn(O, Y, params)
+    L = xp.sum(rows) / n
     G = grad_fn(O, Y, params)
     dW = (G.T @ X).T / n
     db = xp.sum(G, axis=0) / n
-    return total, dW, db
+    return L, dW, db
 
 
 def predict_proba(X: Any, W: Any, b: Any, eps: float = 0.1) -> Any:

@@ -198,14 +198,17 @@ def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
     rows = _forms(labels)[0](O, Y, params)
     if reduction == "none":
         return rows
-    return xp.sum(rows) if reduction == "sum" else xp.mean(rows)
+    n = O.shape[0]
+    return xp.sum(rows) if reduction == "sum" else xp.sum(rows) / n
 
 
 def grad_logits(O: Any, y: Any) -> Any:
     r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = o_{j} - y_{j}$ at sample r, over n."""
     params = ()
     Y, labels = _targets(O, y)
-    return _forms(labels)[1](O, Y, params) / O.shape[0]
+    G = _forms(labels)[1](O, Y, params)
+    n = O.shape[0]
+    return G / n
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
@@ -228,11 +231,12 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any) -> tuple[Any, Any, Any]:
     Y, labels = _targets(O, y)
     loss_fn, grad_fn, _ = _forms(labels)
     n = O.shape[0]
-    total = xp.sum(loss_fn(O, Y, params)) / n
+    rows = loss_fn(O, Y, params)
+    L = xp.sum(rows) / n
     G = grad_fn(O, Y, params)
     dW = (G.T @ X).T / n
     db = xp.sum(G, axis=0) / n
-    return total, dW, db
+    return L, dW, db
 
 
 def predict_proba(X: Any, W: Any, b: Any) -> Any:

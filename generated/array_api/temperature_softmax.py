@@ -260,14 +260,17 @@ def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
     rows = _forms(labels)[0](O, Y, params)
     if reduction == "none":
         return rows
-    return xp.sum(rows) if reduction == "sum" else xp.mean(rows)
+    n = O.shape[0]
+    return xp.sum(rows) if reduction == "sum" else xp.sum(rows) / n
 
 
 def grad_logits(O: Any, y: Any, T: float = 2.0) -> Any:
     r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ at sample r, over n."""
     params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     Y, labels = _targets(O, y)
-    return _forms(labels)[1](O, Y, params) / O.shape[0]
+    G = _forms(labels)[1](O, Y, params)
+    n = O.shape[0]
+    return G / n
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None, T: float = 2.0) -> Any:
@@ -290,11 +293,12 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any, *, T: float = 2.0) -> tuple[An
     Y, labels = _targets(O, y)
     loss_fn, grad_fn, _ = _forms(labels)
     n = O.shape[0]
-    total = xp.sum(loss_fn(O, Y, params)) / n
+    rows = loss_fn(O, Y, params)
+    L = xp.sum(rows) / n
     G = grad_fn(O, Y, params)
     dW = (G.T @ X).T / n
     db = xp.sum(G, axis=0) / n
-    return total, dW, db
+    return L, dW, db
 
 
 def predict_proba(X: Any, W: Any, b: Any, T: float = 2.0) -> Any:

@@ -271,7 +271,8 @@ def loss(logits: Any, target: Any, reduction: str = "mean", T: float = 2.0) -> j
     rows = _loss_rows(O, t, params)
     if reduction == "none":
         return rows.reshape(jnp.shape(logits)[:-1])
-    return jnp.sum(rows) if reduction == "sum" else jnp.mean(rows)
+    n = rows.shape[0]
+    return jnp.sum(rows) if reduction == "sum" else jnp.sum(rows) / n
 
 
 def predict_proba(logits: Any, T: float = 2.0) -> jax.Array:

@@ -264,7 +264,8 @@ class _Loss(torch.autograd.Function):
         ctx.params, ctx.reduction = params, reduction
         if reduction == "none":
             return rows
-        out: torch.Tensor = rows.sum() if reduction == "sum" else rows.mean()
+        n = rows.shape[0]
+        out: torch.Tensor = torch.sum(rows) if reduction == "sum" else torch.sum(rows) / n
         return out
 
     @staticmethod

@@ -35,6 +35,7 @@ from derive.losses.derivation.symbols import (
     BATCH_SUM_LHS,
     BATCH_SUM_RHS,
     LOSS,
+    MEAN_DEFINITION,
     MEAN_LOSS,
     OBJECTIVE,
     PENALTY,
@@ -49,8 +50,8 @@ from derive.losses.derivation.symbols import (
     dL_dW,
     dl_dW,
     dR_dW,
-    ell_rows,
     grad_vec,
+    mean_factor,
     x_vec,
 )
 from derive.losses.derivation.wording import Wording, generic_wording
@@ -165,18 +166,20 @@ def core_steps(
         sample,
         (Elementwise(bind, shapes=sample_shapes, meaning=MEANING, prepare=LOGS),),
     )
+    # The batch gradients carry the factor of the mean (step `mean_loss`, below).
+    c = mean_factor(MEAN_DEFINITION)
     if batch_gradient is not None:
         dO, dW, db, meaning = (
-            sp.MatMul(1 / S.n, batch_gradient),
-            sp.MatMul(1 / S.n, S.Xm.T, batch_gradient),
-            sp.MatMul(1 / S.n, batch_gradient.T, S.ones_n),
+            sp.MatMul(c, batch_gradient),
+            sp.MatMul(c, S.Xm.T, batch_gradient),
+            sp.MatMul(c, batch_gradient.T, S.ones_n),
             MEANING,
         )
     else:
         dO, dW, db, meaning = (
-            sp.MatMul(1 / S.n, S.Gm),
-            sp.MatMul(1 / S.n, S.Xm.T, S.Gm),
-            sp.MatMul(1 / S.n, S.Gm.T, S.ones_n),
+            sp.MatMul(c, S.Gm),
+            sp.MatMul(c, S.Xm.T, S.Gm),
+            sp.MatMul(c, S.Gm.T, S.ones_n),
             MEANING_G,
         )
     # The mean over the batch: a definition, which the batch gradients' checks differentiate
@@ -187,7 +190,7 @@ def core_steps(
         w.title,
         w.reason,
         MEAN_LOSS,
-        sp.MatMul(1 / S.n, ell_rows.T, S.ones_n),
+        MEAN_DEFINITION,
         definition=True,
     )
     steps["batch_gradient_O"] = step(

@@ -12,7 +12,7 @@ import sympy as sp
 from derive import notation as S
 from derive.losses.derivation.forms import Forms, reference_forms
 from derive.losses.derivation.labels import LABEL_PARTS
-from derive.losses.derivation.symbols import LOSS
+from derive.losses.derivation.symbols import LOSS, mean_factor
 from derive.losses.model import LossModel
 from derive.symbolic.steps import (
     Prose,
@@ -54,10 +54,9 @@ def final_forms(
     present = {name: src for name, src in sources.items() if src in steps}
     forms = {name: steps[src].rhs for name, src in present.items()}
     # The code computes the rows of G (the per-sample gradient, whatever the notes show for
-    # it) and prints the chain rule in G: checked equal to the batch steps' displayed rhs.
-    forms["dO"] = sp.MatMul(1 / S.n, S.Gm)
-    forms["dW"] = sp.MatMul(1 / S.n, S.Xm.T, S.Gm)
-    forms["db"] = sp.MatMul(1 / S.n, S.Gm.T, S.ones_n)
+    # it) and prints the chain rule in G with the mean's factor: checked equal to the batch
+    # steps' displayed rhs.
+    forms |= batch_forms(steps["mean_loss"].rhs)
     if "objective_gradient_W" in steps:
         # In G as well: the batch term the loop accumulates, plus the penalty's gradient.
         penalty = [
@@ -80,6 +79,18 @@ def final_forms(
     # not printed as code, so they need no source step.
     forms |= {f"reference_{name}": e for name, e in reference_forms(model, derived).items()}
     return forms, present
+
+
+def batch_forms(mean: sp.MatrixExpr) -> dict[str, sp.MatrixExpr]:
+    """The chain rule through the mean `L = c ell^T 1` (step `mean_loss`'s rhs) in G, the rows of
+    the per-sample gradient: `dO = c G`, `dW = c X^T G`, `db = c G^T 1`, the forms the code
+    prints (each checked equal to its batch step's rhs)."""
+    c = mean_factor(mean)
+    return {
+        "dO": sp.MatMul(c, S.Gm),
+        "dW": sp.MatMul(c, S.Xm.T, S.Gm),
+        "db": sp.MatMul(c, S.Gm.T, S.ones_n),
+    }
 
 
 def results(steps: dict[str, Step]) -> tuple[Result, ...]:

@@ -29,6 +29,21 @@ PENALTY = sp.Symbol("R")
 #: (entry r: the loss at sample r); the batch gradients' checks differentiate that definition.
 MEAN_LOSS = sp.Symbol("L")
 ell_rows = sp.MatrixSymbol(r"\boldsymbol{\ell}", S.n, 1)
+#: The mean as step `mean_loss` defines it: `L = (1/n) ell^T 1`. Its factor (`mean_factor`) is
+#: the one every batch gradient carries (`dL/dO = (1/n) G`, ...), so it is written here once.
+MEAN_DEFINITION = sp.MatMul(1 / S.n, ell_rows.T, S.ones_n)
+
+
+def mean_factor(mean: sp.MatrixExpr) -> sp.Expr:
+    """`c` of a mean `c ell^T 1` (the rhs of step `mean_loss`): by the chain rule through it,
+    `dL/dO = c G`, `dL/dW = c X^T G`, `dL/db = c G^T 1`. Refuses a mean of another shape."""
+    coeff, matrices = mean.as_coeff_matrices()
+    if tuple(matrices) != (ell_rows.T, S.ones_n):
+        raise NotImplementedError(f"{mean}: expected a mean c * ell^T 1 of the per-sample losses")
+    factor: sp.Expr = coeff
+    return factor
+
+
 #: The training objective where the model has a weight decay: defined by step `objective` as the
 #: mean loss plus the penalty; its gradient's check differentiates that definition.
 OBJECTIVE = sp.Symbol("J")
