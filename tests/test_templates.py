@@ -501,3 +501,48 @@ def test_framework_templates_print_the_batch_mean(template: str) -> None:
         assert "    dW = DW_FORM\n    db = DB_FORM\n" in text
     for typed in ("/ n", ".mean(", "mean(rows", ".sum()", "/ O.shape"):
         assert typed not in text, typed
+
+
+def _declared_context(params: bool) -> dict[str, Any]:
+    p = {
+        "name": "PNAME",
+        "low": "LOW",
+        "high": "HIGH",
+        "low_inclusive": "LOW_IN",
+        "high_inclusive": "HIGH_IN",
+    }
+    return {
+        "params": [p] if params else [],
+        "catalogue_loss": "IS_CATALOGUE",
+        "weight_decay_param": "DECAY_NAME",
+        "reference_loss": "REF_LOSS",
+        "reference_prediction": "REF_PRED",
+        "reference": [],
+    }
+
+
+@pytest.mark.parametrize("params", [True, False])
+def test_declared_template_places_what_it_is_given(params: bool) -> None:
+    text = render("declared.py.j2", _declared_context(params))
+    ranges = '    "PNAME": (LOW, HIGH, LOW_IN, HIGH_IN),\n' if params else ""
+    assert ("{\n" + ranges + "}") in text if params else "] = {}\n" in text
+    for line in (
+        "CATALOGUE_LOSS = IS_CATALOGUE",
+        "WEIGHT_DECAY = DECAY_NAME",
+        "REFERENCE_LOSS = REF_LOSS",
+        "REFERENCE_PREDICTION = REF_PRED",
+    ):
+        assert line in text.splitlines()
+
+
+def test_reference_template_lays_out_each_factory_and_nothing_without_one() -> None:
+    assert render("reference.py.j2", {"reference": []}).strip() == ""
+    ctx = {
+        "reference": [
+            {"key": "loss", "lines": ["def _reference_loss(o, y, v, K):", "    return LOSS_REF"]},
+            {"key": "gradient", "lines": ["def _reference_gradient(o, y, v, K):", "    return G"]},
+        ]
+    }
+    text = render("reference.py.j2", ctx)
+    assert "    def _reference_loss(o, y, v, K):\n        return LOSS_REF\n" in text
+    assert '        "loss": _reference_loss,\n        "gradient": _reference_gradient,\n' in text
