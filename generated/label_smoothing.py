@@ -356,8 +356,8 @@ def loss(O: Any, y: Any, *, eps: float = 0.1) -> Any:
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
-    - targets: $\varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
-    - labels (c = the label): $\varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
+    - targets: $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
+    - labels (c = the label): $\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$
     """
     _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     O, n, K = _logit_batch(O)
@@ -383,10 +383,10 @@ cross_entropy = loss
 
 
 def grad_logits(O: Any, y: Any, *, eps: float = 0.1) -> Array:
-    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
-    - targets: $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
-    - labels: $\left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$ (computed without a one-hot matrix)
+    - targets: $\frac{\partial \ell}{\partial o_{j}} = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$
+    - labels: $\varepsilon \delta_{jc} + \frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} - \frac{\varepsilon}{K} = \left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$ (computed without a one-hot matrix)
     """
     _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     O, n, K = _logit_batch(O)
@@ -416,11 +416,11 @@ def loss_and_grad(
     reduction: str = "mean",
     eps: float = 0.1,
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
+    r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$, fused.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, `dl/do_j` = $y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ (row r of `G`); by the chain rule
-    `dL/dW` = $\frac{1}{n} X^{T} G$ and `dL/db` = $\frac{1}{n} G^{T} \mathbf{1}$.
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$ (row r of `G`); by the chain rule
+    $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
     `reduction="sum"` returns `n` times each of the three instead: sums over the rows, which add
@@ -490,7 +490,7 @@ def loss_and_grad(
 
 
 def predict_proba(X: Any, W: Any, b: Any, *, eps: float = 0.1) -> Array:
-    r"""The model's output for each sample: $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
+    r"""The model's output for each sample: $\hat{y}_{j} = \operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     Xb, W, b = _layer(X, W, b)
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
@@ -511,7 +511,7 @@ def predict(X: Any, W: Any, b: Any, *, eps: float = 0.1) -> Array:
 def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \delta_{jk} \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(1 - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) - \operatorname{softmax}\left(\mathbf{o}\right)_{j} \operatorname{softmax}\left(\mathbf{o}\right)_{k} \left(1 - \delta_{jk}\right)$
+    $\frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \delta_{jk} \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(1 - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) - \operatorname{softmax}\left(\mathbf{o}\right)_{j} \operatorname{softmax}\left(\mathbf{o}\right)_{k} \left(1 - \delta_{jk}\right)$
     """
     _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     o = _logit_array("o", o, masked=True)
@@ -527,9 +527,9 @@ def hessian_logits(o: Any, *, eps: float = 0.1) -> Array:
 
 
 def hvp_logits(O: Any, V: Any, *, eps: float = 0.1) -> Array:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction (row r of `V`).
 
-    $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
+    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
     """
     _param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0)
     O, n, K = _logit_batch(O)

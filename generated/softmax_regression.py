@@ -351,8 +351,8 @@ def loss(O: Any, y: Any) -> Any:
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
-    - targets: $\operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$
-    - labels (c = the label): $\operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$
+    - targets: $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$
+    - labels (c = the label): $\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$
     """
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
@@ -371,10 +371,10 @@ cross_entropy = loss
 
 
 def grad_logits(O: Any, y: Any) -> Array:
-    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
-    - targets: $\operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$
-    - labels: $\operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$ (computed without a one-hot matrix)
+    - targets: $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$
+    - labels: $\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$ (computed without a one-hot matrix)
     """
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
@@ -401,11 +401,11 @@ def loss_and_grad(
     *,
     reduction: str = "mean",
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
+    r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$, fused.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, `dl/do_j` = $\operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$ (row r of `G`); by the chain rule
-    `dL/dW` = $\frac{1}{n} X^{T} G$ and `dL/db` = $\frac{1}{n} G^{T} \mathbf{1}$.
+    Per sample, $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$ (row r of `G`); by the chain rule
+    $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
     `reduction="sum"` returns `n` times each of the three instead: sums over the rows, which add
@@ -470,7 +470,7 @@ def loss_and_grad(
 
 
 def predict_proba(X: Any, W: Any, b: Any) -> Array:
-    r"""The model's output for each sample: $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
+    r"""The model's output for each sample: $\hat{y}_{j} = \operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     Xb, W, b = _layer(X, W, b)
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
         O = Xb @ W + b
@@ -490,7 +490,7 @@ def predict(X: Any, W: Any, b: Any) -> Array:
 def hessian_logits(o: Any) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \delta_{jk} \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(1 - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) - \operatorname{softmax}\left(\mathbf{o}\right)_{j} \operatorname{softmax}\left(\mathbf{o}\right)_{k} \left(1 - \delta_{jk}\right)$
+    $\frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \delta_{jk} \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(1 - \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right) - \operatorname{softmax}\left(\mathbf{o}\right)_{j} \operatorname{softmax}\left(\mathbf{o}\right)_{k} \left(1 - \delta_{jk}\right)$
     """
     o = _logit_array("o", o, masked=True)
     if o.ndim != 1:
@@ -505,9 +505,9 @@ def hessian_logits(o: Any) -> Array:
 
 
 def hvp_logits(O: Any, V: Any) -> Array:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction (row r of `V`).
 
-    $\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
+    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
     """
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)

@@ -186,7 +186,7 @@ def _logit_batch(O: Any) -> tuple[Array, int, int]:
 def loss(O: Any, y: Any) -> Any:
     r"""Mean loss over the batch of logits `O` (n, K): $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$.
 
-    `y` is targets of shape (n, K) (real). Per sample: $\frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$
+    `y` is targets of shape (n, K) (real). Per sample: $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$
     """
     O, n, K = _logit_batch(O)
     _, Y = _targets("y", y, n, K, O.dtype)
@@ -196,9 +196,9 @@ def loss(O: Any, y: Any) -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Array:
-    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
-    - targets: $o_{j} - y_{j}$
+    - targets: $\frac{\partial \ell}{\partial o_{j}} = o_{j} - y_{j}$
     """
     O, n, K = _logit_batch(O)
     _, Y = _targets("y", y, n, K, O.dtype)
@@ -217,11 +217,11 @@ def loss_and_grad(
     *,
     reduction: str = "mean",
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
+    r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$, fused.
 
     Shapes: X (n, d), W (d, K), b (K,), y targets (n, K).
-    Per sample, `dl/do_j` = $o_{j} - y_{j}$ (row r of `G`); by the chain rule
-    `dL/dW` = $\frac{1}{n} X^{T} G$ and `dL/db` = $\frac{1}{n} G^{T} \mathbf{1}$.
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = o_{j} - y_{j}$ (row r of `G`); by the chain rule
+    $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
     One pass over X in blocks of rows, no n x d temporaries.
     `check=False` skips validation (for hot loops over inputs already known good).
     `reduction="sum"` returns `n` times each of the three instead: sums over the rows, which add
@@ -270,7 +270,7 @@ def loss_and_grad(
 
 
 def predict_proba(X: Any, W: Any, b: Any) -> Array:
-    r"""The model's output for each sample: $o_{j}$."""
+    r"""The model's output for each sample: $\hat{y}_{j} = o_{j}$."""
     Xb, W, b = _layer(X, W, b)
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
         O = Xb @ W + b
@@ -290,7 +290,7 @@ def predict(X: Any, W: Any, b: Any) -> Array:
 def hessian_logits(o: Any) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \delta_{jk}$
+    $\frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \delta_{jk}$
     """
     o = _logit_array("o", o, masked=False)
     if o.ndim != 1:
@@ -303,9 +303,9 @@ def hessian_logits(o: Any) -> Array:
 
 
 def hvp_logits(O: Any, V: Any) -> Array:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction (row r of `V`).
 
-    $\sum_k H_{jk} v_k = v_{j}$ (no K x K matrix is formed).
+    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = v_{j}$ (no K x K matrix is formed).
     """
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)

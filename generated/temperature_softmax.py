@@ -345,8 +345,8 @@ def loss(O: Any, y: Any, *, T: float = 2.0) -> Any:
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
-    - targets: $\operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$
-    - labels (c = the label): $\operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$
+    - targets: $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$
+    - labels (c = the label): $\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$
     """
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)
@@ -368,10 +368,10 @@ cross_entropy = loss
 
 
 def grad_logits(O: Any, y: Any, *, T: float = 2.0) -> Array:
-    r"""`dL/dO` for the mean loss: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
-    - targets: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$
-    - labels: $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$ (computed without a one-hot matrix)
+    - targets: $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$
+    - labels: $\frac{e^{\frac{o_{j}}{T}}}{T \sum_{k=1}^{K} e^{\frac{o_{k}}{T}}} - \frac{\delta_{jc}}{T} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$ (computed without a one-hot matrix)
     """
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)
@@ -403,11 +403,11 @@ def loss_and_grad(
     reduction: str = "mean",
     T: float = 2.0,
 ) -> tuple[Any, Array, Array]:
-    r"""Mean loss and its gradients for $O = X W + \mathbf{1} b^{T}$, fused: `(L, dL/dW, dL/db)`.
+    r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$, fused.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, `dl/do_j` = $\frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ (row r of `G`); by the chain rule
-    `dL/dW` = $\frac{1}{n} X^{T} G$ and `dL/db` = $\frac{1}{n} G^{T} \mathbf{1}$.
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ (row r of `G`); by the chain rule
+    $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
     `reduction="sum"` returns `n` times each of the three instead: sums over the rows, which add
@@ -473,7 +473,7 @@ def loss_and_grad(
 
 
 def predict_proba(X: Any, W: Any, b: Any, *, T: float = 2.0) -> Array:
-    r"""The model's output for each sample: $\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
+    r"""The model's output for each sample: $\hat{y}_{j} = \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     Xb, W, b = _layer(X, W, b)
     with np.errstate(all="ignore"):  # NOTE: checked right after, as in `loss_and_grad`
@@ -494,7 +494,7 @@ def predict(X: Any, W: Any, b: Any, *, T: float = 2.0) -> Array:
 def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
     r"""The K x K Hessian of one sample's loss w.r.t. its logits `o` (K,).
 
-    $H_{jk} = \frac{\delta_{jk} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}} - \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k} \left(1 - \delta_{jk}\right)}{T^{2}}$
+    $\frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\delta_{jk} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}} - \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k} \left(1 - \delta_{jk}\right)}{T^{2}}$
     """
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     o = _logit_array("o", o, masked=True)
@@ -515,9 +515,9 @@ def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
 
 
 def hvp_logits(O: Any, V: Any, *, T: float = 2.0) -> Array:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction: `H(o_r) v_r`.
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction (row r of `V`).
 
-    $\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$ (no K x K matrix is formed).
+    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$ (no K x K matrix is formed).
     """
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)

@@ -8,6 +8,7 @@ typed separately (a display override, a name read as a role) can survive the cha
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 from dataclasses import replace
@@ -53,6 +54,20 @@ def _emit_framework(checked: CheckedDerivation, target: str, folder: Path) -> Mo
     return frameworks.load(path, target)
 
 
+#: The framework modules' functions whose docstrings quote the per-sample forms.
+PER_SAMPLE_FUNCTIONS = {
+    "torch": ["_loss_probs", "_grad_probs", "_hvp_probs", "_loss_labels", "_grad_labels", "loss"],
+    "jax": ["_loss_probs", "_grad_probs", "_hvp_probs", "_loss_labels", "_grad_labels", "loss"],
+    "array-api": ["_loss_rows", "_gradient", "_hvp", "_gradient_labels", "grad_logits", "loss"],
+}
+
+
+def _docstrings(source: str) -> dict[str, str | None]:
+    """Each function's docstring in a module's source (not imported)."""
+    tree = ast.parse(source)
+    return {n.name: ast.get_docstring(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
 def _problem() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     X, W, b = rng.normal(size=(7, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
@@ -93,6 +108,11 @@ def test_a_doubled_loss_changes_every_display_after_the_loss_and_every_printed_n
     V = np.random.default_rng(1).normal(size=W.shape)
     np.testing.assert_allclose(two.hvp_W(X, W, b, V), 2 * one.hvp_W(X, W, b, V), rtol=1e-13)
     np.testing.assert_array_equal(two.predict(X, W, b), one.predict(X, W, b))
+    # Every target's docstrings quote the doubled forms (printed equations, no typed sides).
+    for target in frameworks.FRAMEWORKS:
+        docs = [_docstrings(emit_framework_module(c, target)) for c in (base_story, doubled)]
+        for name in PER_SAMPLE_FUNCTIONS[target]:
+            assert docs[0][name] != docs[1][name], (target, name)
 
 
 def test_the_printed_decision_is_its_steps_right_hand_side(tmp_path: Path) -> None:
@@ -152,6 +172,8 @@ def test_the_printed_batch_mean_is_its_steps_right_hand_side(
     text = Path(module.__file__).read_text(encoding="utf-8")
     old = Path(one.__file__).read_text(encoding="utf-8")
     for line in (
+        HALVED_MEAN_TEX,
+        r"\frac{\partial L}{\partial W} = \frac{1}{2 n} X^{T} G",
         "np.sum(loss_rows, dtype=np.float64) / (2 * n)",
         "G / (2 * n)",
         "    dW /= 2 * n\n    db /= 2 * n\n",
@@ -187,14 +209,24 @@ FRAMEWORK_TARGETS = [
 ]
 
 #: Lines each framework module prints from the halved mean (and not from the mean as it is).
+#: The docstrings quote the same steps: `reduction="mean"` returns the halved mean.
+HALVED_MEAN_TEX = r"L = \frac{1}{2 n} \boldsymbol{\ell}^{T} \mathbf{1}"
 HALVED_LINES = {
-    "torch": ["torch.sum(rows) / (2 * n)", 'grad / (2 * n) if ctx.reduction == "mean"'],
-    "jax": ["jnp.sum(rows) / (2 * n)"],
+    "torch": [
+        "torch.sum(rows) / (2 * n)",
+        'grad / (2 * n) if ctx.reduction == "mean"',
+        HALVED_MEAN_TEX,
+    ],
+    "jax": ["jnp.sum(rows) / (2 * n)", HALVED_MEAN_TEX],
     "array-api": [
         "xp.sum(rows) / (2 * n)",
         "    return G / (2 * n)\n",
         "(G.T @ X).T / (2 * n)",
         "xp.sum(G, axis=0) / (2 * n)",
+        HALVED_MEAN_TEX,
+        r"\frac{\partial L}{\partial O} = \frac{1}{2 n} G",
+        r"\frac{\partial L}{\partial W} = \frac{1}{2 n} X^{T} G",
+        r"\frac{\partial L}{\partial b} = \frac{1}{2 n} G^{T} \mathbf{1}",
     ],
 }
 
@@ -245,6 +277,62 @@ def test_every_framework_target_prints_the_batch_mean_from_its_steps(
         ref = _value_and_gradient(one, target, reduction)
         for g, r in zip(got, ref, strict=True):
             np.testing.assert_allclose(g, factor * np.asarray(r), rtol=1e-15)
+
+
+def _ranged(low: float) -> CheckedDerivation:
+    """The cross-entropy scaled by a parameter `s` > `low` of the model's own (only the step
+    that prints it checked: the range is declared, not derived)."""
+    s = sp.Symbol("s", positive=True)
+    model = replace(
+        BASE,
+        name="scaled",
+        loss=s * BASE.loss,
+        params=(Param(s, 2.5, low=low, low_inclusive=False, doc="a scale"),),
+    )
+    return loss_derivation(model).check(only={"linear_model"})
+
+
+@pytest.mark.parametrize("target", ["numpy", *FRAMEWORK_TARGETS])
+def test_every_target_prints_the_parameter_check_from_the_declared_range(
+    target: str, tmp_path: Path
+) -> None:
+    """Each target's `_param` call prints the declared interval's check (`param.py.j2`): with
+    the range moved, the printed check and what the module refuses move with it."""
+    checks = {}
+    for low in (0.0, 1.0):
+        folder = tmp_path / str(low)
+        folder.mkdir()
+        checked = _ranged(low)
+        if target == "numpy":
+            module = _emit(checked, folder)
+        else:
+            module = _emit_framework(checked, target, folder)
+        text = Path(module.__file__).read_text(encoding="utf-8")
+        check = f'_param("s", s, "({low}, inf)", lambda s: s > {low})'
+        assert check in text, check
+        checks[low] = module
+    X, y, W, b = _problem()
+    O = X @ W + b
+    as_array = _as_array(target)
+    for low, module in checks.items():
+        call = module.loss_and_grad if target == "numpy" else module.loss
+        args = (X, y, W, b) if target == "numpy" else (as_array(O), as_array(y))
+        call(*args, s=1.5)  # inside both ranges
+        if low == 1.0:
+            with pytest.raises(
+                ValueError, match=r"s: 0\.5 is outside its valid range \(1\.0, inf\)"
+            ):
+                call(*args, s=0.5)
+        else:
+            call(*args, s=0.5)
+
+
+def _as_array(target: str) -> Any:
+    if target == "torch":
+        return importlib.import_module("torch").asarray
+    if target == "jax":
+        return importlib.import_module("jax.numpy").asarray
+    return np.asarray
 
 
 def test_the_fused_loop_prints_the_objective_and_its_gradient_from_their_steps(

@@ -8,6 +8,7 @@ puts what it was given, and nothing it typed itself; a missing key is refused (S
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 import jinja2
@@ -181,6 +182,7 @@ def test_module_second_order_and_decay_pieces() -> None:
             "chain": "CHAIN_HV",
             "latex": "HVW_TEX",
             "direction_latex": "DIR_TEX",
+            "rows_latex": "ROWS_TEX",
         },
         "decay": {
             "loss": "PENALTY",
@@ -194,6 +196,8 @@ def test_module_second_order_and_decay_pieces() -> None:
             "sum": "OBJECTIVE_SUM",
             "grad": "OBJECTIVE_GRAD",
             "sum_grad": "OBJECTIVE_SUM_GRAD",
+            "latex": "J_TEX",
+            "grad_latex": "DJ_TEX",
         },
     }
     text = render("module.py.j2", ctx)
@@ -344,12 +348,18 @@ def _framework_context(template: str) -> dict[str, Any]:
 
     torch_only = {"fused": printed("fused")} if template == "torch.py.j2" else {}
     array_api_only = (
-        {"chain": {"dW": "DW_FORM", "db": "DB_FORM"}, "objective": None}
+        {
+            "chain": {"dW": "DW_FORM", "db": "DB_FORM", "dW_latex": "DW_TEX", "db_latex": "DB_TEX"},
+            "objective": None,
+            "objective_latex": None,
+            "logits_latex": "LOGITS_TEX",
+        }
         if template == "array_api.py.j2"
         else {}
     )
     mean = {"whole": "MEAN_WHOLE", "row_sum": "MEAN_ROW_SUM"}
     mean |= {"grad": "MEAN_GRAD", "of_grad": "MEAN_OF_GRAD"}
+    mean |= {"latex": "MEAN_TEX", "grad_latex": "DO_TEX"}
     return (
         torch_only
         | array_api_only
@@ -436,7 +446,7 @@ UNUSED_ON_THIS_BRANCH: dict[str, set[str]] = {
     # Read only on the branches not rendered here: a weight decay, a second-order model.
     "torch.py.j2": {"decay_param", "hvp"},
     "jax.py.j2": {"decay_param", "hvp"},
-    "array_api.py.j2": {"decay_param", "hvp", "objective"},
+    "array_api.py.j2": {"decay_param", "hvp", "objective", "objective_latex"},
 }
 
 
@@ -546,3 +556,17 @@ def test_reference_template_lays_out_each_factory_and_nothing_without_one() -> N
     text = render("reference.py.j2", ctx)
     assert "    def _reference_loss(o, y, v, K):\n        return LOSS_REF\n" in text
     assert '        "loss": _reference_loss,\n        "gradient": _reference_gradient,\n' in text
+
+
+@pytest.mark.parametrize(
+    "template", ["module.py.j2", "torch.py.j2", "jax.py.j2", "array_api.py.j2"]
+)
+def test_every_formula_in_a_code_template_arrives_printed(template: str) -> None:
+    """A docstring's math is a printed equation (`${{ ... }}$`, both sides from a step:
+    `codegen.equations`); the template types no `$...$` of its own, no left side such as
+    `\\ell =` or `H_{jk}`, and no `dl/do`-style names."""
+    source = ENV.loader.get_source(ENV, template)[0]
+    rest = re.sub(r"\$\{\{[^}]*\}\}\$", "", source)
+    assert "$" not in rest
+    for typed in ("dl/d", "dL/d", "H_{", "\\ell =", "\\partial"):
+        assert typed not in source, typed

@@ -14,6 +14,7 @@ splitting the gradient into `A_j + delta_{jc} B`: the code computes `A` for all 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +25,9 @@ from derive import notation as S
 from derive.losses.definitions import CATALOGUE_MODELS
 from derive.losses.derivation.symbols import MEAN_LOSS, PENALTY, YHAT, G_dot, ell_rows
 from derive.losses.model import LossModel
-from derive.output.notes import environment, one_trailing_newline
+from derive.output.notes import displays, environment, one_trailing_newline
 from derive.output.printers.code_format import formatted
-from derive.output.printers.latex import latex_sides, to_latex
+from derive.output.printers.latex import latex_sides
 from derive.output.printers.ranges import print_range_check
 from derive.output.printers.reference import print_reference
 from derive.output.printers.vector import (
@@ -58,7 +59,7 @@ class Printed:
 def _block(
     printer: VectorPrinter,
     outputs: list[tuple[str, sp.Expr]],
-    latex_of: sp.Basic,
+    latex: str,
     logits_are_scratch: bool = False,
 ) -> Printed:
     lines = print_assignments(printer, outputs, logits_are_scratch=logits_are_scratch)
@@ -70,7 +71,7 @@ def _block(
         for line in lines
         for name, _, value in [line.partition(" = ")]
     ]
-    return Printed(lines, to_latex(latex_of))
+    return Printed(lines, latex)
 
 
 def _in_place_sum(name: str, expr: sp.Basic, printer: VectorPrinter) -> list[str]:
@@ -191,6 +192,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     d = checked.derivation
     model: LossModel = d.model
     forms = d.final_forms
+    eq = equations(checked)
     # The printed forms are the ends of the derivation's accurate chains (checked steps).
     loss = forms["code_loss"]
     gradient = forms["code_gradient"]
@@ -213,14 +215,16 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         # Integer labels are accepted (and a labels branch printed) for distribution targets.
         "labels_allowed": distribution,
         "block_rows": BLOCK_ROWS,
-        "loss_soft": _block(soft, [("loss_rows", loss)], loss),
-        "grad_soft": _block(soft, [("G", gradient)], gradient),
+        "loss_soft": _block(soft, [("loss_rows", loss)], eq("code_loss")),
+        "grad_soft": _block(soft, [("G", gradient)], eq("code_gradient")),
         # In the fused loop the logits block is a temporary: kernels may overwrite it.
-        "fused_soft": _block(soft, [("loss_rows", loss), ("G", gradient)], gradient, True),
+        "fused_soft": _block(
+            soft, [("loss_rows", loss), ("G", gradient)], eq("code_gradient"), True
+        ),
         "second_order": second_order,
-        "prediction": _block(soft, [("P", prediction)], prediction),
+        "prediction": _block(soft, [("P", prediction)], eq("code_prediction")),
         "logits": chain.doprint(forms["logits"]),
-        "logits_latex": _equation(d, "logits"),
+        "logits_latex": eq("logits"),
         # The same sum, as statements: the GEMM's fresh result, then `+=` the other terms, so the
         # fused loop allocates no second n x K array per block.
         "logits_inplace": _in_place_sum("O", forms["logits"], chain),
@@ -230,11 +234,11 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         # `loss()` and `grad_logits()` return them; the fused loop adds up the mean's row sum
         # block by block and applies its factor to the total.
         "mean_loss": mean_view(forms["mean_loss"], forms["batch_rows"])
-        | {"latex": _equation(d, "mean_loss")},
+        | {"latex": eq("mean_loss")},
         "grad_mean": formatted(chain.doprint(forms["dO"])),
-        "grad_mean_latex": _equation(d, "dO"),
-        "chain_W_latex": to_latex(forms["dW"]),
-        "chain_b_latex": to_latex(forms["db"]),
+        "grad_mean_latex": eq("dO"),
+        "chain_W_latex": eq("dW"),
+        "chain_b_latex": eq("db"),
         "decay": None,
         "objective": None,
         # softmax / log_softmax / logsumexp belong to the API of every softmax-family module.
@@ -242,8 +246,8 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     }
     if second_order:
         hessian, hvp = forms["code_hessian"], forms["code_hvp"]
-        context["hessian"] = Printed(print_matrix(one, "H", hessian), to_latex(hessian))
-        context["hvp"] = _block(soft, [("HV", hvp)], hvp)
+        context["hessian"] = Printed(print_matrix(one, "H", hessian), eq("code_hessian"))
+        context["hvp"] = _block(soft, [("HV", hvp)], eq("code_hvp"))
     unstable = unstable_shapes(d)
     context |= {"stable": not unstable, "unstable_shapes": ", ".join(unstable)}
     if distribution:
@@ -253,11 +257,16 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         # in the block (where the logits, shifted or not, are in scope); a constant one is
         # printed where it is assigned.
         term_out = [("_gc", grad_at_label)] if grad_at_label.has(S.o, S.z) else []
+        # The step whose rhs the two printed parts make up, as the notes show it.
+        grad_labels_latex = eq("code_gradient_labels", source_step(d, "code_gradient_labels").rhs)
         context |= {
-            "loss_labels": _block(labels, [("loss_rows", loss_c)], loss_c),
-            "grad_labels": _block(labels, [("G", grad_all), *term_out], grad_all),
+            "loss_labels": _block(labels, [("loss_rows", loss_c)], eq("code_loss_labels")),
+            "grad_labels": _block(labels, [("G", grad_all), *term_out], grad_labels_latex),
             "fused_labels": _block(
-                labels, [("loss_rows", loss_c), ("G", grad_all), *term_out], grad_all, True
+                labels,
+                [("loss_rows", loss_c), ("G", grad_all), *term_out],
+                grad_labels_latex,
+                True,
             ),
             # G[rows, labels] is (n,): a per-sample term (n, 1) is flattened to match.
             "grad_label_term": "np.ravel(_gc)"
@@ -267,8 +276,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
                 if not grad_at_label.free_symbols - {S.K, *(p.symbol for p in model.params)}
                 else f"np.ravel({labels.doprint(vectorised(grad_at_label))})"
             ),
-            # The step whose rhs the two printed parts make up, as the notes show it.
-            "grad_labels_latex": to_latex(_source(d, "code_gradient_labels").rhs),
+            "grad_labels_latex": grad_labels_latex,
         }
     if second_order:
         # The Hessian in W along V: the logits' direction and the chain rule back to W, each
@@ -277,17 +285,22 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
         context["hvp_W"] = {
             "direction": along.doprint(forms["hvp_direction"]),
             "chain": along.doprint(forms["hvp_W"]),
-            "latex": _equation(d, "hvp_W"),
-            "direction_latex": _equation(d, "hvp_direction"),
+            "latex": eq("hvp_W"),
+            "direction_latex": eq("hvp_direction"),
+            # The name of the HVP's rows in the logits (step `hessian_vector_product_W`).
+            "rows_latex": latex_sides(G_dot)[0],
         }
     decide = VectorPrinter({YHAT.label.name: "P"})
     context["decision"] = {
         "code": formatted(decide.doprint(forms["decision"])),
-        "latex": _equation(d, "decision"),
+        "latex": eq("decision"),
     }
     if model.decay_symbol is not None:
-        context["decay"] = decay_view(forms, VectorPrinter({"W": "W", "V": "V"}))
-        context["objective"] = objective_view(forms, VectorPrinter({"W": "W"}))
+        context["decay"] = decay_view(forms, VectorPrinter({"W": "W", "V": "V"}), eq)
+        context["objective"] = objective_view(forms, VectorPrinter({"W": "W"})) | {
+            "latex": eq("objective"),
+            "grad_latex": eq("objective_grad"),
+        }
     # The fused loop defines `K` only where a form it prints names the class count.
     fused = ["code_loss", "code_gradient"]
     if distribution:
@@ -367,25 +380,54 @@ def emit_module(checked: CheckedDerivation) -> str:
     return one_trailing_newline(text)
 
 
-def _source(d: Derivation, form: str) -> Step:
-    """The step a final form is printed from."""
+def source_step(d: Derivation, form: str) -> Step:
+    """The step a final form is printed from (for a form printed in parts, the step whose rhs
+    the parts make up)."""
     return next(s for s in d.steps if s.name == d.final_sources[form])
 
 
-def _equation(d: Derivation, form: str) -> str:
-    """`lhs = rhs` in LaTeX, for a docstring: the printed form under its source step's lhs."""
-    step = _source(d, form)
-    lhs, rhs = latex_sides(step.lhs, d.final_forms[form])
-    return f"{lhs} = {rhs}"
+def named_sides(checked: CheckedDerivation) -> dict[str, sp.Basic]:
+    """Each step's left side by name, for docstrings: as the notes show it (`displays`: `ell`,
+    `d ell / d o_j`, where an earlier step named the side), a defined quantity by its name
+    (`yhat_j`), and a longer side with every named side inside it shown by its name (the
+    Hessian-vector product's `sum_k v_k d2 ell / d o_j d o_k`); each named side names the
+    right side it equals in turn."""
+    names: dict[sp.Basic, sp.Basic] = {}
+    out: dict[str, sp.Basic] = {}
+    for checked_step, shown in zip(checked.steps, displays(checked.steps), strict=True):
+        step = checked_step.step
+        lhs = shown.lhs if shown.lhs != step.lhs else step.lhs.xreplace(names)
+        out[step.name] = lhs
+        if step.relation == "=" and (lhs != step.lhs or step.definition):
+            names.setdefault(step.rhs, lhs)
+    return out
 
 
-def decay_view(forms: dict[str, Any], decay: VectorPrinter) -> dict[str, str]:
+def equations(checked: CheckedDerivation) -> Callable[..., str]:
+    """`eq(form)`: `lhs = rhs` in LaTeX for a docstring, the printed form (or `rhs`, for a form
+    printed in parts) under its source step's left side by name (`named_sides`)."""
+    d = checked.derivation
+    named = named_sides(checked)
+
+    def eq(form: str, rhs: sp.Basic | None = None) -> str:
+        step = source_step(d, form)
+        shown = named.get(step.name, step.lhs)
+        lhs, printed = latex_sides(shown, d.final_forms[form] if rhs is None else rhs)
+        return f"{lhs} = {printed}"
+
+    return eq
+
+
+def decay_view(
+    forms: dict[str, Any], decay: VectorPrinter, eq: Callable[[str], str]
+) -> dict[str, str]:
     """The weight-decay penalty, its gradient and its HVP (each a step's rhs), printed by
-    `decay` (any target's printer), for the template's layer functions."""
+    `decay` (any target's printer), for the template's layer functions, and the penalty's
+    and its HVP's equations (`eq`, from `equations`) for their docstrings."""
     return {
         "loss": formatted(decay.doprint(forms["decay_loss"])),
         "grad": formatted(decay.doprint(forms["decay_grad"])),
         "hvp": formatted(decay.doprint(forms["decay_hvp"])),
-        "latex": to_latex(forms["decay_loss"]),
-        "hvp_latex": to_latex(forms["decay_hvp"]),
+        "latex": eq("decay_loss"),
+        "hvp_latex": eq("decay_hvp"),
     }

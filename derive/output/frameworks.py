@@ -18,6 +18,7 @@ What each target gets, per loss:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sympy as sp
@@ -28,16 +29,17 @@ from derive.losses.model import LossModel
 from derive.output.codegen import (
     decay_view,
     declared_view,
+    equations,
     mean_view,
     objective_view,
+    source_step,
     unstable_shapes,
 )
 from derive.output.notes import environment, one_trailing_newline
 from derive.output.printers.code_format import formatted
 from derive.output.printers.framework_vectors import PRINTERS
-from derive.output.printers.latex import latex_sides, to_latex
 from derive.output.printers.vector import VectorPrinter, print_assignments, vectorised
-from derive.symbolic.steps import CheckedDerivation, Derivation, Step
+from derive.symbolic.steps import CheckedDerivation
 
 #: Emit targets besides NumPy, and their templates.
 TEMPLATES: dict[str, str] = {
@@ -122,23 +124,14 @@ def _hvp_labels(hvp: sp.Expr) -> tuple[sp.Expr, None]:
     return hvp, None
 
 
-def _source(d: Derivation, form: str) -> Step:
-    """The step a final form is printed from (for a form printed in parts, the step whose rhs
-    the parts make up)."""
-    return next(s for s in d.steps if s.name == d.final_sources[form])
-
-
-def _equation(d: Derivation, form: str) -> str:
-    """`lhs = rhs` in LaTeX, for a docstring: the printed form under its source step's lhs."""
-    lhs, rhs = latex_sides(_source(d, form).lhs, d.final_forms[form])
-    return f"{lhs} = {rhs}"
-
-
-def _mean_view(forms: dict[str, Any], printer_class: type[VectorPrinter]) -> dict[str, str]:
+def _mean_view(
+    forms: dict[str, Any], printer_class: type[VectorPrinter], eq: Callable[..., str]
+) -> dict[str, str]:
     """The batch mean of the per-sample losses `rows` (step `mean_loss`: `whole` for
     `reduction="mean"`, its row sum `ell^T 1` for "sum") and its gradient (step
     `batch_gradient_O`, `dL/dO = c G`): `grad` in the rows `G` of the per-sample gradient,
-    `of_grad` its factor `c` applied to an incoming gradient `grad` (torch's backward)."""
+    `of_grad` its factor `c` applied to an incoming gradient `grad` (torch's backward); the
+    two steps' equations for docstrings."""
     view = mean_view(
         forms["mean_loss"], forms["batch_rows"], printer_class({ell_rows.name: "rows"})
     )
@@ -152,6 +145,8 @@ def _mean_view(forms: dict[str, Any], printer_class: type[VectorPrinter]) -> dic
         # `c grad`: dL/dO = c G with the incoming gradient in place of G (torch multiplies the
         # rows of G by it, the factor applied once to the scalar).
         "of_grad": formatted(printer_class({S.Gm.name: "grad"}).doprint(forms["dO"])),
+        "latex": eq("mean_loss"),
+        "grad_latex": eq("dO"),
     }
 
 
@@ -160,7 +155,10 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
     d = checked.derivation
     model: LossModel = d.model
     forms = d.final_forms
+    eq = equations(checked)
     printer_class = PRINTERS[target]
+    chain_arrays = {"X": "X", "G": "G", "W": "W"}
+    dW = "objective_grad" if model.decay_symbol is not None else "dW"
     soft = printer_class(ARRAYS)
     # The printed forms are the ends of the derivation's accurate chains (checked steps), as in
     # the NumPy module.
@@ -177,42 +175,43 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
         "title": d.title("en"),
         "targets": model.targets,
         "second_order": second_order,
-        "loss": {"lines": _lines(soft, "loss_rows", loss, None, names), "latex": to_latex(loss)},
-        "grad": {"lines": _lines(soft, "G", gradient, None, names), "latex": to_latex(gradient)},
+        "loss": {"lines": _lines(soft, "loss_rows", loss, None, names), "latex": eq("code_loss")},
+        "grad": {"lines": _lines(soft, "G", gradient, None, names), "latex": eq("code_gradient")},
         # The loss and the gradient from one set of statements (torch's forward pass computes
         # both when the logits require grad: one exp pass instead of two).
         "fused": {"lines": _lines(soft, [("loss_rows", loss), ("G", gradient)], None, None, names)},
         "prediction": {
             "lines": _lines(soft, "P", prediction, None, []),
-            "latex": to_latex(prediction),
+            "latex": eq("code_prediction"),
         },
         # `predict(X, W, b)`: the linear layer, the prediction and the decision rule, each
         # printed from its step, as in the NumPy module.
         "logits": printer_class({"X": "X", "W": "W", "b": "b"}).doprint(forms["logits"]),
         "decision": {
             "code": formatted(printer_class({YHAT.label.name: "P"}).doprint(forms["decision"])),
-            "latex": _equation(d, "decision"),
+            "latex": eq("decision"),
             # Whether the rule calls the array library (a real output is its own decision).
             "calls": bool(forms["decision"].atoms(sp.Function)),
         },
         # The mean over the batch (step `mean_loss`) and its gradient (`batch_gradient_O`).
-        "mean": _mean_view(forms, printer_class),
+        "mean": _mean_view(forms, printer_class, eq),
         # The array-API module's `loss_and_grad`: the chain rule through the layer (with a
         # weight decay, the objective's gradient: step `objective_gradient_W`).
         "chain": {
-            key: formatted(printer_class({"X": "X", "G": "G", "W": "W"}).doprint(forms[form]))
-            for key, form in (
-                ("dW", "objective_grad" if model.decay_symbol is not None else "dW"),
-                ("db", "db"),
-            )
+            "dW": formatted(printer_class(chain_arrays).doprint(forms[dW])),
+            "db": formatted(printer_class(chain_arrays).doprint(forms["db"])),
+            "dW_latex": eq(dW),
+            "db_latex": eq("db"),
         },
+        "logits_latex": eq("logits"),
         "labels": None,
         "decay": None,
         "objective": None,
+        "objective_latex": None,
     }
     if second_order:
         hvp = forms["code_hvp"]
-        context["hvp"] = {"lines": _lines(soft, "HV", hvp, None, names), "latex": to_latex(hvp)}
+        context["hvp"] = {"lines": _lines(soft, "HV", hvp, None, names), "latex": eq("code_hvp")}
     if model.targets == "distribution":
         labels = printer_class(ARRAYS, gather="onehot" if target == "array-api" else "labels")
         copy = ".clone()" if target == "torch" else None
@@ -221,7 +220,7 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
         context["labels"] = {
             "loss": {
                 "lines": _lines(labels, "loss_rows", loss_c, None, names),
-                "latex": to_latex(loss_c),
+                "latex": eq("code_loss_labels"),
             },
             "grad": _labels_block(labels, "G", every, at_label, copy, names),
             "fused": _labels_block(labels, "G", every, at_label, copy, names, loss_c),
@@ -229,11 +228,12 @@ def framework_context(checked: CheckedDerivation, target: str) -> dict[str, Any]
             if second_order
             else None,
             # The step whose rhs the two printed parts make up, as the notes show it.
-            "grad_latex": to_latex(_source(d, "code_gradient_labels").rhs),
+            "grad_latex": eq("code_gradient_labels", source_step(d, "code_gradient_labels").rhs),
         }
     if model.decay_symbol is not None:
-        context["decay"] = decay_view(forms, printer_class({"W": "W", "V": "V"}))
+        context["decay"] = decay_view(forms, printer_class({"W": "W", "V": "V"}), eq)
         context["objective"] = objective_view(forms, printer_class({"W": "W"}))["value"]
+        context["objective_latex"] = eq("objective")
     unstable = unstable_shapes(d)
     context |= {"stable": not unstable, "unstable_shapes": ", ".join(unstable)}
     used = set(soft.kernels_used)

@@ -136,14 +136,14 @@ def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$"""
     xp = array_namespace(O, Y)
     G = (1 - Y) * _sigmoid(O) + _target_mul(Y, -_sigmoid(-O))
     return xp.broadcast_to(G, O.shape)
 
 
 def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$"""
+    r"""$\sum_{k=1}^{K} \delta_{jk} v_{k} \hat{y}_{j} \left(1 - \hat{y}_{j}\right) = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$"""
     xp = array_namespace(O, Y, V)
     HV = _sigmoid(O) * _sigmoid(-O) * V
     return xp.broadcast_to(HV, O.shape)
@@ -191,7 +191,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
-    r"""The Sigmoid and binary cross-entropy loss of logits `O` (n, K): per sample $\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$."""
+    r"""The Sigmoid and binary cross-entropy loss of logits `O` (n, K): per sample $\ell = \sum_{k=1}^{K} \left(\operatorname{softplus}\left(o_{k}\right) \left(1 - y_{k}\right) + y_{k} \operatorname{softplus}\left(- o_{k}\right)\right)$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -205,7 +205,7 @@ def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Any:
-    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$ at sample r, over n."""
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` at sample r: $\frac{\partial \ell}{\partial o_{j}} = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$."""
     params = ()
     Y, labels = _targets(O, y)
     G = _forms(labels)[1](O, Y, params)
@@ -214,7 +214,7 @@ def grad_logits(O: Any, y: Any) -> Any:
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_k H_{jk} v_k = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$."""
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_{k=1}^{K} \delta_{jk} v_{k} \hat{y}_{j} \left(1 - \hat{y}_{j}\right) = v_{j} \sigma\left(o_{j}\right) \sigma\left(-o_{j}\right)$."""
     xp = array_namespace(O, V)
     params = ()
     Y, labels = _targets(O, y) if y is not None else (xp.zeros_like(O), False)
@@ -224,8 +224,11 @@ def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
 
 
 def loss_and_grad(X: Any, y: Any, W: Any, b: Any) -> tuple[Any, Any, Any]:
-    r"""Mean loss and its gradients for `O = X W + b`: `(L, dL/dW, dL/db)`, by the chain rule
-    `dL/dW = X^T G`, `dL/db = 1^T G` with `G = dL/dO`."""
+    r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$.
+
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \sigma\left(o_{j}\right) \left(1 - y_{j}\right) - y_{j} \sigma\left(-o_{j}\right)$ (row r of `G`); by the chain rule $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and
+    $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
+    """
     xp = array_namespace(X, y, W, b)
     _layer(X, W, b)
     O = X @ W + b
@@ -242,7 +245,7 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any) -> tuple[Any, Any, Any]:
 
 
 def predict_proba(X: Any, W: Any, b: Any) -> Any:
-    r"""The model's output for each sample: $\sigma\left(o_{j}\right)$."""
+    r"""The model's output for each sample: $\hat{y}_{j} = \sigma\left(o_{j}\right)$."""
     xp = array_namespace(X, W, b)
     _layer(X, W, b)
     O = X @ W + b

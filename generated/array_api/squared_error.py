@@ -134,14 +134,14 @@ def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\partial \ell / \partial o_j = o_{j} - y_{j}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = o_{j} - y_{j}$"""
     xp = array_namespace(O, Y)
     G = O - Y
     return xp.broadcast_to(G, O.shape)
 
 
 def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_k H_{jk} v_k = v_{j}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = v_{j}$"""
     xp = array_namespace(O, Y, V)
     HV = V
     return xp.broadcast_to(HV, O.shape)
@@ -189,7 +189,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
-    r"""The Squared error (linear regression) loss of logits `O` (n, K): per sample $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$."""
+    r"""The Squared error (linear regression) loss of logits `O` (n, K): per sample $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -203,7 +203,7 @@ def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Any:
-    r"""`dL/dO` for the mean loss: row r is $\partial \ell / \partial o_j = o_{j} - y_{j}$ at sample r, over n."""
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` at sample r: $\frac{\partial \ell}{\partial o_{j}} = o_{j} - y_{j}$."""
     params = ()
     Y, labels = _targets(O, y)
     G = _forms(labels)[1](O, Y, params)
@@ -212,7 +212,7 @@ def grad_logits(O: Any, y: Any) -> Any:
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_k H_{jk} v_k = v_{j}$."""
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = v_{j}$."""
     xp = array_namespace(O, V)
     params = ()
     Y, labels = _targets(O, y) if y is not None else (xp.zeros_like(O), False)
@@ -222,8 +222,11 @@ def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
 
 
 def loss_and_grad(X: Any, y: Any, W: Any, b: Any) -> tuple[Any, Any, Any]:
-    r"""Mean loss and its gradients for `O = X W + b`: `(L, dL/dW, dL/db)`, by the chain rule
-    `dL/dW = X^T G`, `dL/db = 1^T G` with `G = dL/dO`."""
+    r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$.
+
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = o_{j} - y_{j}$ (row r of `G`); by the chain rule $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and
+    $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
+    """
     xp = array_namespace(X, y, W, b)
     _layer(X, W, b)
     O = X @ W + b
@@ -240,7 +243,7 @@ def loss_and_grad(X: Any, y: Any, W: Any, b: Any) -> tuple[Any, Any, Any]:
 
 
 def predict_proba(X: Any, W: Any, b: Any) -> Any:
-    r"""The model's output for each sample: $o_{j}$."""
+    r"""The model's output for each sample: $\hat{y}_{j} = o_{j}$."""
     xp = array_namespace(X, W, b)
     _layer(X, W, b)
     O = X @ W + b

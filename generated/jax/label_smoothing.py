@@ -4,14 +4,14 @@ r"""Label-smoothed cross-entropy for JAX: `custom_jvp` rules from the derivation
 
 Every formula in this file was printed by SymPy from the final forms of the checked derivation in
 `label_smoothing.md` (the same forms as the NumPy module `label_smoothing.py`). The per-sample loss is a
-`jax.custom_jvp` whose tangent is the derived gradient `dl/do` applied to the logits' tangent
+`jax.custom_jvp` whose tangent is the derived gradient applied to the logits' tangent
 (reverse mode transposes it: `grad` gets the derived gradient); the gradient is itself a
 `custom_jvp` whose tangent is the derived Hessian-vector product, so `hessian`, `jvp` of `grad`
 and Newton-type methods use the derived second order.
 
 `loss(logits, target)` takes logits of shape (..., K) and integer labels (...) or probability
 rows (..., K), like optax's losses; targets are constants (`stop_gradient`: the
-derivation gives no `dl/dy`). Loss parameters are static Python numbers.
+derivation gives no gradient w.r.t. the targets). Loss parameters are static Python numbers.
 
 Parameters of the loss (keyword-only, validated):
 - `eps` in [0.0, 1.0), default 0.1: smoothing: the target mixes in eps/K
@@ -128,7 +128,7 @@ def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - jnp.max(O, axis=-1, keepdims=True)
@@ -137,7 +137,7 @@ def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O)
     HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True))
@@ -146,7 +146,7 @@ def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ..
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
+    r"""$\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - jnp.max(O, axis=-1, keepdims=True)
@@ -160,7 +160,7 @@ def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> 
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$"""
+    r"""$\varepsilon \delta_{jc} + \frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} - \frac{\varepsilon}{K} = \left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - jnp.max(O, axis=-1, keepdims=True)
@@ -176,7 +176,7 @@ def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> 
 def _hvp_labels(
     O: jax.Array, labels: jax.Array, V: jax.Array, params: tuple[float, ...]
 ) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O)
     HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True))
@@ -209,7 +209,7 @@ def _loss_rows_jvp(
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _gradient(O: jax.Array, target: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    """`dl/do` per sample; tangent: the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, per sample; tangent: the derived Hessian-vector product."""
     out: jax.Array = _forms(target)[1](O, target, params)
     return out
 
@@ -267,8 +267,9 @@ def loss(logits: Any, target: Any, reduction: str = "mean", eps: float = 0.1) ->
     r"""The Label-smoothed cross-entropy loss of `logits` (..., K) against `target`.
 
     Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$ (class indices:
-    $\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$); `reduction` "mean" averages over the samples, "sum"
-    adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
+    $\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$ over the
+    samples, "sum" the sum of the per-sample losses, "none" the per-sample losses (shape
+    `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)
     params = (_param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0),)
@@ -280,7 +281,7 @@ def loss(logits: Any, target: Any, reduction: str = "mean", eps: float = 0.1) ->
 
 
 def predict_proba(logits: Any, eps: float = 0.1) -> jax.Array:
-    r"""The model's output for `logits` (..., K): $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
+    r"""The model's output for `logits` (..., K): $\hat{y}_{j} = \operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     O = jnp.asarray(logits)
     P = _softmax(O)
     P = jnp.broadcast_to(P, O.shape)

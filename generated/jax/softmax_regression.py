@@ -4,14 +4,14 @@ r"""Softmax regression for JAX: `custom_jvp` rules from the derivation, under ji
 
 Every formula in this file was printed by SymPy from the final forms of the checked derivation in
 `softmax_regression.md` (the same forms as the NumPy module `softmax_regression.py`). The per-sample loss is a
-`jax.custom_jvp` whose tangent is the derived gradient `dl/do` applied to the logits' tangent
+`jax.custom_jvp` whose tangent is the derived gradient applied to the logits' tangent
 (reverse mode transposes it: `grad` gets the derived gradient); the gradient is itself a
 `custom_jvp` whose tangent is the derived Hessian-vector product, so `hessian`, `jvp` of `grad`
 and Newton-type methods use the derived second order.
 
 `loss(logits, target)` takes logits of shape (..., K) and integer labels (...) or probability
 rows (..., K), like optax's losses; targets are constants (`stop_gradient`: the
-derivation gives no `dl/dy`). Loss parameters are static Python numbers.
+derivation gives no gradient w.r.t. the targets). Loss parameters are static Python numbers.
 """
 
 from __future__ import annotations
@@ -120,14 +120,14 @@ def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
+    r"""$\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     G = _softmax(Z) - Y
     return jnp.broadcast_to(G, O.shape)
 
 
 def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O)
     HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True))
@@ -136,14 +136,14 @@ def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ..
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
+    r"""$\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     loss_rows = _logsumexp(Z) - jnp.take_along_axis(Z, labels[:, None], axis=-1)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
+    r"""$\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     G = _softmax(Z)
     _gc = -jnp.take_along_axis(_complement(_softmax(Z)), labels[:, None], axis=-1)
@@ -156,7 +156,7 @@ def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> 
 def _hvp_labels(
     O: jax.Array, labels: jax.Array, V: jax.Array, params: tuple[float, ...]
 ) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O)
     HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True))
@@ -189,7 +189,7 @@ def _loss_rows_jvp(
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _gradient(O: jax.Array, target: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    """`dl/do` per sample; tangent: the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, per sample; tangent: the derived Hessian-vector product."""
     out: jax.Array = _forms(target)[1](O, target, params)
     return out
 
@@ -247,8 +247,9 @@ def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
     r"""The Softmax regression loss of `logits` (..., K) against `target`.
 
     Per sample, $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$); `reduction` "mean" averages over the samples, "sum"
-    adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
+    $\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$ over the
+    samples, "sum" the sum of the per-sample losses, "none" the per-sample losses (shape
+    `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)
     params = ()
@@ -260,7 +261,7 @@ def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
 
 
 def predict_proba(logits: Any) -> jax.Array:
-    r"""The model's output for `logits` (..., K): $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
+    r"""The model's output for `logits` (..., K): $\hat{y}_{j} = \operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     O = jnp.asarray(logits)
     P = _softmax(O)
     P = jnp.broadcast_to(P, O.shape)

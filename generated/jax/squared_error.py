@@ -4,13 +4,13 @@ r"""Squared error (linear regression) for JAX: `custom_jvp` rules from the deriv
 
 Every formula in this file was printed by SymPy from the final forms of the checked derivation in
 `squared_error.md` (the same forms as the NumPy module `squared_error.py`). The per-sample loss is a
-`jax.custom_jvp` whose tangent is the derived gradient `dl/do` applied to the logits' tangent
+`jax.custom_jvp` whose tangent is the derived gradient applied to the logits' tangent
 (reverse mode transposes it: `grad` gets the derived gradient); the gradient is itself a
 `custom_jvp` whose tangent is the derived Hessian-vector product, so `hessian`, `jvp` of `grad`
 and Newton-type methods use the derived second order.
 
 `loss(logits, target)` takes logits of shape (..., K) and targets (..., K), like optax's losses; targets are constants (`stop_gradient`: the
-derivation gives no `dl/dy`). Loss parameters are static Python numbers.
+derivation gives no gradient w.r.t. the targets). Loss parameters are static Python numbers.
 """
 
 from __future__ import annotations
@@ -114,13 +114,13 @@ def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = o_{j} - y_{j}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = o_{j} - y_{j}$"""
     G = O - Y
     return jnp.broadcast_to(G, O.shape)
 
 
 def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = v_{j}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = v_{j}$"""
     HV = V
     return jnp.broadcast_to(HV, O.shape)
 
@@ -148,7 +148,7 @@ def _loss_rows_jvp(
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _gradient(O: jax.Array, target: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    """`dl/do` per sample; tangent: the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, per sample; tangent: the derived Hessian-vector product."""
     out: jax.Array = _forms(target)[1](O, target, params)
     return out
 
@@ -195,8 +195,9 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
     r"""The Squared error (linear regression) loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$; `reduction` "mean" averages over the samples, "sum"
-    adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
+    Per sample, $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$ over the
+    samples, "sum" the sum of the per-sample losses, "none" the per-sample losses (shape
+    `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)
     params = ()
@@ -208,7 +209,7 @@ def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
 
 
 def predict_proba(logits: Any) -> jax.Array:
-    r"""The model's output for `logits` (..., K): $o_{j}$."""
+    r"""The model's output for `logits` (..., K): $\hat{y}_{j} = o_{j}$."""
     O = jnp.asarray(logits)
     P = O
     P = jnp.broadcast_to(P, O.shape)

@@ -4,14 +4,14 @@ r"""Temperature-scaled softmax cross-entropy for JAX: `custom_jvp` rules from th
 
 Every formula in this file was printed by SymPy from the final forms of the checked derivation in
 `temperature_softmax.md` (the same forms as the NumPy module `temperature_softmax.py`). The per-sample loss is a
-`jax.custom_jvp` whose tangent is the derived gradient `dl/do` applied to the logits' tangent
+`jax.custom_jvp` whose tangent is the derived gradient applied to the logits' tangent
 (reverse mode transposes it: `grad` gets the derived gradient); the gradient is itself a
 `custom_jvp` whose tangent is the derived Hessian-vector product, so `hessian`, `jvp` of `grad`
 and Newton-type methods use the derived second order.
 
 `loss(logits, target)` takes logits of shape (..., K) and integer labels (...) or probability
 rows (..., K), like optax's losses; targets are constants (`stop_gradient`: the
-derivation gives no `dl/dy`). Loss parameters are static Python numbers.
+derivation gives no gradient w.r.t. the targets). Loss parameters are static Python numbers.
 
 Parameters of the loss (keyword-only, validated):
 - `T` in (0.0, inf), default 2.0: temperature: logits are divided by T
@@ -127,7 +127,7 @@ def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
     T = params[0]
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
@@ -136,7 +136,7 @@ def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Ar
 
 
 def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O / T)
@@ -146,7 +146,7 @@ def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ..
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
+    r"""$\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
     T = params[0]
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
@@ -155,7 +155,7 @@ def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> 
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$"""
+    r"""$\frac{e^{\frac{o_{j}}{T}}}{T \sum_{k=1}^{K} e^{\frac{o_{k}}{T}}} - \frac{\delta_{jc}}{T} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$"""
     T = params[0]
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     _t0 = 1 / T
@@ -171,7 +171,7 @@ def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> 
 def _hvp_labels(
     O: jax.Array, labels: jax.Array, V: jax.Array, params: tuple[float, ...]
 ) -> jax.Array:
-    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O / T)
@@ -205,7 +205,7 @@ def _loss_rows_jvp(
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _gradient(O: jax.Array, target: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    """`dl/do` per sample; tangent: the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, per sample; tangent: the derived Hessian-vector product."""
     out: jax.Array = _forms(target)[1](O, target, params)
     return out
 
@@ -263,8 +263,9 @@ def loss(logits: Any, target: Any, reduction: str = "mean", T: float = 2.0) -> j
     r"""The Temperature-scaled softmax cross-entropy loss of `logits` (..., K) against `target`.
 
     Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$); `reduction` "mean" averages over the samples, "sum"
-    adds them, "none" returns the per-sample losses (shape `logits.shape[:-1]`, as optax does).
+    $\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$ over the
+    samples, "sum" the sum of the per-sample losses, "none" the per-sample losses (shape
+    `logits.shape[:-1]`, as optax does).
     """
     O, t = _rows(logits, target, reduction)
     params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
@@ -276,7 +277,7 @@ def loss(logits: Any, target: Any, reduction: str = "mean", T: float = 2.0) -> j
 
 
 def predict_proba(logits: Any, T: float = 2.0) -> jax.Array:
-    r"""The model's output for `logits` (..., K): $\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
+    r"""The model's output for `logits` (..., K): $\hat{y}_{j} = \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
     O = jnp.asarray(logits)
     P = _softmax(O / T)
     P = jnp.broadcast_to(P, O.shape)

@@ -6,10 +6,10 @@ Every formula in this file was printed by SymPy from the final forms of the chec
 `label_smoothing.md` (the same forms as the NumPy module `label_smoothing.py`). `label_smoothing_loss` follows the
 conventions of `torch.nn.functional`: `input` (n, K) logits, `target` class indices (n,) or
 probability rows (n, K), `reduction` in "mean" | "sum" | "none".
-The autograd `Function` computes the gradient w.r.t. the logits from the derived `dl/do`;
+The autograd `Function` computes the gradient w.r.t. the logits from the derived gradient;
 its double backward applies the derived Hessian-vector product (third order is not derived:
 `once_differentiable`). Targets are constants: a target that requires grad
-is refused (the derivation gives no `dl/dy`).
+is refused (the derivation gives no gradient w.r.t. the targets).
 
 Parameters of the loss (keyword-only, validated):
 - `eps` in [0.0, 1.0), default 0.1: smoothing: the target mixes in eps/K
@@ -152,7 +152,7 @@ def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
@@ -179,7 +179,7 @@ def _fused_probs(
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O)
     HV = _t0 * (Vc - torch.sum(_t0 * Vc, dim=-1, keepdim=True))
@@ -188,7 +188,7 @@ def _hvp_probs(
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
+    r"""$\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
@@ -202,7 +202,7 @@ def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$"""
+    r"""$\varepsilon \delta_{jc} + \frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} - \frac{\varepsilon}{K} = \left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
@@ -239,7 +239,7 @@ def _fused_labels(
 def _hvp_labels(
     O: torch.Tensor, labels: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O)
     HV = _t0 * (Vc - torch.sum(_t0 * Vc, dim=-1, keepdim=True))
@@ -255,7 +255,7 @@ def _forms(target: torch.Tensor) -> tuple[Any, Any, Any, Any]:
 
 
 class _Loss(torch.autograd.Function):
-    """The reduced loss; backward: the derived gradient `dl/do` times the incoming gradient.
+    """The reduced loss; backward: the derived gradient w.r.t. the logits, times the incoming one.
 
     When the logits require grad, the forward pass computes the gradient with the loss (one exp
     pass for both) and keeps it, as `F.cross_entropy` keeps its log-probabilities. Differentiated
@@ -296,7 +296,7 @@ class _Loss(torch.autograd.Function):
 
 
 class _Gradient(torch.autograd.Function):
-    """`grad_rows[:, None] * dl/do`; its backward is the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, row r times `grad_rows[r]`; its backward is the derived Hessian-vector product."""
 
     @staticmethod
     def forward(
@@ -380,8 +380,8 @@ def loss(
     r"""The Label-smoothed cross-entropy loss of logits `input` (n, K) against `target`.
 
     Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$ (class indices:
-    $\ell = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$); `reduction` "mean" averages over the n samples, "sum"
-    adds them, "none" returns the n per-sample losses.
+    $\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$, "sum"
+    the sum of the per-sample losses, "none" the n per-sample losses.
     """
     _check(input, target, reduction)
     params = (_param("eps", eps, "[0.0, 1.0)", lambda eps: 0.0 <= eps < 1.0),)
@@ -402,7 +402,7 @@ class Loss(torch.nn.Module):
 
 
 def predict_proba(input: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
-    r"""The model's output for logits `input` (n, K): $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
+    r"""The model's output for logits `input` (n, K): $\hat{y}_{j} = \operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     O = input
     P = _softmax(O)
     P = torch.broadcast_to(P, O.shape)

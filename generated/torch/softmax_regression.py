@@ -6,10 +6,10 @@ Every formula in this file was printed by SymPy from the final forms of the chec
 `softmax_regression.md` (the same forms as the NumPy module `softmax_regression.py`). `softmax_regression_loss` follows the
 conventions of `torch.nn.functional`: `input` (n, K) logits, `target` class indices (n,) or
 probability rows (n, K), `reduction` in "mean" | "sum" | "none".
-The autograd `Function` computes the gradient w.r.t. the logits from the derived `dl/do`;
+The autograd `Function` computes the gradient w.r.t. the logits from the derived gradient;
 its double backward applies the derived Hessian-vector product (third order is not derived:
 `once_differentiable`). Targets are constants: a target that requires grad
-is refused (the derivation gives no `dl/dy`).
+is refused (the derivation gives no gradient w.r.t. the targets).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
+    r"""$\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     G = _softmax(Z) - Y
     return torch.broadcast_to(G, O.shape)
@@ -165,7 +165,7 @@ def _fused_probs(
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O)
     HV = _t0 * (Vc - torch.sum(_t0 * Vc, dim=-1, keepdim=True))
@@ -174,14 +174,14 @@ def _hvp_probs(
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
+    r"""$\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     loss_rows = _logsumexp(Z) - Z.gather(-1, labels[:, None])
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
+    r"""$\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     G = _softmax(Z)
     _gc = -_complement_at(_softmax(Z), labels)
@@ -207,7 +207,7 @@ def _fused_labels(
 def _hvp_labels(
     O: torch.Tensor, labels: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O)
     HV = _t0 * (Vc - torch.sum(_t0 * Vc, dim=-1, keepdim=True))
@@ -223,7 +223,7 @@ def _forms(target: torch.Tensor) -> tuple[Any, Any, Any, Any]:
 
 
 class _Loss(torch.autograd.Function):
-    """The reduced loss; backward: the derived gradient `dl/do` times the incoming gradient.
+    """The reduced loss; backward: the derived gradient w.r.t. the logits, times the incoming one.
 
     When the logits require grad, the forward pass computes the gradient with the loss (one exp
     pass for both) and keeps it, as `F.cross_entropy` keeps its log-probabilities. Differentiated
@@ -264,7 +264,7 @@ class _Loss(torch.autograd.Function):
 
 
 class _Gradient(torch.autograd.Function):
-    """`grad_rows[:, None] * dl/do`; its backward is the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, row r times `grad_rows[r]`; its backward is the derived Hessian-vector product."""
 
     @staticmethod
     def forward(
@@ -346,8 +346,8 @@ def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> 
     r"""The Softmax regression loss of logits `input` (n, K) against `target`.
 
     Per sample, $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$); `reduction` "mean" averages over the n samples, "sum"
-    adds them, "none" returns the n per-sample losses.
+    $\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$, "sum"
+    the sum of the per-sample losses, "none" the n per-sample losses.
     """
     _check(input, target, reduction)
     params = ()
@@ -368,7 +368,7 @@ class Loss(torch.nn.Module):
 
 
 def predict_proba(input: torch.Tensor) -> torch.Tensor:
-    r"""The model's output for logits `input` (n, K): $\operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
+    r"""The model's output for logits `input` (n, K): $\hat{y}_{j} = \operatorname{softmax}\left(\mathbf{o}\right)_{j}$."""
     O = input
     P = _softmax(O)
     P = torch.broadcast_to(P, O.shape)

@@ -5,10 +5,10 @@ r"""Squared error (linear regression) for PyTorch: a loss whose backward is the 
 Every formula in this file was printed by SymPy from the final forms of the checked derivation in
 `squared_error.md` (the same forms as the NumPy module `squared_error.py`). `squared_error_loss` follows the
 conventions of `torch.nn.functional`: `input` (n, K) logits, `target` (n, K), `reduction` in "mean" | "sum" | "none".
-The autograd `Function` computes the gradient w.r.t. the logits from the derived `dl/do`;
+The autograd `Function` computes the gradient w.r.t. the logits from the derived gradient;
 its double backward applies the derived Hessian-vector product (third order is not derived:
 `once_differentiable`). Targets are constants: a target that requires grad
-is refused (the derivation gives no `dl/dy`).
+is refused (the derivation gives no gradient w.r.t. the targets).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = o_{j} - y_{j}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = o_{j} - y_{j}$"""
     G = O - Y
     return torch.broadcast_to(G, O.shape)
 
@@ -158,7 +158,7 @@ def _fused_probs(
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = v_{j}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = v_{j}$"""
     HV = V
     return torch.broadcast_to(HV, O.shape)
 
@@ -169,7 +169,7 @@ def _forms(target: torch.Tensor) -> tuple[Any, Any, Any, Any]:
 
 
 class _Loss(torch.autograd.Function):
-    """The reduced loss; backward: the derived gradient `dl/do` times the incoming gradient.
+    """The reduced loss; backward: the derived gradient w.r.t. the logits, times the incoming one.
 
     When the logits require grad, the forward pass computes the gradient with the loss (one exp
     pass for both) and keeps it, as `F.cross_entropy` keeps its log-probabilities. Differentiated
@@ -210,7 +210,7 @@ class _Loss(torch.autograd.Function):
 
 
 class _Gradient(torch.autograd.Function):
-    """`grad_rows[:, None] * dl/do`; its backward is the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, row r times `grad_rows[r]`; its backward is the derived Hessian-vector product."""
 
     @staticmethod
     def forward(
@@ -273,8 +273,8 @@ def _check(input: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
 def loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     r"""The Squared error (linear regression) loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$; `reduction` "mean" averages over the n samples, "sum"
-    adds them, "none" returns the n per-sample losses.
+    Per sample, $\ell = \frac{\sum_{k=1}^{K} \left(o_{k} - y_{k}\right)^{2}}{2}$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$, "sum"
+    the sum of the per-sample losses, "none" the n per-sample losses.
     """
     _check(input, target, reduction)
     params = ()
@@ -295,7 +295,7 @@ class Loss(torch.nn.Module):
 
 
 def predict_proba(input: torch.Tensor) -> torch.Tensor:
-    r"""The model's output for logits `input` (n, K): $o_{j}$."""
+    r"""The model's output for logits `input` (n, K): $\hat{y}_{j} = o_{j}$."""
     O = input
     P = O
     P = torch.broadcast_to(P, O.shape)

@@ -6,10 +6,10 @@ Every formula in this file was printed by SymPy from the final forms of the chec
 `temperature_softmax.md` (the same forms as the NumPy module `temperature_softmax.py`). `temperature_softmax_loss` follows the
 conventions of `torch.nn.functional`: `input` (n, K) logits, `target` class indices (n,) or
 probability rows (n, K), `reduction` in "mean" | "sum" | "none".
-The autograd `Function` computes the gradient w.r.t. the logits from the derived `dl/do`;
+The autograd `Function` computes the gradient w.r.t. the logits from the derived gradient;
 its double backward applies the derived Hessian-vector product (third order is not derived:
 `once_differentiable`). Targets are constants: a target that requires grad
-is refused (the derivation gives no `dl/dy`).
+is refused (the derivation gives no gradient w.r.t. the targets).
 
 Parameters of the loss (keyword-only, validated):
 - `T` in (0.0, inf), default 2.0: temperature: logits are divided by T
@@ -151,7 +151,7 @@ def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
     T = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     _t0 = 1 / T
@@ -176,7 +176,7 @@ def _fused_probs(
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O / T)
@@ -186,7 +186,7 @@ def _hvp_probs(
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
+    r"""$\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
     T = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     _t0 = 1 / T
@@ -195,7 +195,7 @@ def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\partial \ell / \partial o_j = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$"""
+    r"""$\frac{e^{\frac{o_{j}}{T}}}{T \sum_{k=1}^{K} e^{\frac{o_{k}}{T}}} - \frac{\delta_{jc}}{T} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$"""
     T = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     _t0 = 1 / T
@@ -226,7 +226,7 @@ def _fused_labels(
 def _hvp_labels(
     O: torch.Tensor, labels: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_k H_{jk} v_k = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
     T = params[0]
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O / T)
@@ -243,7 +243,7 @@ def _forms(target: torch.Tensor) -> tuple[Any, Any, Any, Any]:
 
 
 class _Loss(torch.autograd.Function):
-    """The reduced loss; backward: the derived gradient `dl/do` times the incoming gradient.
+    """The reduced loss; backward: the derived gradient w.r.t. the logits, times the incoming one.
 
     When the logits require grad, the forward pass computes the gradient with the loss (one exp
     pass for both) and keeps it, as `F.cross_entropy` keeps its log-probabilities. Differentiated
@@ -284,7 +284,7 @@ class _Loss(torch.autograd.Function):
 
 
 class _Gradient(torch.autograd.Function):
-    """`grad_rows[:, None] * dl/do`; its backward is the derived Hessian-vector product."""
+    """The derived gradient w.r.t. the logits, row r times `grad_rows[r]`; its backward is the derived Hessian-vector product."""
 
     @staticmethod
     def forward(
@@ -368,8 +368,8 @@ def loss(
     r"""The Temperature-scaled softmax cross-entropy loss of logits `input` (n, K) against `target`.
 
     Per sample, $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$ (class indices:
-    $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$); `reduction` "mean" averages over the n samples, "sum"
-    adds them, "none" returns the n per-sample losses.
+    $\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$, "sum"
+    the sum of the per-sample losses, "none" the n per-sample losses.
     """
     _check(input, target, reduction)
     params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
@@ -390,7 +390,7 @@ class Loss(torch.nn.Module):
 
 
 def predict_proba(input: torch.Tensor, T: float = 2.0) -> torch.Tensor:
-    r"""The model's output for logits `input` (n, K): $\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
+    r"""The model's output for logits `input` (n, K): $\hat{y}_{j} = \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j}$."""
     O = input
     P = _softmax(O / T)
     P = torch.broadcast_to(P, O.shape)
