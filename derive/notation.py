@@ -65,6 +65,15 @@ Y_entries = sp.IndexedBase("Y", real=True)
 Yhat_entries = sp.IndexedBase("Yhat", positive=True)
 P = sp.IndexedBase("P", positive=True)  # per-sample likelihoods P(y_i | x_i)
 
+#: The arrays the accurate forms compute besides the inputs, as a docstring defines them beside a
+#: formula that uses them (the notes say why in the step that introduces each); `t` is the class
+#: of the row's largest logit, the one both are centred at.
+AUXILIARY: dict[sp.IndexedBase, str] = {
+    w: r"w_{k} = v_{k} - v_{t}",
+    z: r"z_{k} = o_{k} - o_{t}",
+}
+LEADING_CLASS = r"t = \operatorname{argmax}_{k} o_{k}"
+
 # The constant subtracted from every logit (shift invariance; `max_k o_k` in the code). Not `c`:
 # `c` is the true class, and one letter has one meaning in the notes.
 shift = sp.Symbol("s", real=True)

@@ -356,8 +356,8 @@ def loss(O: Any, y: Any) -> Any:
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
-    - targets: $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$
-    - labels (c = the label): $\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$
+    - targets: $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$
+    - labels (c = the label): $\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$
     """
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
@@ -378,8 +378,8 @@ cross_entropy = loss
 def grad_logits(O: Any, y: Any) -> Array:
     r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
-    - targets: $\frac{\partial \ell}{\partial o_{j}} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$
-    - labels: $\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$ (computed without a one-hot matrix)
+    - targets: $\frac{\partial \ell}{\partial o_{j}} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$
+    - labels: $\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right), \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (computed without a one-hot matrix)
     """
     O, n, K = _logit_batch(O)
     labels, Y = _targets("y", y, n, K, O.dtype)
@@ -410,7 +410,7 @@ def loss_and_grad(
     r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$, fused.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$ (row r of `G`); by the chain rule
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (row r of `G`); by the chain rule
     $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$; with the weight decay
     $R = \frac{\lambda \operatorname{tr}\left(W^{T} W \right)}{2}$ the objective is $J = L + R$, with $\frac{\partial J}{\partial W} = \lambda W + \frac{1}{n} X^{T} G$.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
@@ -522,7 +522,7 @@ def hessian_logits(o: Any) -> Array:
 def hvp_logits(O: Any, V: Any) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction (row r of `V`).
 
-    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$ (no K x K matrix is formed).
+    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (no K x K matrix is formed).
     """
     O, n, K = _logit_batch(O)
     V = _finite_array("V", V, f"a direction of shape ({n}, {K})").astype(O.dtype, copy=False)

@@ -345,8 +345,8 @@ def loss(O: Any, y: Any, *, T: float = 2.0) -> Any:
 
     `y` is integer labels (n,) or target rows (n, K) that are probability vectors. Per sample:
 
-    - targets: $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$
-    - labels (c = the label): $\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$
+    - targets: $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$
+    - labels (c = the label): $\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$
     """
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)
@@ -370,8 +370,8 @@ cross_entropy = loss
 def grad_logits(O: Any, y: Any, *, T: float = 2.0) -> Array:
     r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` the per-sample gradient.
 
-    - targets: $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$
-    - labels: $\frac{e^{\frac{o_{j}}{T}}}{T \sum_{k=1}^{K} e^{\frac{o_{k}}{T}}} - \frac{\delta_{jc}}{T} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$ (computed without a one-hot matrix)
+    - targets: $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$
+    - labels: $\frac{e^{\frac{o_{j}}{T}}}{T \sum_{k=1}^{K} e^{\frac{o_{k}}{T}}} - \frac{\delta_{jc}}{T} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (computed without a one-hot matrix)
     """
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)
@@ -406,7 +406,7 @@ def loss_and_grad(
     r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$, fused.
 
     Shapes: X (n, d), W (d, K), b (K,), y labels (n,) or targets (n, K).
-    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ (row r of `G`); by the chain rule
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (row r of `G`); by the chain rule
     $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
     One pass over X in blocks of rows, no n x d temporaries, no one-hot matrix for labels.
     `check=False` skips validation (for hot loops over inputs already known good).
@@ -517,7 +517,7 @@ def hessian_logits(o: Any, *, T: float = 2.0) -> Array:
 def hvp_logits(O: Any, V: Any, *, T: float = 2.0) -> Array:
     r"""Row by row, each sample's Hessian w.r.t. its logits applied to a direction (row r of `V`).
 
-    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$ (no K x K matrix is formed).
+    $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}, \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (no K x K matrix is formed).
     """
     _param("T", T, "(0.0, inf)", lambda T: T > 0.0)
     O, n, K = _logit_batch(O)

@@ -124,3 +124,16 @@ def test_unstable_shapes_are_the_exponentials_left_in_printed_forms(
     )
     assert codegen.unstable_shapes(d) == ["exp(o[j])"]  # type: ignore[arg-type]
     assert codegen.unstable_shapes(checked.derivation) == []
+
+
+def test_a_docstring_equation_defines_the_auxiliary_arrays_it_uses(
+    checked: CheckedDerivation,
+) -> None:
+    """The centred direction `w` of the printed HVP is defined beside it; a form without an
+    auxiliary array gets no definition."""
+    eq = codegen.equations(checked)
+    assert checked.derivation.final_forms["code_hvp"].has(S.w)
+    assert "w_{k} = v_{k} - v_{t}" in eq("code_hvp")
+    assert eq("code_hvp").endswith(r"\; t = \operatorname{argmax}_{k} o_{k}")
+    assert not checked.derivation.final_forms["hvp"].has(S.w)
+    assert "argmax" not in eq("hvp")

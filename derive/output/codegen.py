@@ -412,8 +412,12 @@ def equations(checked: CheckedDerivation) -> Callable[..., str]:
     def eq(form: str, rhs: sp.Basic | None = None) -> str:
         step = source_step(d, form)
         shown = named.get(step.name, step.lhs)
-        lhs, printed = latex_sides(shown, d.final_forms[form] if rhs is None else rhs)
-        return f"{lhs} = {printed}"
+        value = d.final_forms[form] if rhs is None else rhs
+        lhs, printed = latex_sides(shown, value)
+        # An auxiliary array the printed form computes (`w`, `z`) is defined beside it.
+        defined = [latex for base, latex in S.AUXILIARY.items() if value.has(base)]
+        where = rf", \quad {', '.join(defined)}, \; {S.LEADING_CLASS}" if defined else ""
+        return f"{lhs} = {printed}{where}"
 
     return eq
 

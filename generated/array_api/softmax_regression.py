@@ -131,7 +131,7 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$"""
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, Y)
     Z = O - xp.max(O, axis=-1, keepdims=True)
     loss_rows = _logsumexp(Z) - xp.sum(_target_mul(Y, Z), axis=-1, keepdims=True)
@@ -139,7 +139,7 @@ def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
+    r"""$\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, Y)
     Z = O - xp.max(O, axis=-1, keepdims=True)
     G = _softmax(Z) - Y
@@ -147,7 +147,7 @@ def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, Y, V)
     Vc = V - _pick(V, _top_mask(O))
     _t0 = _softmax(O)
@@ -157,7 +157,7 @@ def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
 
 # The same forms for integer labels c (y_k = delta_kc substituted), `onehot` a boolean mask.
 def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
+    r"""$\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, onehot)
     Z = O - xp.max(O, axis=-1, keepdims=True)
     loss_rows = _logsumexp(Z) - _pick(Z, onehot)
@@ -165,7 +165,7 @@ def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
+    r"""$\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right), \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, onehot)
     Z = O - xp.max(O, axis=-1, keepdims=True)
     G = _softmax(Z)
@@ -176,7 +176,7 @@ def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
 
 
 def _hvp_labels(O: Any, onehot: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, onehot, V)
     Vc = V - _pick(V, _top_mask(O))
     _t0 = _softmax(O)
@@ -235,7 +235,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
-    r"""The Softmax regression loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$."""
+    r"""The Softmax regression loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -249,7 +249,7 @@ def loss(O: Any, y: Any, reduction: str = "mean") -> Any:
 
 
 def grad_logits(O: Any, y: Any) -> Any:
-    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` at sample r: $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$."""
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` at sample r: $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$."""
     params = ()
     Y, labels = _targets(O, y)
     G = _forms(labels)[1](O, Y, params)
@@ -258,7 +258,7 @@ def grad_logits(O: Any, y: Any) -> Any:
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$."""
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$."""
     xp = array_namespace(O, V)
     params = ()
     Y, labels = _targets(O, y) if y is not None else (xp.zeros_like(O), False)
@@ -270,7 +270,7 @@ def hvp_logits(O: Any, V: Any, y: Any | None = None) -> Any:
 def loss_and_grad(X: Any, y: Any, W: Any, b: Any) -> tuple[Any, Any, Any]:
     r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$.
 
-    Per sample, $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$ (row r of `G`); by the chain rule $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and
+    Per sample, $\operatorname{softmax}\left(\mathbf{o}\right)_{j} - y_{j} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (row r of `G`); by the chain rule $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and
     $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
     """
     xp = array_namespace(X, y, W, b)

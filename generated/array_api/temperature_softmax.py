@@ -136,7 +136,7 @@ def _target_mul(Y: Any, T: Any) -> Any:
 
 # The derived forms, per sample (rows of O).
 def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$"""
+    r"""$\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, Y)
     T = params[0]
     Z = O - xp.max(O, axis=-1, keepdims=True)
@@ -146,7 +146,7 @@ def _loss_rows(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
-    r"""$\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, Y)
     T = params[0]
     Z = O - xp.max(O, axis=-1, keepdims=True)
@@ -156,7 +156,7 @@ def _gradient(O: Any, Y: Any, params: tuple[float, ...]) -> Any:
 
 
 def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}, \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, Y, V)
     T = params[0]
     Vc = V - _pick(V, _top_mask(O))
@@ -167,7 +167,7 @@ def _hvp(O: Any, Y: Any, V: Any, params: tuple[float, ...]) -> Any:
 
 # The same forms for integer labels c (y_k = delta_kc substituted), `onehot` a boolean mask.
 def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}$"""
+    r"""$\log{\left(\sum_{k=1}^{K} e^{\frac{o_{k}}{T}} \right)} - \frac{\sum_{k=1}^{K} \delta_{kc} o_{k}}{T} = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{z_{c}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, onehot)
     T = params[0]
     Z = O - xp.max(O, axis=-1, keepdims=True)
@@ -177,7 +177,7 @@ def _loss_rows_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
 
 
 def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
-    r"""$\frac{e^{\frac{o_{j}}{T}}}{T \sum_{k=1}^{K} e^{\frac{o_{k}}{T}}} - \frac{\delta_{jc}}{T} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}$"""
+    r"""$\frac{e^{\frac{o_{j}}{T}}}{T \sum_{k=1}^{K} e^{\frac{o_{k}}{T}}} - \frac{\delta_{jc}}{T} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} \left(1 - \delta_{jc}\right)}{T} - \frac{\delta_{jc} \left(1 - \operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{c}\right)}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, onehot)
     T = params[0]
     Z = O - xp.max(O, axis=-1, keepdims=True)
@@ -191,7 +191,7 @@ def _gradient_labels(O: Any, onehot: Any, params: tuple[float, ...]) -> Any:
 
 
 def _hvp_labels(O: Any, onehot: Any, V: Any, params: tuple[float, ...]) -> Any:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}, \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     xp = array_namespace(O, onehot, V)
     T = params[0]
     Vc = V - _pick(V, _top_mask(O))
@@ -251,7 +251,7 @@ def _forms(labels: bool) -> tuple[Any, Any, Any]:
 
 
 def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
-    r"""The Temperature-scaled softmax cross-entropy loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$."""
+    r"""The Temperature-scaled softmax cross-entropy loss of logits `O` (n, K): per sample $\ell = \operatorname{LSE}\left(\frac{\mathbf{z}}{T}\right) - \frac{\sum_{k=1}^{K} y_{k} z_{k}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$; `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: {reduction!r}; expected 'mean', 'sum' or 'none'")
     xp = array_namespace(O, y)
@@ -265,7 +265,7 @@ def loss(O: Any, y: Any, reduction: str = "mean", T: float = 2.0) -> Any:
 
 
 def grad_logits(O: Any, y: Any, T: float = 2.0) -> Any:
-    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` at sample r: $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$."""
+    r"""The gradient of the mean loss w.r.t. the logits: $\frac{\partial L}{\partial O} = \frac{1}{n} G$, row r of `G` at sample r: $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$."""
     params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     Y, labels = _targets(O, y)
     G = _forms(labels)[1](O, Y, params)
@@ -274,7 +274,7 @@ def grad_logits(O: Any, y: Any, T: float = 2.0) -> Any:
 
 
 def hvp_logits(O: Any, V: Any, y: Any | None = None, T: float = 2.0) -> Any:
-    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}$."""
+    r"""Row by row, each sample's Hessian w.r.t. its logits applied to `V`: $\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\frac{\mathbf{o}}{T}\right)_{k}\right)}{T^{2}}, \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$."""
     xp = array_namespace(O, V)
     params = (_param("T", T, "(0.0, inf)", lambda T: T > 0.0),)
     Y, labels = _targets(O, y) if y is not None else (xp.zeros_like(O), False)
@@ -286,7 +286,7 @@ def hvp_logits(O: Any, V: Any, y: Any | None = None, T: float = 2.0) -> Any:
 def loss_and_grad(X: Any, y: Any, W: Any, b: Any, *, T: float = 2.0) -> tuple[Any, Any, Any]:
     r"""The mean loss and its gradients w.r.t. W and b (in that order) for $O = X W + \mathbf{1} b^{T}$.
 
-    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}$ (row r of `G`); by the chain rule $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and
+    Per sample, $\frac{\partial \ell}{\partial o_{j}} = \frac{\operatorname{softmax}\left(\frac{\mathbf{z}}{T}\right)_{j} - y_{j}}{T}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (row r of `G`); by the chain rule $\frac{\partial L}{\partial W} = \frac{1}{n} X^{T} G$ and
     $\frac{\partial L}{\partial b} = \frac{1}{n} G^{T} \mathbf{1}$.
     """
     xp = array_namespace(X, y, W, b)

@@ -119,21 +119,21 @@ def _target_mul(Y: jax.Array, T: jax.Array) -> jax.Array:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$"""
+    r"""$\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     loss_rows = _logsumexp(Z) - jnp.sum(_target_mul(Y, Z), axis=-1, keepdims=True)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_probs(O: jax.Array, Y: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\frac{\partial \ell}{\partial o_{j}} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     G = _softmax(Z) - Y
     return jnp.broadcast_to(G, O.shape)
 
 
 def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O)
     HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True))
@@ -142,14 +142,14 @@ def _hvp_probs(O: jax.Array, Y: jax.Array, V: jax.Array, params: tuple[float, ..
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$"""
+    r"""$\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     loss_rows = _logsumexp(Z) - jnp.take_along_axis(Z, labels[:, None], axis=-1)
     return jnp.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0])
 
 
 def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> jax.Array:
-    r"""$\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right)$"""
+    r"""$\frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} = \operatorname{softmax}\left(\mathbf{z}\right)_{j} \left(1 - \delta_{jc}\right) - \delta_{jc} \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right), \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Z = O - jnp.max(O, axis=-1, keepdims=True)
     G = _softmax(Z)
     _gc = -jnp.take_along_axis(_complement(_softmax(Z)), labels[:, None], axis=-1)
@@ -162,7 +162,7 @@ def _grad_labels(O: jax.Array, labels: jax.Array, params: tuple[float, ...]) -> 
 def _hvp_labels(
     O: jax.Array, labels: jax.Array, V: jax.Array, params: tuple[float, ...]
 ) -> jax.Array:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Vc = V - jnp.take_along_axis(V, jnp.argmax(O, axis=-1, keepdims=True), axis=-1)
     _t0 = _softmax(O)
     HV = _t0 * (Vc - jnp.sum(_t0 * Vc, axis=-1, keepdims=True))
@@ -252,8 +252,8 @@ def _rows(logits: Any, target: Any, reduction: str) -> tuple[jax.Array, jax.Arra
 def loss(logits: Any, target: Any, reduction: str = "mean") -> jax.Array:
     r"""The Softmax regression with weight decay loss of `logits` (..., K) against `target`.
 
-    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}$ (class indices:
-    $\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$ over the
+    Per sample, $\ell = \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (class indices:
+    $\log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} = \operatorname{LSE}\left(\mathbf{z}\right) - z_{c}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$ over the
     samples, "sum" the sum of the per-sample losses, "none" the per-sample losses (shape
     `logits.shape[:-1]`, as optax does).
     """

@@ -142,7 +142,7 @@ def _target_mul(Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 # The derived forms, per sample (rows of O), for probability targets Y.
 def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
+    r"""$\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
@@ -152,7 +152,7 @@ def _loss_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> 
 
 
 def _grad_probs(O: torch.Tensor, Y: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\frac{\partial \ell}{\partial o_{j}} = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}$"""
+    r"""$\frac{\partial \ell}{\partial o_{j}} = y_{j} \varepsilon + \operatorname{softmax}\left(\mathbf{z}\right)_{j} - y_{j} - \frac{\varepsilon}{K}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
@@ -179,7 +179,7 @@ def _fused_probs(
 def _hvp_probs(
     O: torch.Tensor, Y: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O)
     HV = _t0 * (Vc - torch.sum(_t0 * Vc, dim=-1, keepdim=True))
@@ -188,7 +188,7 @@ def _hvp_probs(
 
 # The same forms for integer labels c (y_k = delta_kc substituted; no one-hot matrix).
 def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$"""
+    r"""$\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
@@ -202,7 +202,7 @@ def _loss_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...
 
 
 def _grad_labels(O: torch.Tensor, labels: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
-    r"""$\varepsilon \delta_{jc} + \frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} - \frac{\varepsilon}{K} = \left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right)$"""
+    r"""$\varepsilon \delta_{jc} + \frac{e^{o_{j}}}{\sum_{k=1}^{K} e^{o_{k}}} - \delta_{jc} - \frac{\varepsilon}{K} = \left(1 - \delta_{jc}\right) \left(\operatorname{softmax}\left(\mathbf{z}\right)_{j} - \frac{\varepsilon}{K}\right) + \delta_{jc} \left(\varepsilon - \left(1 - \operatorname{softmax}\left(\mathbf{z}\right)_{c}\right) - \frac{\varepsilon}{K}\right), \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     K = O.shape[-1]
     eps = params[0]
     Z = O - torch.amax(O, dim=-1, keepdim=True)
@@ -239,7 +239,7 @@ def _fused_labels(
 def _hvp_labels(
     O: torch.Tensor, labels: torch.Tensor, V: torch.Tensor, params: tuple[float, ...]
 ) -> torch.Tensor:
-    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right)$"""
+    r"""$\sum_{k=1}^{K} v_{k} \frac{\partial^{2} \ell}{\partial o_{j} \partial o_{k}} = \operatorname{softmax}\left(\mathbf{o}\right)_{j} \left(w_{j} - \sum_{k=1}^{K} w_{k} \operatorname{softmax}\left(\mathbf{o}\right)_{k}\right), \quad w_{k} = v_{k} - v_{t}, \; t = \operatorname{argmax}_{k} o_{k}$"""
     Vc = V - V.gather(-1, torch.argmax(O, dim=-1, keepdim=True))
     _t0 = _softmax(O)
     HV = _t0 * (Vc - torch.sum(_t0 * Vc, dim=-1, keepdim=True))
@@ -379,8 +379,8 @@ def loss(
 ) -> torch.Tensor:
     r"""The Label-smoothed cross-entropy loss of logits `input` (n, K) against `target`.
 
-    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$ (class indices:
-    $\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$, "sum"
+    Per sample, $\ell = \varepsilon \sum_{k=1}^{K} y_{k} z_{k} + \operatorname{LSE}\left(\mathbf{z}\right) - \sum_{k=1}^{K} y_{k} z_{k} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$ (class indices:
+    $\varepsilon \sum_{k=1}^{K} \delta_{kc} o_{k} + \log{\left(\sum_{k=1}^{K} e^{o_{k}} \right)} - \sum_{k=1}^{K} \delta_{kc} o_{k} - \frac{\varepsilon \sum_{k=1}^{K} o_{k}}{K} = \varepsilon z_{c} + \operatorname{LSE}\left(\mathbf{z}\right) - z_{c} - \frac{\varepsilon \sum_{k=1}^{K} z_{k}}{K}, \quad z_{k} = o_{k} - o_{t}, \; t = \operatorname{argmax}_{k} o_{k}$); `reduction` "mean" returns $L = \frac{1}{n} \boldsymbol{\ell}^{T} \mathbf{1}$, "sum"
     the sum of the per-sample losses, "none" the n per-sample losses.
     """
     _check(input, target, reduction)
