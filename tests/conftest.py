@@ -10,6 +10,7 @@ take a minute (JAX compiles several XLA programs per loss).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from types import ModuleType
 
@@ -18,10 +19,23 @@ import pytest
 from derive.losses import catalogue
 from derive.output.loader import load_generated
 from derive.symbolic.steps import CheckedDerivation
+from derive.verify import frameworks
 
 #: The loss every per-loss test keeps in the default run: the one the notes tell the story of.
 REPRESENTATIVE = "softmax_regression"
 OTHER_LOSSES = frozenset(catalogue.names()) - {REPRESENTATIVE}
+
+#: The framework targets as test parameters: each skips, with a reason, where its library is absent.
+FRAMEWORK_TARGETS = [
+    pytest.param(
+        target,
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec(frameworks.FRAMEWORKS[target][0]) is None,
+            reason=f"{frameworks.FRAMEWORKS[target][0]} not installed",
+        ),
+    )
+    for target in frameworks.FRAMEWORKS
+]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import FRAMEWORK_TARGETS
 
 from derive import notation as S
 from derive.errors import StepCheckError
@@ -196,17 +196,6 @@ def test_the_printed_batch_mean_is_its_steps_right_hand_side(
         with pytest.raises(StepCheckError, match=step):
             d.replace_step("mean_loss", rhs=half).check(only={step})
 
-
-FRAMEWORK_TARGETS = [
-    pytest.param(
-        target,
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec(frameworks.FRAMEWORKS[target][0]) is None,
-            reason=f"{frameworks.FRAMEWORKS[target][0]} not installed",
-        ),
-    )
-    for target in frameworks.FRAMEWORKS
-]
 
 #: Lines each framework module prints from the halved mean (and not from the mean as it is).
 #: The docstrings quote the same steps: `reduction="mean"` returns the halved mean.

@@ -9,7 +9,6 @@ different order; a parameter mixed up with the other is off by O(1)).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import FRAMEWORK_TARGETS
 
 from derive import notation as S
 from derive.losses import catalogue
@@ -33,17 +33,6 @@ from derive.verify import frameworks, runner
 REL = 1e-12
 
 Array = np.ndarray[Any, Any]
-
-TARGETS = [
-    pytest.param(
-        t,
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec(frameworks.FRAMEWORKS[t][0]) is None,
-            reason=f"{frameworks.FRAMEWORKS[t][0]} not installed",
-        ),
-    )
-    for t in frameworks.FRAMEWORKS
-]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +68,7 @@ def _rel(a: object, b: object) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", FRAMEWORK_TARGETS)
 def test_a_user_parameter_named_lam_and_weight_decay(
     scaled_with_decay: CheckedDerivation, target: str, tmp_path: Path
 ) -> None:
@@ -138,7 +127,7 @@ def _framework_calls(m: ModuleType, target: str) -> list[Callable[[Array, Array]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", FRAMEWORK_TARGETS)
 def test_an_unstable_loss_refuses_a_non_finite_result(
     poisson: CheckedDerivation, target: str, tmp_path: Path
 ) -> None:
@@ -172,7 +161,7 @@ def _inputs(target: str, *arrays: Array) -> tuple[object, ...]:
 
 
 @pytest.mark.parametrize("name", ["softmax_regression", "logistic_regression", "squared_error"])
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", FRAMEWORK_TARGETS)
 def test_predict_takes_the_layer_and_matches_the_numpy_module(name: str, target: str) -> None:
     """`predict(X, W, b)` decides as the NumPy module of the same derivation does (classes,
     0/1, or the output itself to 1e-12), and a layer of mismatched shapes is one ValueError."""

@@ -10,7 +10,6 @@ every catalogue loss and every example model, and the committed modules refuse e
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import FRAMEWORK_TARGETS
 
 from derive.losses.definitions import CATALOGUE_MODELS
 from derive.losses.model import LossModel, Param
@@ -128,18 +128,6 @@ def test_the_committed_modules_refuse_exactly_what_admits_refuses(
         except ValueError as exc:
             accepted = "outside its valid range" not in str(exc)
         assert accepted is prm.admits(value), (model.name, prm.symbol.name, value)
-
-
-FRAMEWORK_TARGETS = [
-    pytest.param(
-        target,
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec(frameworks.FRAMEWORKS[target][0]) is None,
-            reason=f"{frameworks.FRAMEWORKS[target][0]} not installed",
-        ),
-    )
-    for target in frameworks.FRAMEWORKS
-]
 
 
 def _framework_call(model: LossModel, target: str) -> Callable[[str, float], object]:
