@@ -24,6 +24,7 @@ from derive.losses import catalogue
 from derive.losses.definitions import with_weight_decay
 from derive.losses.derivation import loss_derivation
 from derive.losses.model import SOFTMAX_CROSS_ENTROPY, LossModel, Param, class_sum
+from derive.output import loader
 from derive.output.codegen import emit_module
 from derive.output.frameworks import emit_framework_module
 from derive.output.loader import load_module_from_path
@@ -179,3 +180,65 @@ def test_predict_takes_the_layer_and_matches_the_numpy_module(name: str, target:
         assert got.shape == expected.shape and np.array_equal(got, expected)
     with pytest.raises(ValueError, match=r"X, W, b: expected shapes \(n, d\), \(d, K\), \(K,\)"):
         m.predict(*_inputs(target, X, W.T, b))
+
+
+#: Rows where the kernels' masks decide: ties at the top (the row's largest term exp(0) = 1 more
+#: than once), a gap that rounds exp(-gap) to 1 in float32 but not in float64, a saturated lead
+#: (the others' sum ~ 2e-22, which `1 - p` or `log(1 + r)` would round away), a masked class.
+KERNEL_ROWS = [
+    [3.0, 3.0, -1.0, 0.5],
+    [2.0, 2.0, 2.0, 2.0],
+    [0.0, -1e-9, -40.0, -3.0],
+    [50.0, 0.0, 0.0, -2.0],
+    [1.0, -np.inf, 5.0, 5.0 - 2.0**-20],
+]
+
+
+@pytest.mark.parametrize("target", ["numpy", *FRAMEWORK_TARGETS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernels_at_ties_near_ties_and_saturation(target: str, dtype: type) -> None:
+    """The kernels' masks (argmax, `ceil` of a clipped gap, `p > 1/2`) at the rows where they
+    decide, against mpmath (50 digits): log-sum-exp, log-softmax and the labels' gradient with
+    the label at every class. Bound: 8 units in the last place of each entry (the kernels round a
+    handful of times; a mask that drops or double-counts a term is off by O(1) or by the lost
+    tiny sum, i.e. by ~1e6 units or more)."""
+    import mpmath
+
+    path = loader.GENERATED_DIR / ("" if target == "numpy" else target.replace("-", "_"))
+    path = path / "softmax_regression.py"
+    m = (
+        load_module_from_path(path)
+        if target == "numpy"
+        else frameworks.numpy_view(frameworks.load(path, target), target)
+    )
+    O = np.array(KERNEL_ROWS, dtype=dtype)
+    n, K = O.shape
+    eps = float(np.finfo(dtype).eps)
+
+    def exact(row: Array) -> tuple[list[Any], Any]:
+        with mpmath.workdps(50):
+            terms = [mpmath.exp(mpmath.mpf(float(v))) if np.isfinite(v) else 0 for v in row]
+            total = mpmath.fsum(terms)
+            return [t / total for t in terms], mpmath.log(total)
+
+    def close(got: object, want: Any, what: str) -> None:
+        got_f, want_f = float(got), float(want)  # type: ignore[arg-type]
+        if not np.isfinite(want_f):
+            assert got_f == want_f, what
+            return
+        assert abs(got_f - want_f) <= 8 * eps * abs(want_f) + 1e-300, (what, got_f, want_f)
+
+    lse = np.asarray(m.logsumexp(O))
+    log_p = np.asarray(m.log_softmax(O))
+    for r in range(n):
+        p, exact_lse = exact(O[r].astype(np.float64))
+        close(lse[r], exact_lse, f"logsumexp row {r}")
+        for j in range(K):
+            want = mpmath.log(p[j]) if p[j] != 0 else -np.inf
+            close(log_p[r, j], want, f"log_softmax row {r} class {j}")
+    for c in range(K):
+        G = np.asarray(m.grad_logits(O, np.full(n, c))) * n
+        for r in range(n):
+            p, _ = exact(O[r].astype(np.float64))
+            for j in range(K):
+                close(G[r, j], p[j] - (1 if j == c else 0), f"gradient row {r} class {j} label {c}")

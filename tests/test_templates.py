@@ -226,7 +226,7 @@ def test_kernels_template_emits_only_the_kernels_asked_for() -> None:
     assert _defined_functions(text) == ["_sigmoid"]
     every = render("kernels.py.j2", {"emit": kernels_to_emit({"_softmax", "_log_softmax"})})
     assert _defined_functions(every) == [
-        "_shifted_exp", "_log_of_shifted_sum", "_softmax", "_log_softmax",
+        "_row_max", "_shifted_exp", "_log_of_shifted_sum", "_softmax", "_log_softmax",
     ]  # fmt: skip
 
 

@@ -313,7 +313,8 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
 
 #: The kernels `kernels.py.j2` defines, in its order, each with the kernels its body calls.
 KERNEL_CALLS: dict[str, tuple[str, ...]] = {
-    "_shifted_exp": (),
+    "_row_max": (),
+    "_shifted_exp": ("_row_max",),
     "_log_of_shifted_sum": (),
     "_logsumexp": ("_shifted_exp", "_log_of_shifted_sum"),
     "_softmax": ("_shifted_exp",),

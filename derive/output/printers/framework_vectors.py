@@ -9,10 +9,8 @@ NumPy one included), for `derive.output.frameworks` and the code generator.
 
 from __future__ import annotations
 
-import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
-from derive import notation as S
 from derive.output.printers.vector import VectorPrinter
 from derive.symbolic.functions import RowMax
 
@@ -26,6 +24,7 @@ class TorchVectorPrinter(VectorPrinter):
     """
 
     ns = "torch"
+    complement_at = True
     arrays_only_square = True
 
     def _class_sum(self, code: str) -> str:
@@ -49,14 +48,6 @@ class TorchVectorPrinter(VectorPrinter):
     def _at_row_max(self, values: str, logits: str) -> str:
         return f"{values}.gather(-1, torch.argmax({logits}, dim=-1, keepdim=True))"
 
-    def _complement(self, probabilities: str, idx: sp.Basic) -> str:
-        # At the label only: the same values as `_complement`'s column there, without forming
-        # the whole n x K complement (the template's `_complement_at`).
-        if idx == S.c and self.gather is not None:
-            self.kernels_used.add("_complement_at")
-            return f"_complement_at({probabilities}, {self.gather})"
-        return super()._complement(probabilities, idx)
-
     def _as_index(self, mask: str) -> str:
         return f"({mask}).to(torch.int64)"
 
@@ -65,6 +56,7 @@ class JaxVectorPrinter(VectorPrinter, JaxPrinter):
     """JAX: SymPy's `JaxPrinter` (`jax.numpy` functions, printed as `jnp.`), whole-array."""
 
     ns = "jnp"
+    complement_at = True
 
     def _at_label(self, code: str) -> str:
         return f"jnp.take_along_axis({code}, {self.gather}[:, None], axis=-1)"

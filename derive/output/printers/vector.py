@@ -250,8 +250,15 @@ class VectorPrinter(NumPyPrinter):
         p, idx = expr.args
         return self._complement(self._print(p), idx)
 
+    #: Whether the template defines `_complement_at(P, labels)`, the complement at each row's
+    #: label only, (n, 1): printed for the label's entry instead of the whole n x K complement.
+    complement_at = False
+
     def _complement(self, probabilities: str, idx: sp.Basic) -> str:
         """`1 - p` from the whole row of probabilities (exact at the row's largest entry)."""
+        if idx == S.c and self.gather is not None and self.complement_at:
+            self.kernels_used.add("_complement_at")
+            return f"_complement_at({probabilities}, {self.gather})"
         self.kernels_used.add("_complement")
         if idx == S.c and self.gather is not None:
             return self._at_label(f"_complement({probabilities})")
@@ -267,7 +274,10 @@ class VectorPrinter(NumPyPrinter):
         return f"{self.ns}.take_along_axis({values}, {top}, axis=-1)"
 
     def _print_RowMax(self, expr: RowMax) -> str:
-        return f"np.max({self._print(expr.args[0])}, axis=-1, keepdims=True)"
+        # The kernel, not `np.max`: NumPy's max over a short last axis costs ~4x the argmax
+        # whose entry it is (kernels.py.j2, `_row_max`).
+        self.kernels_used.add("_row_max")
+        return f"_row_max({self._print(expr.args[0])})"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         self.symbols_printed.add(expr.name)
