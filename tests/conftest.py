@@ -11,7 +11,6 @@ take a minute (JAX compiles several XLA programs per loss).
 from __future__ import annotations
 
 import importlib.util
-import os
 from types import ModuleType
 
 import pytest
@@ -36,15 +35,10 @@ FRAMEWORK_TARGETS = [
     )
     for target in frameworks.FRAMEWORKS
 ]
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Check the story's derivation before collecting, its independent steps on every core: most
-    test files need it and, checked step after step, it is a fifth of the default run. Forking
-    now, before any test module imports JAX or PyTorch, keeps their threads out of the workers."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not session.config.option.collectonly and (cores or 1) > 1:
-        catalogue.checked(REPRESENTATIVE, workers=cores or 1)
+#: The same, marked `slow`: a test over every target keeps its NumPy case in the default run.
+SLOW_FRAMEWORK_TARGETS = [
+    pytest.param(*p.values, marks=[*p.marks, pytest.mark.slow]) for p in FRAMEWORK_TARGETS
+]
 
 
 @pytest.hookimpl(tryfirst=True)

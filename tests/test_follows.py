@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sympy as sp
-from conftest import FRAMEWORK_TARGETS
+from conftest import FRAMEWORK_TARGETS, SLOW_FRAMEWORK_TARGETS
 
 from derive import notation as S
 from derive.errors import StepCheckError
@@ -157,6 +157,7 @@ def halved_mean() -> tuple[CheckedDerivation, CheckedDerivation]:
     return d.check(only=set(BATCH_STEPS)), changed.check(only=set(BATCH_STEPS))
 
 
+@pytest.mark.slow  # seconds: proves the batch steps under a second mean (the fixture)
 def test_the_printed_batch_mean_is_its_steps_right_hand_side(
     halved_mean: tuple[CheckedDerivation, CheckedDerivation], tmp_path: Path
 ) -> None:
@@ -246,6 +247,7 @@ def _value_and_gradient(module: ModuleType, target: str, reduction: str) -> list
     return out
 
 
+@pytest.mark.slow  # seconds: the fixture above, and each framework's import and compile
 @pytest.mark.parametrize("target", FRAMEWORK_TARGETS)
 def test_every_framework_target_prints_the_batch_mean_from_its_steps(
     halved_mean: tuple[CheckedDerivation, CheckedDerivation], target: str, tmp_path: Path
@@ -281,7 +283,7 @@ def _ranged(low: float) -> CheckedDerivation:
     return loss_derivation(model).check(only={"linear_model"})
 
 
-@pytest.mark.parametrize("target", ["numpy", *FRAMEWORK_TARGETS])
+@pytest.mark.parametrize("target", ["numpy", *SLOW_FRAMEWORK_TARGETS])
 def test_every_target_prints_the_parameter_check_from_the_declared_range(
     target: str, tmp_path: Path
 ) -> None:
@@ -324,6 +326,7 @@ def _as_array(target: str) -> Any:
     return np.asarray
 
 
+@pytest.mark.slow  # seconds: derives and checks a second story with a doubled penalty
 def test_the_fused_loop_prints_the_objective_and_its_gradient_from_their_steps(
     tmp_path: Path,
 ) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sympy as sp
-from conftest import FRAMEWORK_TARGETS
+from conftest import FRAMEWORK_TARGETS, SLOW_FRAMEWORK_TARGETS
 
 from derive import notation as S
 from derive.losses import catalogue
@@ -194,7 +194,7 @@ KERNEL_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("target", ["numpy", *FRAMEWORK_TARGETS])
+@pytest.mark.parametrize("target", ["numpy", *SLOW_FRAMEWORK_TARGETS])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kernels_at_ties_near_ties_and_saturation(target: str, dtype: type) -> None:
     """The kernels' masks (argmax, `ceil` of a clipped gap, `p > 1/2`) at the rows where they

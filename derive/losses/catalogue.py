@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 from derive.errors import UnknownLossError
 from derive.losses.definitions import CATALOGUE_MODELS
@@ -27,15 +28,9 @@ def names() -> list[str]:
     return list(CATALOGUE)
 
 
-_CHECKED: dict[str, CheckedDerivation] = {}
-
-
+@cache
 def checked(name: str, workers: int = 1) -> CheckedDerivation:
-    """The derivation of `name`, every step checked once per process. `workers` only says how
-    the first call checks it (its independent steps in that many forked processes): the result
-    is the same, so later calls get it whatever they pass."""
+    """The derivation of `name`, every step checked (once per process)."""
     if name not in CATALOGUE:
         raise UnknownLossError(f"loss {name!r}: unknown; expected one of {', '.join(CATALOGUE)}")
-    if name not in _CHECKED:
-        _CHECKED[name] = CATALOGUE[name]().check(workers)
-    return _CHECKED[name]
+    return CATALOGUE[name]().check(workers)
