@@ -1,4 +1,5 @@
 """softmax-derive: derive softmax-regression gradients symbolically, check every step, export the
-derivation as notes, and emit verified, numerically stable NumPy code from the same expressions."""
+derivation as notes, and emit verified, accurate NumPy, PyTorch, JAX and array-API code from the
+same expressions."""
 
 __version__ = "0.1.0"
