@@ -51,10 +51,10 @@ REFERENCE_PREDICTION = "1/(1 + exp(-o[j]))"
 
 # Stable kernels the printed formulas call: max-shifted, the log-sum-exp as max + log1p of the
 # other terms (as the NumPy module's kernels), built from jax.numpy operations.
-# NOTE: the masks below are arithmetic (`ceil` of a clipped difference, 1 or 0) rather than
-# `where` or `argmax`: XLA's CPU backend fuses arithmetic into its reductions, while a `where`
-# there costs an n x K array and `argmax` a scalar loop (2-4x the whole gradient at K = 1000;
-# benchmarks/README.md, "JAX target").
+# NOTE: no kernel below searches for a row's largest entry (XLA's CPU backend runs `argmax` as
+# a scalar loop), and the masks inside sums are arithmetic (`ceil` of a clipped difference, 1
+# or 0): a `where` feeding a fused sum becomes an n x K array first (together 3-4x optax at
+# K = 1000; benchmarks/README.md, "Each row's top term, found cheaply").
 _FEW_CLASSES = 64
 
 
