@@ -236,7 +236,8 @@ def _loss_rows_jvp(
 ) -> tuple[jax.Array, jax.Array]:
     O, target = primals
     dO, _ = tangents  # targets are constants: their tangent is not used
-    return _loss_rows(O, target, params), jnp.sum(_gradient(O, target, params) * dO, axis=-1)
+    G = _gradient(O, target, params)
+    return _loss_rows(O, target, params), jnp.sum(G * dO, axis=-1)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -252,7 +253,8 @@ def _gradient_jvp(
 ) -> tuple[jax.Array, jax.Array]:
     O, target = primals
     dO, _ = tangents
-    return _gradient(O, target, params), _forms(target)[2](O, target, dO, params)
+    HV = _forms(target)[2](O, target, dO, params)
+    return _gradient(O, target, params), HV
 
 
 def _param(name: str, value: Any, valid: str, inside: Callable[[float], bool]) -> float:
