@@ -69,23 +69,23 @@ def _shifted_exp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     """`exp(O - max)`, the max and where it is (keepdim), from one reduction: every exponent
     <= 0, the row's largest term exactly 1; -inf (a masked class) -> 0."""
     m, top = torch.max(O, dim=-1, keepdim=True)
-    return torch.exp(O - m), m, top
+    return (O - m).exp_(), m, top
 
 
-#: Up to this many entries a copy with the top entry zeroed costs less than the three
+#: Up to this many entries a copy with the entries zeroed costs less than the three
 #: operations that avoid it (at n = 256, K = 10 each PyTorch call costs more than its arithmetic).
 _SMALL = 1 << 16
 
 
-def _others(E: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-    """The sum of a row's entries but the one at `top`. Small tensors: from a copy with that
-    entry zeroed; large ones in place (no n x K copy): the entry is zeroed, the row summed, and
-    the entry put back."""
+def _others(E: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """The sum of each row's entries but the one at column `at` (n, 1). Small tensors: from a
+    copy with that entry zeroed; large ones in place (no n x K copy): the entry is zeroed, the
+    row summed, and the entry put back."""
     if E.numel() <= _SMALL:
-        return torch.sum(E.scatter(-1, top, 0.0), dim=-1, keepdim=True)
-    kept = E.gather(-1, top)
-    rest = torch.sum(E.scatter_(-1, top, 0.0), dim=-1, keepdim=True)
-    E.scatter_(-1, top, kept)
+        return torch.sum(E.scatter(-1, at, 0.0), dim=-1, keepdim=True)
+    kept = E.gather(-1, at)
+    rest = torch.sum(E.scatter_(-1, at, 0.0), dim=-1, keepdim=True)
+    E.scatter_(-1, at, kept)
     return rest
 
 
@@ -111,6 +111,13 @@ def _log_softmax(O: torch.Tensor) -> torch.Tensor:
 
 def _softmax_and_logsumexp(O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both from one exp pass (the costliest elementwise step of a fused loss and gradient)."""
+    if O.shape[-1] > _FEW_CLASSES:
+        # NOTE: many classes: PyTorch's fused softmax reads the logits twice and writes once,
+        # where the chain below makes three n x K passes more; the others' sum is read off the
+        # probabilities (over the top one's, exact to a few ulps: no cancellation).
+        P = torch.softmax(O, dim=-1)
+        m, top = torch.max(O, dim=-1, keepdim=True)
+        return P, m + torch.log1p(_others(P, top) / P.gather(-1, top))
     E, m, top = _shifted_exp(O)
     rest = _others(E, top)
     return E.div_(1 + rest), m + torch.log1p(rest)
@@ -127,18 +134,13 @@ def _complement(P: torch.Tensor) -> torch.Tensor:
 
 
 def _complement_at(P: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """`_complement(P)` at each row's label only, (n, 1), without the n x K complement: `1 - p`,
-    and where the label is the row's largest entry the sum of the others.
+    """`1 - p` at each row's label, (n, 1), as the sum of the row's other entries.
 
-    NOTE: small tensors find no largest entry: only an entry above one half (only one can be)
-    needs the others' sum, which is then the sum of the entries below one half (fewer PyTorch
-    calls); large ones sum in place (`_others`), without the two n x K temporaries of the mask.
+    NOTE: the same number as `1 - p` to a few ulps where p <= 1/2 (a sum of nonnegative terms,
+    no cancellation), and every digit where p rounds to 1 (where `1 - p` rounds to 0); no
+    largest entry to find and no n x K complement (two PyTorch calls on small tensors).
     """
-    at = P.gather(-1, labels[:, None])
-    if P.numel() <= _SMALL:
-        return torch.where(at > 0.5, torch.sum(P * (P < 0.5), dim=-1, keepdim=True), 1 - at)
-    top = torch.argmax(P, dim=-1, keepdim=True)
-    return torch.where(labels[:, None] == top, _others(P, top), 1 - at)
+    return _others(P, labels[:, None])
 
 
 def _sigmoid(z: torch.Tensor) -> torch.Tensor:
