@@ -70,6 +70,25 @@ def _row_max(O: Array) -> Array:
     return out
 
 
+#: Up to this many classes `_row_sums` is a matrix-vector product.
+_FEW_CLASSES = 64
+
+
+def _row_sums(A: Array) -> Array:
+    """Each row's sum over the last axis (keepdims).
+
+    NOTE: up to `_FEW_CLASSES` classes the sum is `A @ ones` (BLAS): NumPy's reduction over a
+    short last axis pays a loop call per row (K = 10, float32, 256 rows: 7.4 vs 2.4 us; 4096
+    rows: 81 vs 10 us). Both add a row's K terms with rounding errors of the same size there;
+    for many classes NumPy's pairwise sum keeps fewer (K = 1000, float64: 2.5 vs 6.6 ulps in
+    the others' sum of `_complement_at`) and the per-row cost no longer dominates.
+    """
+    if A.shape[-1] <= _FEW_CLASSES:
+        out: Array = (A @ np.ones(A.shape[-1], dtype=A.dtype))[..., None]
+        return out
+    return np.sum(A, axis=-1, keepdims=True)
+
+
 def _shifted_exp(O: Array) -> tuple[Array, Array]:
     """`exp(O - max)` over the last axis, and the max (keepdims).
 
@@ -136,7 +155,7 @@ def _softmax_and_logsumexp_inplace(O: Array) -> tuple[Array, Array]:
     np.exp(O, out=O)
     # NOTE: the log-sum-exp as m + log1p(sum of the others), as in `_log_of_shifted_sum`.
     O[rows, top] = 0
-    rest = np.sum(O, axis=-1, keepdims=True)
+    rest = _row_sums(O)
     O[rows, top] = 1
     O /= 1 + rest
     out: Array = m + np.log1p(rest)
@@ -170,6 +189,23 @@ def _complement(P: Array) -> Array:
     others[rows, top] = 0
     out[rows, top] = np.sum(others, axis=-1)
     return out.reshape(P.shape)
+
+
+def _complement_at(P: Array, labels: Array) -> Array:
+    """`_complement(P)` at each row's label only, (n, 1): the sum of the row's other entries.
+
+    NOTE: a row of probabilities sums to 1, so `1 - p` at the label is the others' sum, a sum of
+    positive terms accurate to a few ulps whether or not the label is the row's largest entry
+    (where `1 - p` rounds to 0 once p rounds to 1). No n x K complement and no argmax: the
+    label's entry is zeroed in place, the rows summed, and the entry put back (P is unchanged
+    on return).
+    """
+    rows = np.arange(P.shape[0])
+    at = P[rows, labels]
+    P[rows, labels] = 0
+    out = _row_sums(P)
+    P[rows, labels] = at
+    return out
 
 
 def _target_mul(Y: Array, T: Array) -> Array:
@@ -404,7 +440,7 @@ def grad_logits(O: Any, y: Any) -> Array:
         _rows = np.arange(n)
         Z = O - _row_max(O)
         G = _softmax(Z)
-        _gc = -_complement(_softmax(Z))[_rows, labels][:, None]
+        _gc = -_complement_at(_softmax(Z), labels)
         G[_rows, labels] = np.ravel(_gc)
     else:
         assert Y is not None
@@ -468,7 +504,7 @@ def loss_and_grad(
             _p0, _l0 = _softmax_and_logsumexp_inplace(O)
             loss_rows = -_h0 + _l0
             G = _p0
-            _gc = -_complement(_p0)[_rows, labels][:, None]
+            _gc = -_complement_at(_p0, labels)
             G[_rows, labels] = np.ravel(_gc)
             labels = labels_all
         else:

@@ -249,6 +249,43 @@ def test_each_kernel_comes_with_every_kernel_it_calls(kernel: str) -> None:
     }
 
 
+@pytest.mark.parametrize("K", [4, 100])  # either side of `_FEW_CLASSES` (`_row_sums`)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_complement_at_kernel_is_accurate_at_a_saturated_label_and_leaves_p_as_it_was(
+    K: int, dtype: str
+) -> None:
+    """`_complement_at` (the label's `1 - p`, summed from the other entries) against mpmath
+    (50 digits) on rows of correctly rounded probabilities: a saturated lead (p rounds to 1, so
+    `1 - p` is 0 where the others' sum is ~e^-60), a tie, a masked class, random rows with the
+    label at the top or not. Bound: 8 units in the last place, as the kernels' ties test (a
+    dropped or double-counted term is off by O(1)). P must be unchanged on return: the kernel
+    zeroes the label's entry while it sums."""
+    import mpmath
+    import numpy as np
+
+    ns: dict[str, Any] = {"np": np, "Array": np.ndarray, "Any": Any}
+    exec(render("kernels.py.j2", {"emit": kernels_to_emit({"_complement_at"})}), ns)
+    rng = np.random.default_rng(3)
+    O = rng.normal(scale=3.0, size=(12, K))
+    O[0, 0] = 60.0
+    O[1] = 2.0
+    O[2, 1] = -np.inf
+    labels = np.where(np.arange(12) % 2 == 0, np.argmax(O, axis=-1), rng.integers(0, K, 12))
+    labels[1], labels[2] = K - 1, 1
+    with mpmath.workdps(50):
+        terms = [[mpmath.exp(v) if np.isfinite(v) else mpmath.mpf(0) for v in r] for r in O]
+        probs = [[t / mpmath.fsum(r) for t in r] for r in terms]
+    P = np.array([[float(p) for p in r] for r in probs], dtype=dtype)
+    before = P.copy()
+    got = ns["_complement_at"](P, labels)
+    assert got.shape == (12, 1) and got.dtype == P.dtype
+    assert np.array_equal(P, before)
+    eps = float(np.finfo(dtype).eps)
+    for r, c in enumerate(labels):
+        want = float(mpmath.fsum(p for k, p in enumerate(probs[r]) if k != c))
+        assert abs(float(got[r, 0]) - want) <= 8 * eps * want, (r, c, float(got[r, 0]), want)
+
+
 def test_an_unknown_kernel_is_refused() -> None:
     with pytest.raises(NotImplementedError, match="_erf"):
         kernels_to_emit({"_erf"})

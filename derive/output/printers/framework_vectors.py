@@ -83,6 +83,9 @@ class ArrayApiVectorPrinter(VectorPrinter):
 
     ns = "xp"
     arrays_only_square = True
+    #: array_api.py.j2 defines no `_complement_at` (the standard has no integer-array indexing
+    #: to zero a label's entry with): the label's entry is read from the whole `_complement`.
+    complement_at = False
 
     def _at_label(self, code: str) -> str:
         # `gather` names a boolean one-hot mask: the row's entry at its label, as a masked sum.

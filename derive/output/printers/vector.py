@@ -252,7 +252,7 @@ class VectorPrinter(NumPyPrinter):
 
     #: Whether the template defines `_complement_at(P, labels)`, the complement at each row's
     #: label only, (n, 1): printed for the label's entry instead of the whole n x K complement.
-    complement_at = False
+    complement_at = True
 
     def _complement(self, probabilities: str, idx: sp.Basic) -> str:
         """`1 - p` from the whole row of probabilities (exact at the row's largest entry)."""
