@@ -75,6 +75,18 @@ def _row_max(O: Array) -> Array:
     return out
 
 
+def _subtract_row_max(O: Array) -> Array:
+    """Shift each row of a block O (n, K) in place by its largest entry (`O -= _row_max(O)`)
+    and return where that entry is, (n,): there O is now exactly 0.
+
+    NOTE: the fused kernel that follows (`_softmax_and_logsumexp_shifted`) is handed the top's
+    column instead of taking a second argmax of the shifted rows.
+    """
+    rows, top = np.arange(O.shape[0]), np.argmax(O, axis=-1)
+    O -= O[rows, top][:, None]
+    return top
+
+
 #: Up to this many classes `_row_sums` is a matrix-vector product.
 _FEW_CLASSES = 64
 
@@ -146,25 +158,23 @@ def _softmax(O: Array) -> Array:
     return E
 
 
-def _softmax_and_logsumexp_inplace(O: Array) -> tuple[Array, Array]:
-    """`_softmax_and_logsumexp` that overwrites O with the softmax (O is a scratch block).
+def _softmax_and_logsumexp_shifted(Z: Array, top: Array) -> tuple[Array, Array]:
+    """`softmax(Z)`, overwriting Z (a scratch block), and `logsumexp(Z)` (keepdims), for rows
+    shifted by `_subtract_row_max`: each row's largest entry is exactly 0, at `top`.
 
-    NOTE: saves the second n x K array per block; the callers compute every other use of the
-    logits (the label's logit, target sums) before calling it.
+    NOTE: exp(0) = 1 is each row's largest term, so no shift is left to do; the log-sum-exp is
+    `log1p` of the other terms' sum (`log(1 + r)` would round `1 + r` first and lose the digits
+    of a tiny r). The callers compute every other use of the logits (the label's logit, target
+    sums) before calling it.
     """
-    # NOTE: O is a block of rows (n, K). One reduction finds each row's largest entry; its
-    # value is read back by index (a second reduction for the max costs as much as the argmax).
-    rows, top = np.arange(O.shape[0]), np.argmax(O, axis=-1)
-    m = O[rows, top][:, None]
-    O -= m
-    np.exp(O, out=O)
-    # NOTE: the log-sum-exp as m + log1p(sum of the others), as in `_log_of_shifted_sum`.
-    O[rows, top] = 0
-    rest = _row_sums(O)
-    O[rows, top] = 1
-    O /= 1 + rest
-    out: Array = m + np.log1p(rest)
-    return O, out
+    rows = np.arange(Z.shape[0])
+    np.exp(Z, out=Z)
+    Z[rows, top] = 0
+    rest = _row_sums(Z)
+    Z[rows, top] = 1
+    Z /= 1 + rest
+    out: Array = np.log1p(rest)
+    return Z, out
 
 
 def _log_softmax(O: Array) -> Array:
@@ -507,9 +517,9 @@ def loss_and_grad(
             labels_all = labels
             labels = labels_all[start:stop]
             _rows = np.arange(stop - start)
-            O -= _row_max(O)
+            _top = _subtract_row_max(O)
             _h0 = O[_rows, labels][:, None]
-            _p0, _l0 = _softmax_and_logsumexp_inplace(O)
+            _p0, _l0 = _softmax_and_logsumexp_shifted(O, _top)
             loss_rows = -_h0 + _l0
             G = _p0
             _gc = -_complement_at(_p0, labels)
@@ -519,9 +529,9 @@ def loss_and_grad(
             assert Y is not None
             Y_all = Y
             Y = Y_all[start:stop]
-            O -= _row_max(O)
+            _top = _subtract_row_max(O)
             _h0 = np.sum(_target_mul(Y, O), axis=-1, keepdims=True)
-            _p0, _l0 = _softmax_and_logsumexp_inplace(O)
+            _p0, _l0 = _softmax_and_logsumexp_shifted(O, _top)
             loss_rows = -_h0 + _l0
             G = _p0 - Y
             Y = Y_all

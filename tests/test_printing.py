@@ -64,6 +64,35 @@ def test_label_index_prints_as_a_gather() -> None:
     )
 
 
+def test_a_scratch_block_shifted_in_place_hands_the_top_column_to_the_fused_kernel() -> None:
+    """The fused loop's block (`logits_are_scratch`): the shift binds each row's top column and
+    the fused kernel takes it instead of a second argmax; where the kernel does not take it (a
+    scaled row, `z / T`) the shift is the plain `O -= max`; an input's logits are never
+    overwritten (`Z = O - max`)."""
+    T = sp.Symbol("T", positive=True)
+
+    def printed(row: sp.Expr, scratch: bool) -> list[str]:
+        printer = VectorPrinter({"o": "O", "z": "Z"}, gather="labels")
+        outputs = [("loss_rows", LogSumExp(row) - S.z[S.c]), ("G", Softmax(row, S.j))]
+        return print_assignments(printer, outputs, logits_are_scratch=scratch)
+
+    assert printed(S.z[ROW], True) == [
+        "_top = _subtract_row_max(O)",
+        "_h0 = O[_rows, labels][:, None]",
+        "_p0, _l0 = _softmax_and_logsumexp_shifted(O, _top)",
+        "loss_rows = -_h0 + _l0",
+        "G = _p0",
+    ]
+    assert printed(S.z[ROW] / T, True)[:2] == [
+        "O -= _row_max(O)",
+        "_p0, _l0 = _softmax_and_logsumexp(O / T)",
+    ]
+    assert printed(S.z[ROW], False)[:2] == [
+        "Z = O - _row_max(O)",
+        "_p0, _l0 = _softmax_and_logsumexp(Z)",
+    ]
+
+
 def test_chain_rule_prints_the_measured_gemm_layout() -> None:
     printer = VectorPrinter({"X": "Xb", "G": "G", "W": "W", "b": "b"})
     assert printer.doprint(S.Xm.T * S.Gm) == "(G.T @ Xb).T"

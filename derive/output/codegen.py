@@ -314,6 +314,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
 #: The kernels `kernels.py.j2` defines, in its order, each with the kernels its body calls.
 KERNEL_CALLS: dict[str, tuple[str, ...]] = {
     "_row_max": (),
+    "_subtract_row_max": (),
     "_row_sums": (),
     "_shifted_exp": ("_row_max",),
     "_log_of_shifted_sum": (),
@@ -321,6 +322,7 @@ KERNEL_CALLS: dict[str, tuple[str, ...]] = {
     "_softmax": ("_shifted_exp",),
     "_softmax_and_logsumexp": ("_shifted_exp", "_log_of_shifted_sum"),
     "_softmax_and_logsumexp_inplace": ("_row_sums",),
+    "_softmax_and_logsumexp_shifted": ("_row_sums",),
     "_log_softmax": ("_shifted_exp", "_log_of_shifted_sum"),
     "_complement": (),
     "_complement_at": ("_row_sums",),

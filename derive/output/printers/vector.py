@@ -279,6 +279,14 @@ class VectorPrinter(NumPyPrinter):
         self.kernels_used.add("_row_max")
         return f"_row_max({self._print(expr.args[0])})"
 
+    def _shift_in_place(self, logits: str, top: str | None) -> str:
+        """The statement `logits -= max(logits)` (`z = o - max(o)` on a scratch block); with
+        `top`, one that also binds each row's top column to that name (`_subtract_row_max`)."""
+        if top is None:
+            return f"{logits} -= {self.doprint(RowMax(S.o[ROW]))}"
+        self.kernels_used.add("_subtract_row_max")
+        return f"{top} = _subtract_row_max({logits})"
+
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         self.symbols_printed.add(expr.name)
         return S.checked_name(expr.name, "symbol")
@@ -389,18 +397,22 @@ def print_assignments(
     """
     names = [name for name, _ in outputs]
     exprs = [vectorised(e) for _, e in outputs]
-    shift, exprs = _shifted_logits(exprs, printer, logits_are_scratch)
+    shift, exprs, in_place = _shifted_logits(exprs, printer, logits_are_scratch)
     shift += _centred_direction(exprs, printer)
-    shared = _print_shared(printer, names, exprs, prefix, logits_are_scratch)
+    shared, top_used = _print_shared(printer, names, exprs, prefix, logits_are_scratch, in_place)
+    if in_place:
+        # The block's logits shifted in place: where the fused kernel takes the top's column
+        # (`_softmax_and_logsumexp_shifted`), the shift hands it over.
+        o_row = printer.doprint(S.o[ROW])
+        shift.insert(0, printer._shift_in_place(o_row, TOP if top_used else None))
     return [formatted(line) for line in shift] + shared
 
 
 def print_matrix(printer: VectorPrinter, name: str, expr: sp.Expr) -> list[str]:
     """`name = expr` for an expression in two free class indices (on two axes)."""
-    shift, exprs = _shifted_logits([expr], printer, logits_are_scratch=False)
-    return [formatted(line) for line in shift] + _print_shared(
-        printer, [name], exprs, "_t", logits_are_scratch=False
-    )
+    shift, exprs, _ = _shifted_logits([expr], printer, logits_are_scratch=False)
+    shared, _ = _print_shared(printer, [name], exprs, "_t", logits_are_scratch=False)
+    return [formatted(line) for line in shift] + shared
 
 
 def _print_shared(
@@ -409,7 +421,8 @@ def _print_shared(
     exprs: list[sp.Expr],
     prefix: str,
     logits_are_scratch: bool,
-) -> list[str]:
+    shifted_in_place: bool = False,
+) -> tuple[list[str], bool]:
     printer.logits_in_scope = next(
         (
             printer.arrays[b.name]
@@ -418,7 +431,9 @@ def _print_shared(
         ),
         None,
     )
-    shared, exprs = _share_softmax_and_lse(exprs, printer, logits_are_scratch)
+    shared, exprs, top_used = _share_softmax_and_lse(
+        exprs, printer, logits_are_scratch, shifted_in_place
+    )
     temps, reduced = sp.cse(
         exprs,
         symbols=sp.numbered_symbols(prefix),
@@ -427,7 +442,7 @@ def _print_shared(
     lines = list(shared)
     lines += [f"{printer._print(sym)} = {printer.doprint(val)}" for sym, val in temps]
     lines += [f"{name} = {printer.doprint(e)}" for name, e in zip(names, reduced, strict=True)]
-    return [formatted(line) for line in lines]
+    return [formatted(line) for line in lines], top_used
 
 
 def _centred_direction(exprs: list[sp.Expr], printer: VectorPrinter) -> list[str]:
@@ -440,24 +455,30 @@ def _centred_direction(exprs: list[sp.Expr], printer: VectorPrinter) -> list[str
 
 def _shifted_logits(
     exprs: list[sp.Expr], printer: VectorPrinter, logits_are_scratch: bool
-) -> tuple[list[str], list[sp.Expr]]:
+) -> tuple[list[str], list[sp.Expr], bool]:
     """The statement that computes the shifted logits `z = o - max(o)`, where a form uses them.
 
     With scratch logits and no other use of `o` left, the block's logits are shifted in place
-    (`O -= max`) and `z` prints as `O`: one n x K array per block, as before the shift.
+    and `z` prints as `O`: one n x K array per block, as before the shift. That statement is left
+    to the caller (True is returned): it is printed once the fused kernel that follows is known
+    (`VectorPrinter._shift_in_place`).
     """
 
     def uses(base: sp.IndexedBase) -> bool:
         return any(a.base == base for e in exprs for a in e.atoms(sp.Indexed))
 
     if not uses(S.z):
-        return [], exprs
+        return [], exprs, False
     o_row, z_row = S.o[ROW], S.z[ROW]
-    shift = printer.doprint(RowMax(o_row))
     if logits_are_scratch and not uses(S.o):
         table = {a: S.o[a.indices[0]] for e in exprs for a in e.atoms(sp.Indexed) if a.base == S.z}
-        return [f"{printer.doprint(o_row)} -= {shift}"], [e.xreplace(table) for e in exprs]
-    return [f"{printer.doprint(z_row)} = {printer.doprint(o_row)} - {shift}"], exprs
+        return [], [e.xreplace(table) for e in exprs], True
+    shift = printer.doprint(RowMax(o_row))
+    return [f"{printer.doprint(z_row)} = {printer.doprint(o_row)} - {shift}"], exprs, False
+
+
+#: The name a block binds each row's top column to, where its logits were shifted in place.
+TOP = "_top"
 
 
 class SharedComplement(sp.Function):
@@ -499,14 +520,20 @@ def _hoist_logit_terms(
 
 
 def _share_softmax_and_lse(
-    exprs: list[sp.Expr], printer: VectorPrinter, logits_are_scratch: bool = False
-) -> tuple[list[str], list[sp.Expr]]:
+    exprs: list[sp.Expr],
+    printer: VectorPrinter,
+    logits_are_scratch: bool = False,
+    shifted_in_place: bool = False,
+) -> tuple[list[str], list[sp.Expr], bool]:
     """Where a block needs both `softmax(f)` and `logsumexp(f)`, compute them in one pass.
 
     Both start from `exp(f - max f)`; the fused kernel exponentiates once (the exp over the
-    n x K logits is the costliest elementwise step of a fused loss and gradient).
+    n x K logits is the costliest elementwise step of a fused loss and gradient). Where the
+    logits were `shifted_in_place` (each row's max is 0) the kernel is handed the top's column
+    (`TOP`) and does not shift again; the last value says whether it was.
     """
     lines: list[str] = []
+    top_used = False
     for number, lse in enumerate(sorted({a for e in exprs for a in e.atoms(LogSumExp)}, key=str)):
         (row,) = lse.args
         # (a softmax at the label, index c, is a gather of the row, not the row itself)
@@ -527,6 +554,9 @@ def _share_softmax_and_lse(
                 before, exprs = hoisted
                 lines += before
                 kernel = "_softmax_and_logsumexp_inplace"
+        args = printer.doprint(row)
+        if kernel == "_softmax_and_logsumexp_inplace" and shifted_in_place:
+            kernel, args, top_used = "_softmax_and_logsumexp_shifted", f"{args}, {TOP}", True
         printer.kernels_used.add(kernel)
-        lines.append(f"{p_name}, {l_name} = {kernel}({printer.doprint(row)})")
-    return lines, exprs
+        lines.append(f"{p_name}, {l_name} = {kernel}({args})")
+    return lines, exprs, top_used
