@@ -106,6 +106,17 @@ def _row_sums(A: Array) -> Array:
     return np.sum(A, axis=-1, keepdims=True)
 
 
+def _column_sums(A: Array) -> Array:
+    """Each column's sum over the rows of a block A (n, K): `A^T 1`, (K,).
+
+    NOTE: a vector-matrix product with ones (BLAS): NumPy's reduction over the rows of a
+    C-ordered block adds one short row at a time (K = 10, float32, 256 rows: 5.6 vs 2.5 us;
+    4096 rows: 65 vs 9.5 us). Either adds each column's n terms with n - 1 roundings.
+    """
+    out: Array = np.ones(A.shape[0], dtype=A.dtype) @ A
+    return out
+
+
 def _shifted_exp(O: Array) -> tuple[Array, Array]:
     """`exp(O - max)` over the last axis, and the max (keepdims).
 
@@ -549,7 +560,7 @@ def loss_and_grad(
             Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
-        db += G.sum(axis=0)
+        db += _column_sums(G)
     if reduction == "sum":
         return X.dtype.type(total), dW, db
     dW /= n

@@ -53,6 +53,17 @@ REFERENCE_PREDICTION = "1/(1 + exp(-o[j]))"
 _BLOCK_ROWS = 4096
 
 
+def _column_sums(A: Array) -> Array:
+    """Each column's sum over the rows of a block A (n, K): `A^T 1`, (K,).
+
+    NOTE: a vector-matrix product with ones (BLAS): NumPy's reduction over the rows of a
+    C-ordered block adds one short row at a time (K = 10, float32, 256 rows: 5.6 vs 2.5 us;
+    4096 rows: 65 vs 9.5 us). Either adds each column's n terms with n - 1 roundings.
+    """
+    out: Array = np.ones(A.shape[0], dtype=A.dtype) @ A
+    return out
+
+
 def _target_mul(Y: Array, T: Array) -> Array:
     """`Y * T` with 0 wherever `Y == 0`.
 
@@ -296,7 +307,7 @@ def loss_and_grad(
         Y = Y_all
         total += float(np.sum(loss_rows, dtype=np.float64))
         dW += (G.T @ Xb).T
-        db += G.sum(axis=0)
+        db += _column_sums(G)
     if reduction == "sum":
         return X.dtype.type(total), dW, db
     dW /= n

@@ -306,7 +306,7 @@ def module_context(checked: CheckedDerivation) -> dict[str, Any]:
     if distribution:
         fused += ["code_loss_labels", "code_gradient_labels", "code_gradient_at_label"]
     context["uses_K"] = any(names_class_count(forms[name]) for name in fused)
-    used = soft.kernels_used | labels.kernels_used | one.kernels_used
+    used = soft.kernels_used | labels.kernels_used | one.kernels_used | chain.kernels_used
     context["emit"] = kernels_to_emit(used | (PUBLIC_KERNELS if distribution else set()))
     return context
 
@@ -316,6 +316,7 @@ KERNEL_CALLS: dict[str, tuple[str, ...]] = {
     "_row_max": (),
     "_subtract_row_max": (),
     "_row_sums": (),
+    "_column_sums": (),
     "_shifted_exp": ("_row_max",),
     "_log_of_shifted_sum": (),
     "_logsumexp": ("_shifted_exp", "_log_of_shifted_sum"),

@@ -113,7 +113,10 @@ class VectorPrinter(NumPyPrinter):
         return f"{code}[_rows, {self.gather}][:, None]"
 
     def _column_sums(self, code: str) -> str:
-        return f"{code}.sum(axis=0)"
+        # The kernel, not `.sum(axis=0)`: NumPy's reduction over the rows of a block with few
+        # columns costs several times a product with ones (kernels.py.j2, `_column_sums`).
+        self.kernels_used.add("_column_sums")
+        return f"_column_sums({code})"
 
     def _total(self, code: str) -> str:
         """The sum of a column vector's entries (`v^T 1`), a scalar."""
