@@ -541,9 +541,10 @@ def loss_and_grad(
             _h1 = np.sum(O, axis=-1, keepdims=True)
             _p0, _l0 = _softmax_and_logsumexp_shifted(O, _top)
             _t0 = eps / K
+            _t1 = -_t0
             loss_rows = _h0 * eps - _h0 - _h1 * _t0 + _l0
-            G = _p0 - _t0
-            _gc = -_t0 + eps - _complement_at(_p0, labels)
+            G = _p0 + _t1
+            _gc = _t1 + eps + np.expm1(_h0 - _l0)
             G[_rows, labels] = np.ravel(_gc)
             labels = labels_all
         else:

@@ -523,9 +523,10 @@ def loss_and_grad(
             _top = _subtract_row_max(O)
             _h0 = O[_rows, labels][:, None]
             _p0, _l0 = _softmax_and_logsumexp_shifted(O, _top)
-            loss_rows = -_h0 + _l0
+            _t0 = _h0 - _l0
+            loss_rows = -_t0
             G = _p0
-            _gc = -_complement_at(_p0, labels)
+            _gc = np.expm1(_t0)
             G[_rows, labels] = np.ravel(_gc)
             labels = labels_all
         else:

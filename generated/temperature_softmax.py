@@ -514,9 +514,10 @@ def loss_and_grad(
             O -= _row_max(O)
             _p0, _l0 = _softmax_and_logsumexp(O / T)
             _t0 = 1 / T
-            loss_rows = _l0 - _t0 * O[_rows, labels][:, None]
+            _t1 = _l0 - _t0 * O[_rows, labels][:, None]
+            loss_rows = _t1
             G = _p0 * _t0
-            _gc = -_t0 * _complement_at(_p0, labels)
+            _gc = _t0 * np.expm1(-_t1)
             G[_rows, labels] = np.ravel(_gc)
             labels = labels_all
         else:

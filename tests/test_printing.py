@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import pytest
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 from derive import notation as S
 from derive.errors import ModelDefinitionError
 from derive.output.printers.latex import to_latex
 from derive.output.printers.vector import (
     VectorPrinter,
+    label_complement,
     names_class_count,
     print_assignments,
     vectorised,
 )
-from derive.symbolic.functions import CLASS_DUMMY, ROW, LogSumExp, Softmax, stabilize, to_raw
+from derive.symbolic.functions import (
+    CLASS_DUMMY,
+    ROW,
+    LogSumExp,
+    Softmax,
+    SoftmaxComplement,
+    stabilize,
+    to_raw,
+)
 from derive.symbolic.steps import is_zero
 
 ROW_O = S.o[ROW]
@@ -47,6 +57,19 @@ def test_stabilize_preserves_value() -> None:
     stable = stabilize(expr)
     assert stable == Softmax(ROW_O, S.j) * Softmax(ROW_O, S.k)
     assert is_zero((to_raw(stable) - expr).subs(S.K, 3).doit())
+
+
+@pytest.mark.parametrize("row", [ROW_O, ROW_O / sp.Symbol("T", positive=True)], ids=["o", "o/T"])
+def test_the_label_complement_is_the_complement_at_the_label(row: sp.Expr) -> None:
+    """`label_complement` (how a fused block prints `1 - softmax(f)_c`) is that complement: both
+    as raw formulas, for K = 3 and each label; a sign or index slip leaves a nonzero rest."""
+    printed = label_complement(row, LogSumExp(row)).replace(expm1, lambda x: sp.exp(x) - 1)
+    rest = to_raw(printed) - to_raw(SoftmaxComplement(row, S.c))
+    for c in (1, 2, 3):
+        assert is_zero(rest.subs({S.K: 3, S.c: c}).doit())
+    # and it is not the complement at another class
+    other = to_raw(printed) - to_raw(SoftmaxComplement(row, S.j))
+    assert not is_zero(other.subs({S.K: 3, S.c: 1, S.j: 2}).doit())
 
 
 def test_two_free_indices_map_to_two_axes() -> None:

@@ -240,14 +240,13 @@ def _fused_labels(
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     _p0, _l0 = _softmax_and_logsumexp(Z)
     _t0 = eps / K
+    _t1 = _l0 - Z.gather(-1, labels[:, None])
+    _t2 = -_t0
     loss_rows = (
-        _l0
-        - _t0 * torch.sum(Z, dim=-1, keepdim=True)
-        + eps * Z.gather(-1, labels[:, None])
-        - Z.gather(-1, labels[:, None])
+        -_t0 * torch.sum(Z, dim=-1, keepdim=True) + _t1 + eps * Z.gather(-1, labels[:, None])
     )
-    G = _p0 - _t0
-    _gc = -_t0 + eps - _complement_at(_p0, labels)
+    G = _p0 + _t2
+    _gc = _t2 + eps + torch.expm1(-_t1)
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_(-1, labels[:, None], (_gc).reshape(-1, 1).to(G.dtype))
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0]), G

@@ -219,9 +219,10 @@ def _fused_labels(
     """`_loss_labels` and `_grad_labels` from one set of statements."""
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     _p0, _l0 = _softmax_and_logsumexp(Z)
-    loss_rows = _l0 - Z.gather(-1, labels[:, None])
+    _t0 = _l0 - Z.gather(-1, labels[:, None])
+    loss_rows = _t0
     G = _p0
-    _gc = -_complement_at(_p0, labels)
+    _gc = torch.expm1(-_t0)
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_(-1, labels[:, None], (_gc).reshape(-1, 1).to(G.dtype))
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0]), G

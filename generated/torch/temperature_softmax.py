@@ -232,9 +232,10 @@ def _fused_labels(
     Z = O - torch.amax(O, dim=-1, keepdim=True)
     _p0, _l0 = _softmax_and_logsumexp(Z / T)
     _t0 = 1 / T
-    loss_rows = _l0 - _t0 * Z.gather(-1, labels[:, None])
+    _t1 = _l0 - _t0 * Z.gather(-1, labels[:, None])
+    loss_rows = _t1
     G = _p0 * _t0
-    _gc = -_t0 * _complement_at(_p0, labels)
+    _gc = _t0 * torch.expm1(-_t1)
     G = torch.broadcast_to(G, O.shape).contiguous()
     G.scatter_(-1, labels[:, None], (_gc).reshape(-1, 1).to(G.dtype))
     return torch.broadcast_to(loss_rows, (O.shape[0], 1)).reshape(O.shape[0]), G

@@ -36,8 +36,9 @@ def _operand(node: ast.expr, level: tuple[type, ...]) -> str:
 def code_block(statements: list[str], indent: str) -> str:
     """Statements indented, each laid out as `ruff format` would at `LINE_LENGTH`.
 
-    A long `name = a + b - c` becomes a parenthesised block with one operand per line, leading
-    operators: ruff's own layout, so the emitted file is stable under `ruff format`.
+    A long `name = a + b - c` becomes a parenthesised block: on one indented line where it fits
+    there, else one operand per line with leading operators: ruff's own layout, so the emitted
+    file is stable under `ruff format`.
     """
     out = []
     for stmt in statements:
@@ -75,6 +76,9 @@ def _split_sum(stmt: str, indent: str) -> str | None:
     target = ast.unparse(tree.targets[0] if isinstance(tree, ast.Assign) else tree.target)
     assign = "=" if isinstance(tree, ast.Assign) else ast.unparse(tree).split()[1]
     inner = indent + "    "
+    one_line = inner + ast.unparse(top)
+    if len(one_line) <= LINE_LENGTH:  # ruff first tries the whole sum on one bracketed line
+        return f"{indent}{target} {assign} (\n{one_line}\n{indent})"
     body = [inner + (f"{op} " if op else "") + _operand(node, level) for op, node in operands]
     return f"{indent}{target} {assign} (\n" + "\n".join(body) + f"\n{indent})"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
@@ -254,7 +255,8 @@ class VectorPrinter(NumPyPrinter):
         return self._complement(self._print(p), idx)
 
     #: Whether the template defines `_complement_at(P, labels)`, the complement at each row's
-    #: label only, (n, 1): printed for the label's entry instead of the whole n x K complement.
+    #: label only, (n, 1): printed for the label's entry instead of the whole n x K complement
+    #: (where the block has no log-sum-exp of the row to print `label_complement` from).
     complement_at = True
 
     def _complement(self, probabilities: str, idx: sp.Basic) -> str:
@@ -522,6 +524,32 @@ def _hoist_logit_terms(
     return [f"{sym} = {printer.doprint(t)}" for t, sym in hoisted.items()], out
 
 
+def label_complement(row: sp.Expr, logsumexp: sp.Expr) -> sp.Expr:
+    """`1 - softmax(f)_c` from the label's log-probability: `-expm1(f_c - LSE(f))`, with
+    `logsumexp` the block's LSE(f).
+
+    The same number (softmax(f)_c = exp(f_c - LSE(f)); `tests/test_printing.py` checks the
+    identity), from n numbers where the complement reads the whole n x K row again: in a block
+    that computes the row's log-sum-exp anyway (the fused loss and gradient), it costs no pass
+    over the probabilities. `expm1` keeps every digit where p_c rounds to 1 (`f_c - LSE(f)` is
+    then -log1p of the others' tiny sum); where p_c <= 1/2, `f_c - LSE(f)` <= -log 2 has an
+    absolute error of a few ulps of max(1, |f_c|), which exp turns into a relative error of p_c
+    that `1 - p_c` does not feel.
+    """
+    return -expm1(row.xreplace({ROW: S.c}) - logsumexp)
+
+
+def _shared_complement(
+    complement: sp.Expr, p_name: sp.Symbol, l_name: sp.Symbol, printer: VectorPrinter
+) -> sp.Expr:
+    """A complement in a block that shares its row's softmax and log-sum-exp: at the label
+    from the log-sum-exp (`label_complement`), elsewhere from the shared probabilities."""
+    row, idx = complement.args
+    if idx == S.c and printer.gather is not None:
+        return label_complement(row, l_name)
+    return SharedComplement(p_name, idx)
+
+
 def _share_softmax_and_lse(
     exprs: list[sp.Expr],
     printer: VectorPrinter,
@@ -548,7 +576,7 @@ def _share_softmax_and_lse(
         p_name, l_name = sp.Symbol(f"_p{number}"), sp.Symbol(f"_l{number}")
         swap = {lse: l_name, **dict.fromkeys(softmaxes, p_name)}
         complements = {a for e in exprs for a in e.atoms(SoftmaxComplement) if a.args[0] == row}
-        swap |= {a: SharedComplement(p_name, a.args[1]) for a in complements}
+        swap |= {a: _shared_complement(a, p_name, l_name, printer) for a in complements}
         exprs = [e.xreplace(swap) for e in exprs]
         kernel = "_softmax_and_logsumexp"
         if logits_are_scratch and row == S.o[ROW]:
