@@ -77,7 +77,8 @@ def _subtract_row_max(O: Array) -> Array:
     NOTE: the fused kernel that follows (`_softmax_and_logsumexp_shifted`) is handed the top's
     column instead of taking a second argmax of the shifted rows.
     """
-    rows, top = np.arange(O.shape[0]), np.argmax(O, axis=-1)
+    top: Array = np.argmax(O, axis=-1)
+    rows = np.arange(O.shape[0])
     O -= O[rows, top][:, None]
     return top
 
@@ -98,7 +99,8 @@ def _row_sums(A: Array) -> Array:
     if A.shape[-1] <= _FEW_CLASSES:
         out: Array = (A @ np.ones(A.shape[-1], dtype=A.dtype))[..., None]
         return out
-    return np.sum(A, axis=-1, keepdims=True)
+    sums: Array = np.sum(A, axis=-1, keepdims=True)
+    return sums
 
 
 def _column_sums(A: Array) -> Array:

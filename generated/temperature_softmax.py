@@ -91,7 +91,8 @@ def _row_sums(A: Array) -> Array:
     if A.shape[-1] <= _FEW_CLASSES:
         out: Array = (A @ np.ones(A.shape[-1], dtype=A.dtype))[..., None]
         return out
-    return np.sum(A, axis=-1, keepdims=True)
+    sums: Array = np.sum(A, axis=-1, keepdims=True)
+    return sums
 
 
 def _column_sums(A: Array) -> Array:
