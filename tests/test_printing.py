@@ -116,6 +116,21 @@ def test_a_scratch_block_shifted_in_place_hands_the_top_column_to_the_fused_kern
     ]
 
 
+@pytest.mark.parametrize("base", [S.z, S.o], ids=["shifted", "unshifted"])
+def test_a_fused_block_prints_the_label_complement_from_its_own_lse_on_shifted_rows_only(
+    base: sp.IndexedBase,
+) -> None:
+    """With the softmax and the log-sum-exp of a shifted row in one block, `1 - p_c` is
+    `-expm1(z_c - LSE(z))` (no pass over P); on an unshifted row the top's `o_c - LSE(o)`
+    would cancel (`m - (m + log1p(r))` rounds a tiny r away), so the complement kernel stays."""
+    printer = VectorPrinter({"o": "O", "z": "Z"}, gather="labels")
+    row = base[ROW]
+    outputs = [("L", LogSumExp(row)), ("G", Softmax(row, S.j)), ("g", SoftmaxComplement(row, S.c))]
+    text = "\n".join(print_assignments(printer, outputs))
+    assert ("np.expm1(" in text) is (base == S.z)
+    assert ("_complement_at(" in text) is (base == S.o)
+
+
 def test_chain_rule_prints_the_measured_gemm_layout() -> None:
     printer = VectorPrinter({"X": "Xb", "G": "G", "W": "W", "b": "b"})
     assert printer.doprint(S.Xm.T * S.Gm) == "(G.T @ Xb).T"

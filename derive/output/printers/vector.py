@@ -540,12 +540,21 @@ def label_complement(row: sp.Expr, logsumexp: sp.Expr) -> sp.Expr:
 
 
 def _shared_complement(
-    complement: sp.Expr, p_name: sp.Symbol, l_name: sp.Symbol, printer: VectorPrinter
+    complement: sp.Expr,
+    p_name: sp.Symbol,
+    l_name: sp.Symbol,
+    printer: VectorPrinter,
+    shifted: bool,
 ) -> sp.Expr:
-    """A complement in a block that shares its row's softmax and log-sum-exp: at the label
-    from the log-sum-exp (`label_complement`), elsewhere from the shared probabilities."""
+    """A complement in a block that shares its row's softmax and log-sum-exp: at the label of
+    a `shifted` row (each row's largest entry exactly 0) from the log-sum-exp
+    (`label_complement`), elsewhere from the shared probabilities.
+
+    NOTE: only shifted rows: at the top `f_c - LSE(f)` is then `0 - log1p(r)`, where an
+    unshifted row's `m - (m + log1p(r))` would round a tiny r away.
+    """
     row, idx = complement.args
-    if idx == S.c and printer.gather is not None:
+    if idx == S.c and printer.gather is not None and shifted:
         return label_complement(row, l_name)
     return SharedComplement(p_name, idx)
 
@@ -576,7 +585,8 @@ def _share_softmax_and_lse(
         p_name, l_name = sp.Symbol(f"_p{number}"), sp.Symbol(f"_l{number}")
         swap = {lse: l_name, **dict.fromkeys(softmaxes, p_name)}
         complements = {a for e in exprs for a in e.atoms(SoftmaxComplement) if a.args[0] == row}
-        swap |= {a: _shared_complement(a, p_name, l_name, printer) for a in complements}
+        shifted = shifted_in_place or row.has(S.z.label)
+        swap |= {a: _shared_complement(a, p_name, l_name, printer, shifted) for a in complements}
         exprs = [e.xreplace(swap) for e in exprs]
         kernel = "_softmax_and_logsumexp"
         if logits_are_scratch and row == S.o[ROW]:
