@@ -129,8 +129,7 @@ def _complement(P: torch.Tensor) -> torch.Tensor:
     NOTE: there `1 - p` rounds to 0 once p rounds to 1; the others' sum keeps every digit.
     """
     top = torch.argmax(P, dim=-1, keepdim=True)
-    others = torch.sum(P.scatter(-1, top, 0.0), dim=-1, keepdim=True)
-    return (1 - P).scatter_(-1, top, others)
+    return (1 - P).scatter_(-1, top, _others(P, top))
 
 
 def _complement_at(P: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
